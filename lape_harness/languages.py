@@ -1,0 +1,123 @@
+"""The language table: ISO 639-1 code, FLORES-200 code, English name, script and family.
+
+The paper's 21 languages come first, in the paper's mask order; more languages can be
+added with :func:`register_language` (e.g. XQuAD's and XNLI's languages without neurons).
+
+Example:
+    >>> get_language("de").flores
+    'deu_Latn'
+    >>> get_language("jpn_Jpan").code
+    'ja'
+    >>> [l.code for l in PAPER_LANGUAGES][:3]
+    ['bo', 'mt', 'it']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lape_harness.errors import InputError
+
+
+@dataclass(frozen=True)
+class Language:
+    """One language: ``code`` (ISO 639-1, the key used everywhere), ``flores`` (FLORES-200)."""
+
+    code: str
+    flores: str
+    name: str
+    script: str
+    family: str
+
+    @property
+    def latin(self) -> bool:
+        return self.script == "Latn"
+
+
+class UnknownLanguageError(InputError):
+    """A language code that is not in the table (the message lists the known ones)."""
+
+
+_TABLE: dict[str, Language] = {}
+_BY_FLORES: dict[str, Language] = {}
+# Other spellings seen in datasets and language identifiers, mapped onto table codes.
+_ALIASES: dict[str, str] = {"nb": "no", "nob": "no", "zh-cn": "zh", "zh-hans": "zh", "zh-tw": "zh", "zh-hant": "zh"}
+
+
+def register_language(code: str, flores: str, name: str, script: str, family: str) -> Language:
+    """Add a language to the table (idempotent for an identical entry).
+
+    >>> register_language("sw", "swh_Latn", "Swahili", "Latn", "Niger-Congo").name
+    'Swahili'
+    """
+    language = Language(code, flores, name, script, family)
+    existing = _TABLE.get(code)
+    if existing is not None and existing != language:
+        raise ValueError(f"language {code!r} is already registered as {existing}")
+    _TABLE[code] = language
+    _BY_FLORES[flores.lower()] = language
+    return language
+
+
+_PAPER = [
+    ("bo", "bod_Tibt", "Tibetan", "Tibt", "Sino-Tibetan"),
+    ("mt", "mlt_Latn", "Maltese", "Latn", "Semitic"),
+    ("it", "ita_Latn", "Italian", "Latn", "Romance"),
+    ("es", "spa_Latn", "Spanish", "Latn", "Romance"),
+    ("de", "deu_Latn", "German", "Latn", "Germanic"),
+    ("ja", "jpn_Jpan", "Japanese", "Jpan", "Japonic"),
+    ("ar", "arb_Arab", "Arabic", "Arab", "Semitic"),
+    ("zh", "zho_Hans", "Chinese", "Hans", "Sino-Tibetan"),
+    ("af", "afr_Latn", "Afrikaans", "Latn", "Germanic"),
+    ("nl", "nld_Latn", "Dutch", "Latn", "Germanic"),
+    ("fr", "fra_Latn", "French", "Latn", "Romance"),
+    ("pt", "por_Latn", "Portuguese", "Latn", "Romance"),
+    ("ru", "rus_Cyrl", "Russian", "Cyrl", "Slavic"),
+    ("ko", "kor_Hang", "Korean", "Hang", "Koreanic"),
+    ("hi", "hin_Deva", "Hindi", "Deva", "Indo-Aryan"),
+    ("tr", "tur_Latn", "Turkish", "Latn", "Turkic"),
+    ("pl", "pol_Latn", "Polish", "Latn", "Slavic"),
+    ("sv", "swe_Latn", "Swedish", "Latn", "Germanic"),
+    ("da", "dan_Latn", "Danish", "Latn", "Germanic"),
+    ("no", "nob_Latn", "Norwegian Bokmål", "Latn", "Germanic"),
+    ("en", "eng_Latn", "English", "Latn", "Germanic"),
+]
+# Languages of XQuAD and XNLI that have no neurons in the paper (cross-lingual steering only).
+_EXTRA = [
+    ("vi", "vie_Latn", "Vietnamese", "Latn", "Austroasiatic"),
+    ("th", "tha_Thai", "Thai", "Thai", "Kra-Dai"),
+    ("ro", "ron_Latn", "Romanian", "Latn", "Romance"),
+    ("el", "ell_Grek", "Greek", "Grek", "Hellenic"),
+    ("bg", "bul_Cyrl", "Bulgarian", "Cyrl", "Slavic"),
+    ("sw", "swh_Latn", "Swahili", "Latn", "Niger-Congo"),
+    ("ur", "urd_Arab", "Urdu", "Arab", "Indo-Aryan"),
+]
+for _row in _PAPER + _EXTRA:
+    register_language(*_row)
+
+PAPER_LANGUAGES: tuple[Language, ...] = tuple(_TABLE[row[0]] for row in _PAPER)
+PAPER_CODES: tuple[str, ...] = tuple(language.code for language in PAPER_LANGUAGES)
+
+
+def get_language(key: str) -> Language:
+    """Look a language up by ISO code, FLORES-200 code or a known alias (case-insensitive)."""
+    lowered = key.strip().lower()
+    lowered = _ALIASES.get(lowered, lowered)
+    if lowered in _TABLE:
+        return _TABLE[lowered]
+    if lowered in _BY_FLORES:
+        return _BY_FLORES[lowered]
+    raise UnknownLanguageError(
+        f"unknown language {key!r}; known codes: {', '.join(sorted(_TABLE))} "
+        "(FLORES-200 codes such as 'deu_Latn' work too; add more with lape_harness.languages.register_language)"
+    )
+
+
+def normalize_code(key: str) -> str:
+    """The table's ISO code for ``key`` (``'deu_Latn'`` → ``'de'``, ``'nb'`` → ``'no'``)."""
+    return get_language(key).code
+
+
+def all_languages() -> list[Language]:
+    """Every registered language, the paper's 21 first."""
+    return list(_TABLE.values())
