@@ -1,0 +1,314 @@
+"""The on-disk formats: activation statistics and neuron sets (safetensors + JSON metadata).
+
+Both are safetensors files whose string metadata holds one JSON document under the key
+``lape_harness`` (kind, format version, model identity, languages, provenance). Loading
+validates shapes and versions; writes are atomic.
+
+* :class:`ActivationStats` (``stats.safetensors``, written by ``lape-harness profile``):
+  per language ``k``, layer ``l`` and neuron ``j``: ``over_zero[k,l,j]`` (tokens with
+  activation > 0, int64), ``activation_sum[k,l,j]`` (float64) and ``tokens[k]`` (int64).
+* :class:`NeuronSet` (``lape-top1.safetensors``, written by ``lape-harness identify``):
+  per language its ``(layer, index)`` neurons, with the language's mean activation there,
+  the mean over the other languages (for diffmean) and its activation probability.
+  Self-contained for steering.
+
+Example:
+    >>> stats = ActivationStats.load("neuron_cache/tiny/stats.safetensors")   # doctest: +SKIP
+    >>> stats.probability().shape                                               # doctest: +SKIP
+    torch.Size([21, 32, 14336])
+    >>> neurons = NeuronSet.load("neuron_cache/tiny/lape-top1.safetensors")    # doctest: +SKIP
+    >>> neurons["de"].layer, neurons["de"].index                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from lape_harness import __version__
+from lape_harness.atomic import atomic_path
+from lape_harness.errors import InputError
+
+FORMAT_VERSION = 1
+METADATA_KEY = "lape_harness"
+STATS_KIND = "activation_stats"
+NEURON_SET_KIND = "neuron_set"
+NEURON_FIELDS = ("layer", "index", "mean", "others_mean", "probability")
+
+
+class NeuronFileError(InputError):
+    """A statistics or neuron-set file that is missing, corrupt, of another kind or for another model."""
+
+
+def model_identity(model: torch.nn.Module) -> dict[str, Any]:
+    """Provenance of a transformers model: id, revision, type, config hash, layer count and width.
+
+    >>> model_identity(model)["num_layers"]     # doctest: +SKIP
+    32
+    """
+    from lape_harness.sites import find_sites, unwrap
+
+    inner = unwrap(model)
+    config = inner.config
+    sites = find_sites(inner)
+    config_dict = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
+    config_hash = hashlib.sha256(json.dumps(config_dict, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {
+        "model_id": str(getattr(config, "_name_or_path", "") or ""),
+        "revision": getattr(config, "_commit_hash", None),
+        "model_type": config.model_type,
+        "config_hash": config_hash,
+        "num_layers": len(sites),
+        "width": sites[0].width,
+    }
+
+
+_VOLATILE_CONFIG_KEYS = {"torch_dtype", "dtype", "transformers_version", "quantization_config", "use_cache", "name_or_path"}
+
+
+def _read(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path = Path(path)
+    what = "activation statistics" if kind == STATS_KIND else "neuron set"
+    if not path.is_file():
+        raise NeuronFileError(f"{what} file {str(path)!r} does not exist; check the path"
+                              + (" or run `lape-harness profile` first" if kind == STATS_KIND
+                                 else " or run `lape-harness identify` first"))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(METADATA_KEY)
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise NeuronFileError(
+            f"{str(path)!r} is not a readable safetensors file ({error}); it is corrupt or truncated: "
+            "delete it and re-run the command that wrote it"
+        ) from None
+    if raw is None:
+        raise NeuronFileError(f"{str(path)!r} has no lape-harness metadata; it was not written by lape-harness")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise NeuronFileError(f"{str(path)!r} has corrupt lape-harness metadata; re-run the command that wrote it") from None
+    if meta.get("kind") != kind:
+        raise NeuronFileError(
+            f"{str(path)!r} holds {meta.get('kind')!r}, not {kind!r}: "
+            + ("pass a statistics file from `lape-harness profile`" if kind == STATS_KIND
+               else "pass a neuron-set file from `lape-harness identify` (not the statistics file)")
+        )
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise NeuronFileError(
+            f"{str(path)!r} has format version {meta.get('format_version')}; this lape-harness "
+            f"({__version__}) reads version {FORMAT_VERSION}: re-create the file with this version"
+        )
+    return tensors, meta
+
+
+def _write(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    meta = {**meta, "format_version": FORMAT_VERSION, "package_version": __version__}
+    contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    with atomic_path(path) as temporary:
+        save_file(contiguous, str(temporary), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+
+
+def _content_hash(languages: list[str], tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256(json.dumps(languages).encode())
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class ActivationStats:
+    """Per-language activation counts and sums over every (layer, neuron).
+
+    ``meta`` carries provenance: ``model`` (see :func:`model_identity`), ``seq_len``,
+    ``dtype``, ``sources`` (per language: where the text came from and its hash).
+    """
+
+    languages: list[str]
+    over_zero: torch.Tensor  # int64 [K, L, I]
+    activation_sum: torch.Tensor  # float64 [K, L, I]
+    tokens: torch.Tensor  # int64 [K]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        k = len(self.languages)
+        if len(set(self.languages)) != k:
+            raise NeuronFileError(f"duplicate languages in statistics: {self.languages}")
+        if self.over_zero.dim() != 3 or self.over_zero.shape[0] != k:
+            raise NeuronFileError(f"over_zero must be [languages={k}, layers, width], got {tuple(self.over_zero.shape)}")
+        if self.activation_sum.shape != self.over_zero.shape or tuple(self.tokens.shape) != (k,):
+            raise NeuronFileError(
+                f"inconsistent statistics shapes: over_zero {tuple(self.over_zero.shape)}, "
+                f"activation_sum {tuple(self.activation_sum.shape)}, tokens {tuple(self.tokens.shape)}"
+            )
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.over_zero.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.over_zero.shape[2])
+
+    def probability(self) -> torch.Tensor:
+        """Activation probability ``p[k,l,j] = over_zero / tokens`` (float64; 0 where no tokens)."""
+        return self.over_zero.double() / self.tokens.clamp(min=1).double().view(-1, 1, 1)
+
+    def mean_activation(self) -> torch.Tensor:
+        """Mean signed activation over all tokens, ``activation_sum / tokens`` (float64)."""
+        return self.activation_sum / self.tokens.clamp(min=1).double().view(-1, 1, 1)
+
+    def select(self, languages: list[str]) -> ActivationStats:
+        """The statistics of a subset of languages, in the given order."""
+        missing = [lang for lang in languages if lang not in self.languages]
+        if missing:
+            raise InputError(f"languages {missing} are not in these statistics; they have: {', '.join(self.languages)}")
+        rows = torch.tensor([self.languages.index(lang) for lang in languages], dtype=torch.long)
+        return ActivationStats(
+            list(languages), self.over_zero[rows], self.activation_sum[rows], self.tokens[rows], dict(self.meta)
+        )
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"over_zero": self.over_zero, "activation_sum": self.activation_sum, "tokens": self.tokens}
+
+    def content_hash(self) -> str:
+        """sha256 over languages and tensors (not metadata): identifies the statistics."""
+        return _content_hash(self.languages, self.tensors())
+
+    def save(self, path: str | os.PathLike) -> None:
+        meta = {
+            **self.meta,
+            "kind": STATS_KIND,
+            "languages": self.languages,
+            "num_layers": self.num_layers,
+            "width": self.width,
+            "tokens_per_language": dict(zip(self.languages, self.tokens.tolist())),
+        }
+        _write(path, self.tensors(), meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ActivationStats:
+        tensors, meta = _read(path, STATS_KIND)
+        try:
+            stats = cls(meta["languages"], tensors["over_zero"], tensors["activation_sum"], tensors["tokens"], meta)
+        except KeyError as missing:
+            raise NeuronFileError(f"{str(path)!r} lacks {missing}; it is not a complete statistics file") from None
+        if (stats.num_layers, stats.width) != (meta.get("num_layers"), meta.get("width")):
+            raise NeuronFileError(f"{str(path)!r}: tensor shapes disagree with its metadata; the file is corrupt")
+        return stats
+
+
+@dataclass
+class LanguageNeurons:
+    """One language's neurons, as parallel 1-D tensors sorted by ``(layer, index)``."""
+
+    layer: torch.Tensor  # int64 [n]
+    index: torch.Tensor  # int64 [n]
+    mean: torch.Tensor  # float32 [n]: this language's mean activation at the neuron
+    others_mean: torch.Tensor  # float32 [n]: mean over the other languages' mean activations
+    probability: torch.Tensor  # float32 [n]: this language's activation probability
+
+    def __len__(self) -> int:
+        return int(self.layer.numel())
+
+    def in_layer(self, layer: int) -> torch.Tensor:
+        """Boolean mask of the entries that sit in ``layer``."""
+        return self.layer == layer
+
+
+@dataclass
+class NeuronSet:
+    """Language-specific neurons of one model, per language (possibly empty, possibly shared).
+
+    ``meta`` carries ``model`` identity, ``thresholds`` (top_rate, filter_rate,
+    activation_bar_ratio and the probability bar), ``stats_hash``, ``tokens_per_language``,
+    ``seq_len`` and ``dtype``.
+    """
+
+    languages: list[str]
+    num_layers: int
+    width: int
+    neurons: dict[str, LanguageNeurons]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, language: str) -> LanguageNeurons:
+        from lape_harness.languages import UnknownLanguageError, normalize_code
+
+        try:
+            code = normalize_code(language)
+        except UnknownLanguageError:
+            code = language
+        if code not in self.neurons:
+            raise InputError(
+                f"language {language!r} is not in this neuron set; it has: {', '.join(self.languages)}"
+            )
+        return self.neurons[code]
+
+    def counts(self) -> dict[str, int]:
+        return {language: len(self.neurons[language]) for language in self.languages}
+
+    def validate_for(self, num_layers: int, width: int, where: str = "the model") -> None:
+        """Raise a clear error when this set was made for a model of another shape."""
+        problems = []
+        if num_layers != self.num_layers:
+            problems.append(f"layers: file has {self.num_layers}, {where} has {num_layers}")
+        if width != self.width:
+            problems.append(f"MLP width: file has {self.width}, {where} has {width}")
+        if problems:
+            model = self.meta.get("model", {}).get("model_id", "another model")
+            raise NeuronFileError(
+                f"this neuron set was made for {model!r}, not for {where} ({'; '.join(problems)}); "
+                "use the neuron set identified for this model, or profile and identify it first"
+            )
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            f"{language}/{name}": getattr(self.neurons[language], name)
+            for language in self.languages
+            for name in NEURON_FIELDS
+        }
+
+    def content_hash(self) -> str:
+        """sha256 over languages and neurons: the identity recorded in steering signatures."""
+        return _content_hash(self.languages, self.tensors())
+
+    def save(self, path: str | os.PathLike) -> None:
+        meta = {
+            **self.meta,
+            "kind": NEURON_SET_KIND,
+            "languages": self.languages,
+            "num_layers": self.num_layers,
+            "width": self.width,
+            "neuron_counts": self.counts(),
+        }
+        _write(path, self.tensors(), meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> NeuronSet:
+        tensors, meta = _read(path, NEURON_SET_KIND)
+        try:
+            languages, num_layers, width = meta["languages"], int(meta["num_layers"]), int(meta["width"])
+            neurons = {
+                language: LanguageNeurons(**{name: tensors[f"{language}/{name}"] for name in NEURON_FIELDS})
+                for language in languages
+            }
+        except KeyError as missing:
+            raise NeuronFileError(f"{str(path)!r} lacks {missing}; it is not a complete neuron-set file") from None
+        for language, entry in neurons.items():
+            sizes = {getattr(entry, name).numel() for name in NEURON_FIELDS}
+            out_of_range = len(entry) and (
+                int(entry.layer.min()) < 0 or int(entry.layer.max()) >= num_layers
+                or int(entry.index.min()) < 0 or int(entry.index.max()) >= width
+            )
+            if len(sizes) != 1 or out_of_range:
+                raise NeuronFileError(f"{str(path)!r}: neurons of {language!r} are inconsistent; the file is corrupt")
+        return cls(languages, num_layers, width, neurons, meta)
