@@ -1,0 +1,614 @@
+"""The ``steer=`` language, its plans, and the hooks that apply them to a model's MLP neurons.
+
+A plan edits the neuron activations ``a`` (the MLP activation output, see :mod:`lape_harness.sites`)
+at the neurons of the named languages, at every layer that has such neurons and every token.
+``μ_L`` is language L's mean activation at its neurons, ``p_L`` its activation probability,
+``μ̄_¬L`` the mean of the other languages' means there (all stored in the neuron-set file).
+
+Grammar (no commas, so it fits lm-eval's ``--model_args``)::
+
+    spec   := "none" | "auto" [":" template] | plan | path/to/plan.yaml|.json
+    plan   := term { term }                      the first term may omit its "+"
+    term   := "+" [α ["*"]] LANG ["." value]     add         a ← a + α·v_L
+            | "=" [α ["*"]] LANG ["." value]     replace     a ← α·v_L
+            | "*" β ["*"] LANG                   multiply    a ← β·a
+            | "-" LANG ["=" c]                   deactivate  a ← c          (c defaults to 0)
+    value  := "mean" (default: v_L = μ_L) | "diff" (v_L = μ_L − μ̄_¬L) | "p" (v_L = p_L)
+
+One example per method (each reads as the arithmetic it does):
+
+====================  =================================================================
+``de`` or ``+de``     additive activation: a ← a + μ_de
+``+2*de``             additive with strength α = 2: a ← a + 2·μ_de
+``=de``               replacement: a ← μ_de
+``+de.diff``          diffmean: a ← a + (μ_de − μ̄_¬de)
+``+de.p``             activation-probability boost (paper code before Aug 2025): a ← a + p_de
+``*0.5*de``           multiplication: a ← 0.5·a on de's neurons
+``-de``               deactivation: a ← 0
+``-de=-1.5``          deactivation with fill c = −1.5: a ← −1.5
+``-de+fr``            deactivate de, then activate fr ("fr-de" language forcing)
+``-en-fr-es``         deactivate three languages
+``-en=-1.5+2*de.diff``  combination with per-term strengths
+``none``              no steering
+``auto``              each request steered by its task's language (below)
+``auto:-src=-1+2*tgt``  auto with a template: ``src``/``tgt`` stand for the task's languages
+====================  =================================================================
+
+Order of operations (the paper's): all deactivations first, then multiplications, then the
+activations (add/replace) in the order written, whatever order the terms are written in. Every
+term is an affine update ``a ← s·a + b`` of its language's neurons; a neuron shared by several
+terms gets all of them composed in that order. E.g. with ``-de+fr`` a neuron of both de and fr
+ends at ``0 + μ_fr``; with ``+de+fr`` at ``a + μ_de + μ_fr``; with ``+de=fr`` at ``μ_fr``.
+
+``auto`` steers each request by its task (:func:`lape_harness.task_languages.task_languages`):
+monolingual task in L → ``+L``; language forcing S→T → ``-S+T``; translation into T → ``+T``.
+``auto:<template>`` uses the template instead, with ``tgt`` = the task's (target) language and
+``src`` = the source language of a forcing task; ``src`` terms are dropped for other tasks
+(the paper never deactivates the input language of a translation or a monolingual task).
+
+Lm-eval turns the value ``none`` into ``None``; both mean no steering. A spec that names an
+existing ``.yaml``/``.yml``/``.json`` file is read from it: either ``steer: <spec>`` or
+``terms: [<term>, ...]`` where each term is a string (``"-en=-1.5"``) or a mapping
+``{op: add|replace|multiply|deactivate, language: de, strength: 2, value: diff}``
+(``strength`` is α, β or the fill c).
+
+Example:
+    >>> plan = parse_steer("-de+2*fr")
+    >>> str(plan)
+    '-de+2*fr'
+    >>> hooks = SteeringHooks(model, neuron_set)      # doctest: +SKIP
+    >>> hooks.use(plan)                               # doctest: +SKIP
+    >>> with hooks.active(): logits = model(ids).logits  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from lape_harness.errors import InputError
+
+OPS = ("deactivate", "multiply", "add", "replace")  # also the order in which they apply
+VALUES = ("mean", "diff", "p")
+SCOPES = ("all", "prompt", "generated")
+PLACEHOLDERS = ("src", "tgt")
+EXAMPLE = "steer=-de+2*fr  (deactivate de: a ← 0, then a ← a + 2·μ_fr)"
+_OP_SYMBOL = {"+": "add", "=": "replace", "*": "multiply", "-": "deactivate"}
+_SYMBOL = {op: symbol for symbol, op in _OP_SYMBOL.items()}
+
+
+class SteerSyntaxError(InputError):
+    """A malformed ``steer=`` spec; the message shows the spec with a caret under the problem."""
+
+
+# --------------------------------------------------------------------------------------------
+# Plans
+
+
+@dataclass(frozen=True)
+class Term:
+    """One operation on one language's neurons.
+
+    ``strength`` is α for add/replace, β for multiply and the fill c for deactivate;
+    ``value`` (add/replace only) picks v_L: ``mean`` μ_L, ``diff`` μ_L − μ̄_¬L, ``p`` p_L.
+    """
+
+    op: str
+    language: str
+    strength: float | None = None  # None: the op's default (fill 0 for deactivate, else 1)
+    value: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.strength is None:
+            object.__setattr__(self, "strength", 0.0 if self.op == "deactivate" else 1.0)
+
+    def __str__(self) -> str:
+        symbol = _SYMBOL[self.op]
+        if self.op == "deactivate":
+            return f"-{self.language}" + (f"={_number(self.strength)}" if self.strength != 0 else "")
+        if self.op == "multiply":
+            return f"*{_number(self.strength)}*{self.language}"
+        strength = "" if self.strength == 1 else f"{_number(self.strength)}*"
+        value = "" if self.value == "mean" else f".{self.value}"
+        return f"{symbol}{strength}{self.language}{value}"
+
+    def describe(self) -> dict[str, Any]:
+        """The term as a JSON-able dict with its strength under its own name (alpha/beta/fill)."""
+        name = {"add": "alpha", "replace": "alpha", "multiply": "beta", "deactivate": "fill"}[self.op]
+        entry: dict[str, Any] = {"op": self.op, "language": self.language, name: self.strength}
+        if self.op in ("add", "replace"):
+            entry["value"] = self.value
+        return entry
+
+
+@dataclass(frozen=True)
+class SteeringPlan:
+    """Terms in execution order: deactivations, multiplications, then activations as written."""
+
+    terms: tuple[Term, ...] = ()
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.terms, key=lambda term: OPS.index(term.op) if term.op in OPS[:2] else 2))
+        object.__setattr__(self, "terms", ordered)
+
+    def __str__(self) -> str:
+        return "".join(str(term) for term in self.terms) or "none"
+
+    def __bool__(self) -> bool:
+        return bool(self.terms)
+
+    @property
+    def languages(self) -> list[str]:
+        return list(dict.fromkeys(term.language for term in self.terms))
+
+    @property
+    def methods(self) -> list[str]:
+        """Method names as in the paper: additive, replacement, diffmean, probability, multiply, deactivate."""
+        names = []
+        for term in self.terms:
+            if term.op == "add":
+                names.append({"mean": "additive", "diff": "diffmean", "p": "probability"}[term.value])
+            elif term.op == "replace":
+                names.append("replacement" if term.value == "mean" else f"replacement-{term.value}")
+            else:
+                names.append(term.op)
+        return list(dict.fromkeys(names))
+
+    def check_languages(self, neurons) -> None:
+        """Raise an :class:`InputError` listing the file's languages when a language is missing."""
+        for language in self.languages:
+            neurons[language]
+
+
+NO_STEERING = SteeringPlan()
+
+
+@dataclass(frozen=True)
+class AutoPlan:
+    """``steer=auto``: a plan per task, from its languages (``template`` None = the paper's defaults)."""
+
+    template: SteeringPlan | None = None
+
+    def __str__(self) -> str:
+        return "auto" if self.template is None else f"auto:{self.template}"
+
+    @property
+    def methods(self) -> list[str]:
+        if self.template is None:
+            return ["additive", "deactivate"]
+        return self.template.methods
+
+    def for_task(self, languages) -> SteeringPlan:
+        """The plan for a task whose :class:`~lape_harness.task_languages.TaskLanguages` are given."""
+        forcing = languages.kind == "forcing"
+        if self.template is None:
+            terms = [Term("add", languages.target)]
+            if forcing:
+                terms.insert(0, Term("deactivate", languages.source))
+            return SteeringPlan(tuple(terms))
+        names = {"tgt": languages.target, "src": languages.source if forcing else None}
+        return SteeringPlan(
+            tuple(
+                Term(term.op, names[term.language], term.strength, term.value)
+                for term in self.template.terms
+                if names[term.language] is not None
+            )
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+def parse_steer(spec: Any) -> SteeringPlan | AutoPlan:
+    """Parse a ``steer=`` value (string, ``None`` from lm-eval's ``none``, or a plan file path).
+
+    >>> str(parse_steer("-en=-1.5-fr+de"))
+    '-en=-1.5-fr+de'
+    >>> str(parse_steer("+de-en"))
+    '-en+de'
+    """
+    if spec is None or spec is False:
+        return NO_STEERING
+    if isinstance(spec, (SteeringPlan, AutoPlan)):
+        return spec
+    if not isinstance(spec, str):
+        raise SteerSyntaxError(f"steer={spec!r} is not a steering spec; valid example: {EXAMPLE}")
+    text = spec.strip()
+    if text.lower().endswith((".yaml", ".yml", ".json")) or (os.sep in text and Path(text).is_file()):
+        return _parse_file(Path(text))
+    if text.lower() == "none":
+        return NO_STEERING
+    if text.lower() == "auto":
+        return AutoPlan()
+    if text.lower().startswith("auto:"):
+        return AutoPlan(_parse_terms(text, start=5, placeholders=True))
+    return _parse_terms(text, start=0, placeholders=False)
+
+
+def _parse_terms(text: str, start: int, placeholders: bool) -> SteeringPlan:
+    scanner = _Scanner(text, start)
+    terms = []
+    while not scanner.done():
+        terms.append(scanner.term(first=not terms, placeholders=placeholders))
+    if not terms:
+        scanner.fail("the spec has no terms", hint=None)
+    plan = SteeringPlan(tuple(terms))
+    if placeholders and not any(term.language == "tgt" for term in plan.terms):
+        raise SteerSyntaxError(
+            f"steer={text!r}: an auto template must use 'tgt' (the task's language), e.g. steer=auto:-src+2*tgt"
+        )
+    return plan
+
+
+class _Scanner:
+    """Reads terms left to right, remembering positions for error carets."""
+
+    def __init__(self, text: str, position: int):
+        self.text = text
+        self.position = position
+
+    def done(self) -> bool:
+        self._skip_spaces()
+        return self.position >= len(self.text)
+
+    def fail(self, problem: str, at: int | None = None, hint: str | None = "") -> NoReturn:
+        at = self.position if at is None else at
+        lines = [f"malformed steer spec: {problem}", f"  {self.text}", "  " + " " * at + "^"]
+        if hint:
+            lines.append(hint)
+        lines.append(f"valid example: {EXAMPLE}; see docs/steering.md for the grammar")
+        raise SteerSyntaxError("\n".join(lines))
+
+    def term(self, first: bool, placeholders: bool) -> Term:
+        self._skip_spaces()
+        begin = self.position
+        symbol = self._peek()
+        if symbol in _OP_SYMBOL:
+            self.position += 1
+            op = _OP_SYMBOL[symbol]
+        elif first and (symbol.isalnum() or symbol == "."):
+            op = "add"
+        else:
+            self.fail(f"expected '+', '-', '=' or '*' before a term, found {symbol!r}")
+        number_at = self.position
+        strength = self._number()
+        if strength is not None:
+            if op == "deactivate":
+                self.fail(
+                    "'-' deactivates a language and takes no factor",
+                    at=number_at,
+                    hint=f"to subtract write +-{_number(strength)}*LANG; to deactivate with a fill write -LANG={_number(strength)}",
+                )
+            if self._peek() == "*":
+                self.position += 1
+        elif op == "multiply":
+            self.fail("'*' needs a factor, e.g. *0.5*de (a ← 0.5·a on de's neurons)")
+        language_at = self.position
+        language = self._word()
+        if not language:
+            self.fail(f"expected a language code after {self.text[begin:self.position]!r}")
+        language = _language_code(language, placeholders, self, language_at)
+        value = "mean"
+        if self._peek() == ".":
+            if op not in ("add", "replace"):
+                self.fail("a '.value' suffix only applies to '+' and '=' terms (e.g. +de.diff)")
+            self.position += 1
+            value_at = self.position
+            value = self._word()
+            if value not in VALUES:
+                self.fail(f"unknown value {value!r}; use .mean, .diff or .p", at=value_at)
+        if op == "deactivate" and self._peek() == "=" and not self.text[self.position + 1 : self.position + 2].isalpha():
+            self.position += 1
+            fill_at = self.position
+            fill = self._number(signed=True)
+            if fill is None:
+                self.fail("expected a number after '=' (the fill value, e.g. -de=-1.5)", at=fill_at)
+            strength = fill
+        return Term(op, language, strength, value)
+
+    def _peek(self) -> str:
+        return self.text[self.position] if self.position < len(self.text) else ""
+
+    def _skip_spaces(self) -> None:
+        while self._peek().isspace():
+            self.position += 1
+
+    def _word(self) -> str:
+        begin = self.position
+        while self._peek().isalnum() or self._peek() == "_":
+            self.position += 1
+        return self.text[begin : self.position]
+
+    def _number(self, signed: bool = False) -> float | None:
+        begin = self.position
+        if self._peek() and self._peek() in "+-" and (signed or self.text[self.position - 1 : self.position] in ("+", "=", "*")):
+            self.position += 1
+        digits = self.position
+        while self._peek().isdigit() or self._peek() == ".":
+            self.position += 1
+        if self.position == digits:
+            self.position = begin
+            return None
+        try:
+            return float(self.text[begin : self.position])
+        except ValueError:
+            self.fail(f"{self.text[begin:self.position]!r} is not a number", at=begin)
+
+
+def _language_code(word: str, placeholders: bool, scanner: _Scanner, at: int) -> str:
+    if placeholders:
+        if word not in PLACEHOLDERS:
+            scanner.fail(f"an auto template names 'src' or 'tgt', not {word!r}", at=at)
+        return word
+    if word in PLACEHOLDERS:
+        scanner.fail(f"{word!r} is only meaningful in an auto template (steer=auto:-src+tgt)", at=at)
+    from lape_harness.languages import UnknownLanguageError, normalize_code
+
+    try:
+        return normalize_code(word)
+    except UnknownLanguageError:
+        return word  # a language only the neuron file knows; checked against the file later
+
+
+def _parse_file(path: Path) -> SteeringPlan | AutoPlan:
+    if not path.is_file():
+        raise SteerSyntaxError(f"steer plan file {str(path)!r} does not exist; check the path")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            content = json.loads(text)
+        else:
+            import yaml
+
+            content = yaml.safe_load(text)
+    except Exception as error:  # noqa: BLE001 - any parser error means the same to the user
+        raise SteerSyntaxError(f"steer plan file {str(path)!r} is not valid {path.suffix[1:].upper()}: {error}") from None
+    if isinstance(content, dict) and isinstance(content.get("steer"), str):
+        return parse_steer(content["steer"])
+    if not isinstance(content, dict) or not isinstance(content.get("terms"), list):
+        raise SteerSyntaxError(
+            f"steer plan file {str(path)!r} must hold 'steer: <spec>' or 'terms: [...]', e.g.\n"
+            "terms:\n  - -en=-1.5\n  - {op: add, language: de, strength: 2, value: diff}"
+        )
+    terms: list[Term] = []
+    for entry in content["terms"]:
+        if isinstance(entry, str):
+            terms.extend(_parse_terms(entry if entry[:1] in _OP_SYMBOL else "+" + entry, 0, False).terms)
+        elif isinstance(entry, dict):
+            terms.append(_term_from_mapping(entry, path))
+        else:
+            raise SteerSyntaxError(f"{str(path)!r}: term {entry!r} must be a string like '-de' or a mapping")
+    return SteeringPlan(tuple(terms))
+
+
+def _term_from_mapping(entry: dict[str, Any], path: Path) -> Term:
+    op = entry.get("op")
+    if op not in OPS or "language" not in entry:
+        raise SteerSyntaxError(
+            f"{str(path)!r}: term {entry!r} needs 'op' (one of {', '.join(OPS)}) and 'language'"
+        )
+    value = entry.get("value", "mean")
+    if value not in VALUES or (value != "mean" and op not in ("add", "replace")):
+        raise SteerSyntaxError(f"{str(path)!r}: term {entry!r}: 'value' is one of {VALUES}, for add/replace only")
+    default = 0.0 if op == "deactivate" else 1.0
+    strength = entry.get("strength", default)
+    if op == "multiply" and "strength" not in entry:
+        raise SteerSyntaxError(f"{str(path)!r}: multiply term {entry!r} needs a 'strength' (the factor β)")
+    try:
+        strength = float(strength)
+    except (TypeError, ValueError):
+        raise SteerSyntaxError(f"{str(path)!r}: term {entry!r}: strength must be a number") from None
+    from lape_harness.languages import UnknownLanguageError, normalize_code
+
+    language = str(entry["language"])
+    try:
+        language = normalize_code(language)
+    except UnknownLanguageError:
+        pass
+    return Term(op, language, strength, value)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+# --------------------------------------------------------------------------------------------
+# Compiling a plan into per-layer tensors
+
+
+@dataclass
+class LayerEdit:
+    """What a plan does at one layer: ``a[..., index] ← scale·a[..., index] + shift``.
+
+    ``kind`` picks the cheapest exact kernel: ``add`` (scale all 1), ``set`` (scale all 0) or
+    ``affine``. Tensors sit on the layer's device in its dtype (``scale`` only for ``affine``).
+    """
+
+    index: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor | None
+    kind: str
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> LayerEdit:
+        scale = None if self.scale is None else self.scale.to(device=device, dtype=dtype)
+        return LayerEdit(self.index.to(device), self.shift.to(device=device, dtype=dtype), scale, self.kind)
+
+    def apply(self, activation: torch.Tensor) -> torch.Tensor:
+        """Edit ``activation`` (shape ``[..., width]``) in place when autograd allows; return it."""
+        if activation.requires_grad and torch.is_grad_enabled():
+            activation = activation.clone()
+        if self.kind == "add":
+            activation.index_add_(-1, self.index, self.shift.expand(*activation.shape[:-1], -1))
+        elif self.kind == "set":
+            activation.index_copy_(-1, self.index, self.shift.expand(*activation.shape[:-1], -1))
+        else:
+            edited = torch.addcmul(self.shift, activation.index_select(-1, self.index), self.scale)
+            activation.index_copy_(-1, self.index, edited)
+        return activation
+
+
+def compile_plan(plan: SteeringPlan, neurons, num_layers: int, width: int) -> dict[int, LayerEdit]:
+    """Compose the plan's terms per neuron into ``{layer: LayerEdit}`` (CPU, float64).
+
+    Layers without any of the plan's neurons are absent. Vectorized over neurons: one pass
+    over the terms on flat ``layer·width + index`` arrays.
+    """
+    if not plan:
+        return {}
+    plan.check_languages(neurons)
+    scale = torch.ones(num_layers * width, dtype=torch.float64)
+    shift = torch.zeros(num_layers * width, dtype=torch.float64)
+    touched = torch.zeros(num_layers * width, dtype=torch.bool)
+    for term in plan.terms:
+        entry = neurons[term.language]
+        flat = entry.layer.long() * width + entry.index.long()
+        touched[flat] = True
+        if term.op == "deactivate":
+            scale[flat] = 0.0
+            shift[flat] = term.strength
+        elif term.op == "multiply":
+            scale[flat] *= term.strength
+            shift[flat] *= term.strength
+        else:
+            value = _term_value(term, entry)
+            if term.op == "add":
+                shift.index_add_(0, flat, term.strength * value)
+            else:
+                scale[flat] = 0.0
+                shift[flat] = term.strength * value
+    edits = {}
+    positions = touched.nonzero().squeeze(1)
+    layers = positions // width
+    for layer in layers.unique().tolist():
+        flat = positions[layers == layer]
+        layer_scale = scale[flat]
+        if bool((layer_scale == 1).all()):
+            kind, kept_scale = "add", None
+        elif bool((layer_scale == 0).all()):
+            kind, kept_scale = "set", None
+        else:
+            kind, kept_scale = "affine", layer_scale
+        edits[int(layer)] = LayerEdit(flat - layer * width, shift[flat], kept_scale, kind)
+    return edits
+
+
+def _term_value(term: Term, entry) -> torch.Tensor:
+    if term.value == "mean":
+        return entry.mean.double()
+    if term.value == "diff":
+        return entry.mean.double() - entry.others_mean.double()
+    return entry.probability.double()
+
+
+# --------------------------------------------------------------------------------------------
+# Hooks
+
+
+class HooksDidNotFire(RuntimeError):
+    """A steered forward pass ran without reaching some steered layers (the model was bypassed)."""
+
+
+class SteeringHooks:
+    """One forward hook per layer's activation module, registered once; plans swap tensors.
+
+    ``scope``: ``all`` steers every position; ``prompt`` only the prompt (the whole input of
+    log-likelihood requests, the prefill of generation); ``generated`` only decode steps.
+
+    >>> hooks = SteeringHooks(model, neuron_set, scope="all")   # doctest: +SKIP
+    >>> hooks.use(parse_steer("-de+fr"))                          # doctest: +SKIP
+    >>> with hooks.active(generating=False):                      # doctest: +SKIP
+    ...     logits = model(input_ids).logits
+    """
+
+    def __init__(self, model: torch.nn.Module, neurons=None, scope: str = "all"):
+        from lape_harness.sites import find_sites, unwrap
+
+        if scope not in SCOPES:
+            raise InputError(f"steer_scope={scope!r} is not one of {', '.join(SCOPES)}; e.g. steer_scope=generated")
+        self.scope = scope
+        self.neurons = neurons
+        self.sites = find_sites(model)
+        self.num_layers, self.width = len(self.sites), self.sites[0].width
+        if neurons is not None:
+            neurons.validate_for(self.num_layers, self.width)
+        self.plan: SteeringPlan = NO_STEERING
+        self._edits: list[LayerEdit | None] = [None] * self.num_layers
+        self._steered_layers: frozenset[int] = frozenset()
+        self._fired: set[int] = set()
+        self._phase = "idle"  # idle | score | prefill | decode
+        self._handles = [
+            site.activation.register_forward_hook(self._make_hook(site.layer)) for site in self.sites
+        ]
+        self._handles.append(unwrap(model).register_forward_hook(self._after_model_forward))
+
+    def use(self, plan: SteeringPlan) -> None:
+        """Switch to ``plan``: compile it and place each layer's tensors on that layer's device/dtype."""
+        if plan and self.neurons is None:
+            raise InputError(f"steer={plan} needs a neuron set: add neurons=path/to/lape-top1.safetensors")
+        edits = compile_plan(plan, self.neurons, self.num_layers, self.width)
+        placed: list[LayerEdit | None] = [None] * self.num_layers
+        for layer, edit in edits.items():
+            site = self.sites[layer]
+            placed[layer] = edit.to(_execution_device(site), site.dtype)
+        self.plan, self._edits, self._steered_layers = plan, placed, frozenset(edits)
+
+    def edits(self) -> dict[int, LayerEdit]:
+        """The placed per-layer edits of the current plan (for inspection and tests)."""
+        return {layer: edit for layer, edit in enumerate(self._edits) if edit is not None}
+
+    @contextmanager
+    def active(self, generating: bool = False) -> Iterator[None]:
+        """Steer the forward passes inside; afterwards, check every steered layer's hook fired."""
+        self._fired = set()
+        self._phase = "prefill" if generating else "score"
+        try:
+            yield
+        finally:
+            self._phase = "idle"
+        missing = self._steered_layers - self._fired
+        if missing:
+            raise HooksDidNotFire(
+                f"steering hooks of layers {sorted(missing)} did not fire during a steered call: the forward "
+                "pass bypassed the MLP activation modules (e.g. a fused kernel or a replaced module); "
+                "lape-harness cannot steer this model configuration"
+            )
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _make_hook(self, layer: int):
+        def hook(module, inputs, output):
+            edit = self._edits[layer]
+            if edit is None or self._phase == "idle":
+                return None
+            self._fired.add(layer)
+            if self.scope != "all" and (self.scope == "generated") != (self._phase == "decode"):
+                return None
+            if edit.index.device != output.device or edit.shift.dtype != output.dtype:
+                edit = self._edits[layer] = edit.to(output.device, output.dtype)
+            return edit.apply(output)
+
+        return hook
+
+    def _after_model_forward(self, module, inputs, output):
+        if self._phase == "prefill":
+            self._phase = "decode"
+
+
+def _execution_device(site) -> torch.device:
+    """Where the layer computes: accelerate's execution device for offloaded layers, else its weights'."""
+    hook = getattr(site.down_proj, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is not None and site.device.type == "meta":
+        return torch.device(device)
+    return site.device
