@@ -1,0 +1,129 @@
+"""Which languages an lm-eval task is about, read from its name.
+
+Used by ``steer=auto`` (steer towards the task's target language) and by the leaderboard
+(group results by family). Understands the lape task suite and lm-eval's built-in
+multilingual families; returns None when the name does not tell (callers warn).
+
+Example:
+    >>> task_languages("lape_forcing_de_to_fr")
+    TaskLanguages(kind='forcing', source='de', target='fr')
+    >>> task_languages("belebele_deu_Latn")
+    TaskLanguages(kind='monolingual', source=None, target='de')
+    >>> task_family("lape_xnli_de")
+    'lape_xnli'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lape_harness.errors import InputError
+from lape_harness.languages import normalize_code
+
+KINDS = ("monolingual", "forcing", "translation")
+
+
+@dataclass(frozen=True)
+class TaskLanguages:
+    """``kind`` is one of :data:`KINDS`; ``source`` is None for monolingual tasks."""
+
+    kind: str
+    source: str | None
+    target: str
+
+
+_FLORES = r"[a-z]{3}_[A-Z][a-z]{3}"
+_LANG = r"[a-z]{2,3}(?:_[A-Z][a-z]{3})?"
+
+# lm-eval's built-in multilingual families whose task names put a language code right after
+# the family prefix (``xnli_de``, ``global_mmlu_de_business``, ``truthfulqa_de_mc1`` ...).
+# Longer prefixes first, so that "lambada_openai_mt_stablelm" wins over "lambada_openai_mt".
+_BUILTIN_MONOLINGUAL = sorted(
+    [
+        "arc",
+        "belebele",
+        "global_mmlu",
+        "global_mmlu_full",
+        "hellaswag",
+        "lambada_openai_mt",
+        "lambada_openai_mt_stablelm",
+        "m_mmlu",
+        "mgsm_direct",
+        "mgsm_native_cot",
+        "mgsm_en_cot",
+        "mmlu_prox",
+        "mmlu_prox_lite",
+        "paws",
+        "truthfulqa",
+        "xcopa",
+        "xnli",
+        "xquad",
+        "xstorycloze",
+        "xwinograd",
+    ],
+    key=len,
+    reverse=True,
+)
+# Spellings in lm-eval task names that are not ISO 639-1.
+_NAME_ALIASES = {"jp": "ja", "nb": "no", "zh-cn": "zh"}
+
+_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("forcing", re.compile(r"^(?P<family>lape_forcing)_(?P<source>[a-z]{2,3})_to_(?P<target>[a-z]{2,3})$")),
+    ("translation", re.compile(r"^(?P<family>lape_flores)_(?P<source>[a-z]{2,3})-(?P<target>[a-z]{2,3})$")),
+    ("monolingual", re.compile(r"^(?P<family>lape_(?:xquad|belebele|xnli|ppl))_(?P<target>[a-z]{2,3})$")),
+    # lm-eval's own FLORES / WMT pairs: flores_deu_Latn-eng_Latn_prompt_1, wmt16-de-en.
+    ("translation", re.compile(rf"^(?P<family>flores)_(?P<source>{_FLORES})-(?P<target>{_FLORES})(?:_.*)?$")),
+    ("translation", re.compile(r"^(?P<family>wmt\d\d)-(?P<source>[a-z]{2})-(?P<target>[a-z]{2})(?:-.*)?$")),
+    # MLQA with context and question in the same language: mlqa_de_de.
+    ("monolingual", re.compile(r"^(?P<family>mlqa)_(?P<target>[a-z]{2})_(?P=target)$")),
+    (
+        "monolingual",
+        re.compile(
+            rf"^(?P<family>{'|'.join(map(re.escape, _BUILTIN_MONOLINGUAL))})_(?P<target>{_LANG})(?:_[a-z0-9_]+)?$"
+        ),
+    ),
+]
+
+
+def _code(name_part: str) -> str | None:
+    try:
+        return normalize_code(_NAME_ALIASES.get(name_part, name_part))
+    except InputError:
+        return None
+
+
+def _match(task_name: str) -> tuple[str, re.Match[str]] | None:
+    for kind, pattern in _PATTERNS:
+        match = pattern.match(task_name)
+        if match:
+            return kind, match
+    return None
+
+
+def task_languages(task_name: str) -> TaskLanguages | None:
+    """The languages of ``task_name``, or None when the name does not tell.
+
+    >>> task_languages("lape_flores_en-de")
+    TaskLanguages(kind='translation', source='en', target='de')
+    >>> task_languages("xwinograd_jp")
+    TaskLanguages(kind='monolingual', source=None, target='ja')
+    >>> task_languages("hellaswag") is None
+    True
+    """
+    found = _match(task_name)
+    if found is None:
+        return None
+    kind, match = found
+    target = _code(match["target"])
+    source = _code(match["source"]) if "source" in match.groupdict() else None
+    if target is None or (kind != "monolingual" and source is None):
+        return None
+    return TaskLanguages(kind, source, target)
+
+
+def task_family(task_name: str) -> str:
+    """The family a task belongs to (``lape_forcing_de_to_fr`` -> ``lape_forcing``,
+    ``xnli_de`` -> ``xnli``); the name itself when it is not a known per-language task."""
+    found = _match(task_name)
+    return found[1]["family"] if found else task_name

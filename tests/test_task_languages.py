@@ -1,0 +1,86 @@
+"""Task-name resolver: the lape suite, lm-eval's multilingual families, and unknown names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from lape_harness.task_languages import TaskLanguages, task_family, task_languages
+
+M, F, T = "monolingual", "forcing", "translation"
+
+
+@pytest.mark.parametrize(
+    "name, expected, family",
+    [
+        ("lape_forcing_de_to_fr", (F, "de", "fr"), "lape_forcing"),
+        ("lape_forcing_en_to_en", (F, "en", "en"), "lape_forcing"),
+        ("lape_forcing_no_to_da", (F, "no", "da"), "lape_forcing"),
+        ("lape_flores_en-de", (T, "en", "de"), "lape_flores"),
+        ("lape_flores_bo-en", (T, "bo", "en"), "lape_flores"),
+        ("lape_xquad_de", (M, None, "de"), "lape_xquad"),
+        ("lape_xquad_th", (M, None, "th"), "lape_xquad"),
+        ("lape_belebele_mt", (M, None, "mt"), "lape_belebele"),
+        ("lape_xnli_sw", (M, None, "sw"), "lape_xnli"),
+        ("lape_ppl_ja", (M, None, "ja"), "lape_ppl"),
+        # lm-eval's built-in families
+        ("belebele_deu_Latn", (M, None, "de"), "belebele"),
+        ("belebele_nob_Latn", (M, None, "no"), "belebele"),
+        ("belebele_zho_Hans", (M, None, "zh"), "belebele"),
+        ("xnli_de", (M, None, "de"), "xnli"),
+        ("xnli_es_spanish_bench", (M, None, "es"), "xnli"),
+        ("xquad_de", (M, None, "de"), "xquad"),
+        ("arc_de", (M, None, "de"), "arc"),
+        ("hellaswag_de", (M, None, "de"), "hellaswag"),
+        ("m_mmlu_de", (M, None, "de"), "m_mmlu"),
+        ("truthfulqa_de_mc1", (M, None, "de"), "truthfulqa"),
+        ("paws_de", (M, None, "de"), "paws"),
+        ("xcopa_it", (M, None, "it"), "xcopa"),
+        ("xstorycloze_ru", (M, None, "ru"), "xstorycloze"),
+        ("xwinograd_fr", (M, None, "fr"), "xwinograd"),
+        ("xwinograd_jp", (M, None, "ja"), "xwinograd"),
+        ("mgsm_direct_de", (M, None, "de"), "mgsm_direct"),
+        ("mgsm_native_cot_ja", (M, None, "ja"), "mgsm_native_cot"),
+        ("lambada_openai_mt_de", (M, None, "de"), "lambada_openai_mt"),
+        ("lambada_openai_mt_stablelm_it", (M, None, "it"), "lambada_openai_mt_stablelm"),
+        ("global_mmlu_de", (M, None, "de"), "global_mmlu"),
+        ("global_mmlu_full_de_anatomy", (M, None, "de"), "global_mmlu_full"),
+        ("mmlu_prox_lite_af_biology", (M, None, "af"), "mmlu_prox_lite"),
+        ("mlqa_de_de", (M, None, "de"), "mlqa"),
+        ("flores_deu_Latn-eng_Latn_prompt_1", (T, "de", "en"), "flores"),
+        ("wmt16-de-en", (T, "de", "en"), "wmt16"),
+        ("wmt14-en-fr", (T, "en", "fr"), "wmt14"),
+    ],
+)
+def test_known_names_resolve(name, expected, family):
+    assert task_languages(name) == TaskLanguages(*expected)
+    assert task_family(name) == family
+
+
+@pytest.mark.parametrize(
+    "name, family",
+    [
+        ("hellaswag", "hellaswag"),
+        ("arc_challenge", "arc_challenge"),
+        ("wikitext", "wikitext"),
+        ("", ""),
+        # the family is recognised, the language is not in the language table
+        ("arc_ca_challenge", "arc"),
+        ("xcopa_qu", "xcopa"),
+        ("belebele_afr_prompt_1", "belebele"),
+        ("lape_forcing_de_to_xx", "lape_forcing"),
+        ("lape_flores_en-zz", "lape_flores"),
+        # context and question in different languages: no single language
+        ("mlqa_de_ar", "mlqa_de_ar"),
+    ],
+)
+def test_undecidable_names_give_none(name, family):
+    assert task_languages(name) is None
+    assert task_family(name) == family
+
+
+def test_task_languages_is_frozen():
+    resolved = task_languages("lape_xnli_de")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        resolved.target = "fr"  # type: ignore[misc]
