@@ -464,7 +464,7 @@ def plot_leaderboard(board: Leaderboard, path: str | os.PathLike) -> dict[str, A
                             cmap="RdBu" if higher else "RdBu_r", interpolation="nearest")
         axis.set_facecolor("#dddddd")
         digits = ".3f" if limit < 0.1 else (".2f" if limit < 10 else ".1f")
-        _annotate(axis, matrix, digits, threshold=limit * 0.6, fontsize=7)
+        _annotate(axis, matrix, digits, threshold=limit * 0.6, fontsize=7, dark="both")
         axis.set_xticks(range(len(columns)))
         rotate = len(columns) > 12 or any("→" in column for column in columns)
         axis.set_xticklabels(columns, rotation=60 if rotate else 0, fontsize=8, ha="right" if rotate else "center")

@@ -89,14 +89,18 @@ def _save(figure, path: str | os.PathLike) -> None:
     plt.close(figure)
 
 
-def _annotate(axis, matrix: np.ndarray, fmt: str, threshold: float | None = None, fontsize: float = 7) -> None:
-    """Write each finite cell's value into the heatmap, white on dark cells."""
+def _annotate(axis, matrix: np.ndarray, fmt: str, threshold: float | None = None, fontsize: float = 7,
+              dark: str = "high") -> None:
+    """Write each finite cell's value into the heatmap, white on dark cells. ``dark`` says where
+    the colour map is dark: ``"high"`` values (magma_r), ``"low"`` ones (viridis) or at both
+    ends (``"both"``, diverging maps, compared by magnitude)."""
     finite = matrix[np.isfinite(matrix)]
     if threshold is None:
         threshold = (finite.min() + finite.max()) / 2 if finite.size else 0.0
     for (row, column), value in np.ndenumerate(matrix):
         if np.isfinite(value):
-            colour = "white" if abs(value) > abs(threshold) else "black"
+            is_dark = {"high": value > threshold, "low": value < threshold, "both": abs(value) > abs(threshold)}[dark]
+            colour = "white" if is_dark else "black"
             axis.text(column, row, format(value, fmt), ha="center", va="center", fontsize=fontsize, color=colour)
 
 
@@ -145,7 +149,7 @@ def plot_neurons_per_layer(neuron_set, path: str | os.PathLike) -> dict[str, Any
     axis.set_xlabel("layer (0 = closest to the input)")
     axis.set_ylabel("language (script)")
     if layers <= 40 and len(languages) <= 30:
-        _annotate(axis, counts.astype(float), ".0f", fontsize=_cell_font(max(layers, len(languages))) * 0.85)
+        _annotate(axis, counts.astype(float), ".0f", dark="low", fontsize=_cell_font(max(layers, len(languages))) * 0.85)
     _mark_families(axis, languages, horizontal_only=True)
     figure.colorbar(image, ax=axis, label="language-specific neurons (count)", fraction=0.03, pad=0.1)
     axis.set_title(f"Language-specific neurons per layer: {_set_title(neuron_set)}")
@@ -388,3 +392,265 @@ def plot_specialization(neuron_set, path: str | os.PathLike) -> dict[str, Any]:
     figure.tight_layout()
     _save(figure, path)
     return {**summary, "lines": lines}
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Matrix:
+    """A labelled matrix drawn by the results plots; NaN where nothing was measured."""
+
+    rows: list[str]
+    columns: list[str]
+    values: np.ndarray
+    model: str
+    title: str = ""
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {r: {c: float(self.values[i, j]) for j, c in enumerate(self.columns) if np.isfinite(self.values[i, j])}
+                for i, r in enumerate(self.rows)}
+
+
+def _one_model(runs, model: str | None):
+    models = sorted({run.model for run in runs})
+    if model is not None:
+        runs = [run for run in runs if run.model == model]
+        if not runs:
+            raise InputError(f"no results for model {model!r}; the inputs have: {', '.join(models)}")
+        return runs, model
+    if len(models) != 1:
+        raise InputError(f"the results are from {len(models)} models ({', '.join(models)}); "
+                         "pick one with --model (library: model=...)")
+    return runs, models[0]
+
+
+def _scores(run, family: str, metric: str) -> dict[str, float]:
+    """``{language label: score}`` of ``run``'s tasks in ``family`` (e.g. ``lape_ppl``)."""
+    from lape_harness.leaderboard import _metric_key, _number, classify_task
+
+    found = {}
+    for task, values in run.metrics.items():
+        placed = classify_task(task)
+        if placed is None or placed[0] != family:
+            continue
+        key = _metric_key(values, metric)
+        if key is not None and _number(values[key]) is not None:
+            found[placed[1]] = _number(values[key])
+    return found
+
+
+def _single_deactivation(plan: str) -> str | None:
+    """The language a plan only deactivates (``-de``, ``-de=-1.5``), else None."""
+    from lape_harness.steering import SteeringPlan, parse_steer
+
+    try:
+        parsed = parse_steer(plan.split(" @")[0])
+    except InputError:
+        return None
+    if not isinstance(parsed, SteeringPlan) or len(parsed.terms) != 1 or parsed.terms[0].op != "deactivate":
+        return None
+    return parsed.terms[0].language
+
+
+def ppl_change_matrix(runs, model: str | None = None, metric: str = "word_perplexity") -> Matrix:
+    """Relative perplexity change (plan / baseline − 1) of every held-out language (columns,
+    tasks ``lape_ppl_<lang>``) under each single-language deactivation plan (rows, ``-L``).
+
+    ``runs`` are :func:`lape_harness.leaderboard.load_runs` results of one model (or pick
+    ``model``); the baseline is its plan ``none``. Rows are labelled by plan, so the same
+    language deactivated with two fill values gives two rows.
+    """
+    from lape_harness.leaderboard import BASELINE, _plan_labels
+
+    runs, model = _one_model(runs, model)
+    labels = _plan_labels(runs)
+    baseline: dict[str, float] = {}
+    per_plan: dict[str, dict[str, float]] = {}
+    deactivated: dict[str, str] = {}
+    for position, run in enumerate(runs):
+        scores = _scores(run, "lape_ppl", metric)
+        if not scores:
+            continue
+        if run.plan == BASELINE:
+            baseline.update(scores)
+        elif (language := _single_deactivation(run.plan)) is not None:
+            per_plan.setdefault(labels[position], {}).update(scores)
+            deactivated[labels[position]] = language
+    if not baseline:
+        raise InputError(f"no baseline perplexities (plan 'none', tasks lape_ppl_*) for {model}; "
+                         "include the unsteered run, e.g. sweep --plans none -en -de ... --tasks lape_ppl")
+    if not per_plan:
+        raise InputError(f"no single-language deactivation plans (e.g. '-de') with lape_ppl_* results for {model}; "
+                         "run e.g. sweep --plans none -en -de -fr --tasks lape_ppl")
+    columns = order_by_family(baseline)
+    position = {code: i for i, code in enumerate(order_by_family(list(deactivated.values()) + columns))}
+    rows = sorted(per_plan, key=lambda plan: (position[deactivated[plan]], plan))
+    values = np.full((len(rows), len(columns)), np.nan)
+    for i, plan in enumerate(rows):
+        for j, code in enumerate(columns):
+            if code in per_plan[plan] and baseline[code] > 0:
+                values[i, j] = per_plan[plan][code] / baseline[code] - 1
+    return Matrix(rows, columns, values, model, f"relative {metric} change")
+
+
+def plot_ppl_change(matrix: Matrix, path: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """Heatmap of :func:`ppl_change_matrix` in percent (red = perplexity rises); the cells
+    where the deactivated language is the evaluated one are boxed. Returns the values."""
+    plt = _pyplot()
+    percent = matrix.values * 100
+    finite = np.abs(percent[np.isfinite(percent)])
+    limit = float(np.percentile(finite, 95)) if finite.size else 1.0
+    limit = max(limit, 1e-6)
+    figure, axis = plt.subplots(figsize=(max(5.5, 0.5 * len(matrix.columns) + 3), max(3.0, 0.45 * len(matrix.rows) + 2)))
+    image = axis.imshow(np.ma.masked_invalid(percent), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    axis.set_facecolor("#dddddd")
+    _annotate(axis, percent, ".0f" if limit >= 10 else ".1f", threshold=limit * 0.6, dark="both", fontsize=_cell_font(len(matrix.columns)))
+    for i, plan in enumerate(matrix.rows):
+        language = _single_deactivation(plan)
+        if language in matrix.columns:
+            j = matrix.columns.index(language)
+            axis.add_patch(_pyplot().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.6))
+    axis.set_xticks(range(len(matrix.columns)))
+    axis.set_xticklabels(matrix.columns, fontsize=8)
+    axis.set_yticks(range(len(matrix.rows)))
+    axis.set_yticklabels([f"steer={plan}" for plan in matrix.rows], fontsize=8)
+    axis.set_xlabel("evaluated language (held-out text, lape_ppl_<lang>)")
+    axis.set_ylabel("deactivated language (plan)")
+    figure.colorbar(image, ax=axis, label="perplexity change vs no steering (%)\nred = worse", fraction=0.04, pad=0.02)
+    axis.set_title(f"Deactivating a language's neurons: perplexity change ({os.path.basename(matrix.model)})\n"
+                   "boxed: the deactivated language itself (should rise most)", fontsize=10)
+    _save(figure, path)
+    return matrix.as_dict()
+
+
+def forcing_matrix(runs, plan: str | None = None, model: str | None = None, metric: str = "target_rate") -> Matrix:
+    """Language-forcing success (``metric`` of tasks ``lape_forcing_<src>_to_<tgt>``) under
+    one plan: rows = source (prompt) language, columns = target language.
+
+    ``plan`` defaults to the only plan with forcing results (pass it when there are several,
+    e.g. ``auto`` and ``none``).
+    """
+    from lape_harness.leaderboard import _plan_labels
+
+    runs, model = _one_model(runs, model)
+    labels = _plan_labels(runs)
+    per_plan: dict[str, dict[str, float]] = {}
+    for position, run in enumerate(runs):
+        scores = _scores(run, "lape_forcing", metric)
+        if scores:
+            per_plan.setdefault(labels[position], {}).update(scores)
+    if not per_plan:
+        raise InputError(f"no lape_forcing_* results reporting {metric} for {model}; "
+                         "run e.g. sweep --plans auto --tasks lape_forcing")
+    if plan is None:
+        if len(per_plan) > 1:
+            raise InputError(f"forcing results exist for several plans ({', '.join(sorted(per_plan))}); choose one with --plan")
+        plan = next(iter(per_plan))
+    if plan not in per_plan:
+        raise InputError(f"no forcing results for plan {plan!r}; there are: {', '.join(sorted(per_plan))}")
+    pairs = [label.split("→") for label in per_plan[plan]]
+    sources = order_by_family({pair[0] for pair in pairs})
+    targets = order_by_family({pair[1] for pair in pairs})
+    values = np.full((len(sources), len(targets)), np.nan)
+    for label, score in per_plan[plan].items():
+        source, target = label.split("→")
+        values[sources.index(source), targets.index(target)] = score
+    return Matrix(sources, targets, values, model, f"{metric} under steer={plan}")
+
+
+def plot_forcing(matrix: Matrix, path: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """Heatmap of :func:`forcing_matrix` in percent (0–100), with the mean per target language
+    as an extra row. Returns the values."""
+    plt = _pyplot()
+    percent = matrix.values * 100
+    column_mean = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in percent.T])
+    shown = np.vstack([percent, column_mean[None, :]])
+    figure, axis = plt.subplots(figsize=(max(5.5, 0.5 * len(matrix.columns) + 3), max(3.2, 0.45 * len(shown) + 2)))
+    image = axis.imshow(np.ma.masked_invalid(shown), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    axis.set_facecolor("#dddddd")
+    _annotate(axis, shown, ".0f", threshold=50, dark="low", fontsize=_cell_font(len(matrix.columns)))
+    axis.axhline(len(matrix.rows) - 0.5, color="white", linewidth=2)
+    axis.set_xticks(range(len(matrix.columns)))
+    axis.set_xticklabels(matrix.columns, fontsize=8)
+    axis.set_yticks(range(len(shown)))
+    axis.set_yticklabels(matrix.rows + ["mean"], fontsize=8)
+    axis.set_xlabel("target language (steered towards)")
+    axis.set_ylabel("source language (of the question)")
+    overall = np.nanmean(percent) if np.isfinite(percent).any() else float("nan")
+    metric = matrix.title.split(" ")[0]
+    figure.colorbar(image, ax=axis, label=f"{metric}: answers in the target language (%)", fraction=0.04, pad=0.02)
+    axis.set_title(f"Language forcing: {matrix.title} ({os.path.basename(matrix.model)})\n"
+                   f"overall {overall:.0f}%", fontsize=10)
+    _save(figure, path)
+    return matrix.as_dict()
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def neuron_report(neuron_set, out_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Write the three neuron-set pictures and ``neurons.md`` (the numbers beside them) into
+    ``out_dir``; returns (paths written, summary lines)."""
+    from pathlib import Path
+
+    from lape_harness.atomic import write_text_atomic
+
+    out = Path(out_dir)
+    per_layer = plot_neurons_per_layer(neuron_set, out / "neurons_per_layer.png")
+    plot_overlap(neuron_set, out / "overlap.png")
+    summary = plot_specialization(neuron_set, out / "specialization.png")
+    lines = [f"# Neuron set: {_set_title(neuron_set)}", "", *[f"- {line}" for line in summary["lines"]], ""]
+    lines += ["| language | script | family | neurons | mean depth | in last third | unique |", "|---|---|---|---:|---:|---:|---:|"]
+    for row in summary["languages"]:
+        fmt = lambda x, spec: "n/a" if isinstance(x, float) and math.isnan(x) else format(x, spec)  # noqa: E731
+        lines.append(f"| {row['code']} | {row['script']} | {row['family']} | {row['count']} | {fmt(row['mean_depth'], '.2f')} "
+                     f"| {fmt(row['deep_share'], '.0%')} | {fmt(row['unique_share'], '.0%')} |")
+    lines += ["", "Neurons per layer (all languages): " + ", ".join(map(str, per_layer["total_per_layer"])), "",
+              "![neurons per layer](neurons_per_layer.png)", "", "![overlap](overlap.png)", "",
+              "![specialization](specialization.png)", ""]
+    write_text_atomic(out / "neurons.md", "\n".join(lines))
+    names = ("neurons_per_layer.png", "overlap.png", "specialization.png", "neurons.md")
+    return [str(out / name) for name in names], summary["lines"]
+
+
+def _matrix_markdown(matrix: Matrix, signed: bool = False) -> str:
+    lines = [f"| {matrix.title} | " + " | ".join(matrix.columns) + " |", "|---|" + "---:|" * len(matrix.columns)]
+    for i, row in enumerate(matrix.rows):
+        cells = ["" if not np.isfinite(v) else (f"{v * 100:+.1f}%" if signed else f"{v * 100:.0f}%")
+                 for v in matrix.values[i]]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_report(runs, out_dir: str | os.PathLike, model: str | None = None, forcing_plan: str | None = None,
+                   forcing_metric: str = "target_rate", ppl_metric: str = "word_perplexity") -> tuple[list[str], list[str]]:
+    """Write ``ppl_change.png`` and/or ``forcing.png`` with ``results.md`` (their numbers) from
+    lm-eval results; returns (paths written, notes on what could not be drawn)."""
+    from pathlib import Path
+
+    from lape_harness.atomic import write_text_atomic
+
+    out = Path(out_dir)
+    written, notes, text = [], [], [f"# Steering results: {model or ', '.join(sorted({r.model for r in runs}))}", ""]
+    try:
+        ppl = ppl_change_matrix(runs, model=model, metric=ppl_metric)
+        plot_ppl_change(ppl, out / "ppl_change.png")
+        written.append(str(out / "ppl_change.png"))
+        text += ["## Perplexity change when a language is deactivated", "", _matrix_markdown(ppl, signed=True), "",
+                 "![perplexity change](ppl_change.png)", ""]
+    except InputError as error:
+        notes.append(f"perplexity-change matrix not drawn: {error}")
+    try:
+        forcing = forcing_matrix(runs, plan=forcing_plan, model=model, metric=forcing_metric)
+        plot_forcing(forcing, out / "forcing.png")
+        written.append(str(out / "forcing.png"))
+        text += ["## Language forcing (rows: source, columns: target)", "", _matrix_markdown(forcing), "",
+                 "![forcing](forcing.png)", ""]
+    except InputError as error:
+        notes.append(f"forcing matrix not drawn: {error}")
+    if written:
+        text += [f"- {note}" for note in notes]
+        write_text_atomic(out / "results.md", "\n".join(text) + "\n")
+        written.append(str(out / "results.md"))
+    return written, notes
