@@ -4,7 +4,7 @@ against the unsteered baseline of the same model.
 Reads any lm-eval results file (``lape-harness sweep`` output, ``lm_eval --output_path``
 runs with ``--model hf`` or ``hf-steered``, other people's runs of this project's tasks or
 of lm-eval's built-in multilingual ones). A run's *plan* is the sweep's recorded plan, else
-the ``steer=`` of its ``model_args``, else ``none`` (an unsteered ``hf`` run is a baseline).
+the ``hf-steered`` signature's plan, else the ``steer=`` of its ``model_args``, else ``none`` (an unsteered ``hf`` run is a baseline).
 Its *model* is the ``pretrained=`` argument. Each task is placed in a family and a
 language by :mod:`lape_harness.task_languages`; each family has a primary metric
 (:data:`PRIMARY_METRICS`, overridable).
@@ -99,7 +99,9 @@ def read_run(path: str | os.PathLike) -> Run:
     args = _model_args(config)
     sweep = data.get("lape_sweep") or {}
     model = str(args.get("pretrained") or data.get("model_name") or config.get("model") or "unknown model").rstrip("/")
-    plan = str(sweep.get("label") or sweep.get("plan") or args.get("steer") or BASELINE).strip() or BASELINE
+    steering = config.get("steering") if isinstance(config.get("steering"), dict) else {}
+    plan = str(sweep.get("label") or sweep.get("plan") or steering.get("plan") or args.get("steer") or BASELINE)
+    plan = plan.strip() or BASELINE
     neurons = sweep.get("neurons") or args.get("neurons")
     n_samples = {task: (info or {}).get("effective") for task, info in (data.get("n-samples") or {}).items()}
     groups = set(data.get("groups") or {}) | {g for g, subtasks in (data.get("group_subtasks") or {}).items() if subtasks}

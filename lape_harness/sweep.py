@@ -1,0 +1,292 @@
+"""One model load, many steering plans: lm-eval's evaluator run once per plan.
+
+The ``hf-steered`` model is built once; for each plan the sweep switches the plan
+(:meth:`HFSteeredLM.set_plan`, no weight reload) and runs ``lm_eval.simple_evaluate`` on
+the loaded model. Each plan's output is exactly what ``lm_eval --output_path
+OUT/<plan folder>`` writes: ``<model>/results_<date>.json`` (plus
+``samples_<task>_<date>.jsonl`` with ``log_samples``), with ``config.model_args`` carrying
+the plan's ``steer=`` and a ``lape_sweep`` entry holding the plan, its neuron file and the
+steering signature.
+
+A plan entry is a ``steer=`` spec (see :mod:`lape_harness.steering`), optionally followed
+by ``@NEURON_FILE`` to use another neuron set for that plan, e.g. to compare neuron
+ratios: ``-en@neuron_cache/gemma/lape-top3.safetensors``. ``@`` never occurs in a spec.
+
+Resumable: a plan's folder appears (one atomic rename) only once its results and samples
+are complete; a re-run skips the finished plans and redoes an interrupted one. The sweep's
+settings are kept in ``OUT/sweep.json``; re-running into the same folder with other
+settings (model, tasks, limit, ...) is refused rather than mixed.
+
+Example:
+    >>> run_sweep("pretrained=lape:gemma-3-270m,neurons=neuron_cache/gemma/lape-top1.safetensors",
+    ...           plans=["none", "auto", "-en"], tasks=["lape_belebele_de"], output="results/sweep",
+    ...           limit=50)                                                   # doctest: +SKIP
+    [PlanOutcome(entry=PlanEntry(steer='none', neurons=None), path=..., skipped=False), ...]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from lape_harness.atomic import write_json_atomic
+from lape_harness.errors import InputError
+
+MANIFEST = "sweep.json"
+# Settings that change the numbers: a re-run into the same folder must repeat them.
+_PINNED = ("model_args", "tasks", "limit", "num_fewshot", "gen_kwargs", "seed", "apply_chat_template",
+           "system_instruction", "bootstrap_iters")
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One plan of a sweep: a ``steer=`` spec and, optionally, its own neuron file."""
+
+    steer: str
+    neurons: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.steer if self.neurons is None else f"{self.steer}@{self.neurons}"
+
+    @property
+    def folder(self) -> str:
+        """A file-system-safe folder name: ``steer=-en``, ``steer=+2x de@lape-top3`` ..."""
+        name = "steer=" + self.steer + (f"@{Path(self.neurons).stem}" if self.neurons else "")
+        safe = re.sub(r"[^A-Za-z0-9=+\-.,@_]", "_", name.replace("*", "x"))
+        if safe != name or self.neurons:
+            safe += "-" + hashlib.sha256(self.label.encode()).hexdigest()[:6]
+        return safe
+
+
+def parse_plan_entry(text: str) -> PlanEntry:
+    """``"-en"`` → ``PlanEntry("-en")``; ``"-en@top3.safetensors"`` → with that neuron file.
+
+    The spec is checked with the ``steer=`` parser, so a typo fails before weights load.
+    """
+    from lape_harness.steering import parse_steer
+
+    text = str(text).strip()
+    steer, _, neurons = text.partition("@")
+    steer = steer.strip()
+    if not steer:
+        raise InputError(f"plan {text!r} has no steer spec; write e.g. '-en' or '-en@path/lape-top3.safetensors'")
+    if neurons.strip() and not Path(neurons.strip()).is_file():
+        raise InputError(f"plan {text!r}: neuron file {neurons.strip()!r} does not exist; check the path after '@'")
+    parse_steer(steer)
+    return PlanEntry(steer, neurons.strip() or None)
+
+
+def read_plans_file(path: str | os.PathLike) -> list[str]:
+    """Plan entries from a text file: one per line; blank lines and ``#`` comments ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"plans file {str(path)!r} does not exist; write one plan per line (e.g. 'none', '-en')")
+    entries = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return [entry for entry in entries if entry]
+
+
+def _args_dict(model_args: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(model_args, dict):
+        return dict(model_args)
+    from lm_eval.utils import simple_parse_args_string
+
+    return simple_parse_args_string(model_args or "")
+
+
+def _args_string(args: dict[str, Any]) -> str:
+    return ",".join(f"{key}={value}" for key, value in args.items())
+
+
+def finished_results(folder: Path) -> Path | None:
+    """The results JSON of a finished plan folder, or None."""
+    found = sorted(folder.glob("*/results_*.json")) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+@dataclass
+class PlanOutcome:
+    entry: PlanEntry
+    path: Path | None  # the plan's results JSON (None on the non-writing ranks of a multi-process run)
+    skipped: bool  # finished by an earlier run
+
+
+def run_sweep(
+    model_args: str | dict[str, Any],
+    plans: list[str],
+    tasks: list[str],
+    output: str | os.PathLike,
+    *,
+    limit: int | float | None = None,
+    num_fewshot: int | None = None,
+    batch_size: int | str = 1,
+    max_batch_size: int | None = None,
+    device: str | None = None,
+    log_samples: bool = False,
+    seed: tuple[int | None, int | None, int | None, int | None] = (0, 1234, 1234, 1234),
+    include_path: str | None = None,
+    gen_kwargs: str | None = None,
+    bootstrap_iters: int = 100000,
+    apply_chat_template: bool = False,
+    system_instruction: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    lm=None,
+    log: Callable[[str], None] = print,
+) -> list[PlanOutcome]:
+    """Evaluate ``tasks`` under each plan with one loaded ``hf-steered`` model.
+
+    ``model_args`` are ``hf-steered``'s (any ``hf`` argument, ``neurons=``; a ``steer=`` in
+    them is replaced by each plan). ``lm`` may pass an already built ``HFSteeredLM`` (then
+    ``model_args`` only labels the results). Returns one :class:`PlanOutcome` per plan.
+    """
+    entries = [parse_plan_entry(plan) for plan in plans]
+    if not entries:
+        raise InputError("no plans given; pass e.g. --plans none auto -en")
+    folders = [entry.folder for entry in entries]
+    duplicated = sorted({entry.label for entry, folder in zip(entries, folders) if folders.count(folder) > 1})
+    if duplicated:
+        raise InputError(f"plans listed twice: {', '.join(duplicated)}; list each plan once")
+    if not tasks:
+        raise InputError("no tasks given; pass e.g. --tasks lape_belebele_de,lape_belebele_fr")
+    args = _args_dict(model_args)
+    if "pretrained" not in args and lm is None:
+        raise InputError("--model-args needs pretrained=..., e.g. pretrained=lape:gemma-3-270m,neurons=lape-top1.safetensors")
+    base_steer = args.pop("steer", None)
+    if base_steer not in (None, "none"):
+        log(f"note: steer={base_steer} in the model arguments is replaced by each plan")
+    output = Path(output)
+    settings = {
+        "model_args": _args_string(args), "tasks": list(tasks), "limit": limit, "num_fewshot": num_fewshot,
+        "gen_kwargs": gen_kwargs, "seed": list(seed), "apply_chat_template": apply_chat_template,
+        "system_instruction": system_instruction, "bootstrap_iters": bootstrap_iters,
+    }
+    _check_manifest(output, settings)
+
+    outcomes: dict[int, PlanOutcome] = {}
+    pending = []
+    for position, entry in enumerate(entries):
+        done = finished_results(output / entry.folder)
+        if done is not None:
+            outcomes[position] = PlanOutcome(entry, done, skipped=True)
+            log(f"plan {entry.label}: finished earlier ({done}); skipped")
+        else:
+            pending.append(position)
+    if not pending:
+        return [outcomes[i] for i in range(len(entries))]
+
+    from lm_eval.tasks import TaskManager
+
+    if lm is None:
+        from lape_harness.model import HFSteeredLM
+
+        started = time.perf_counter()
+        lm = HFSteeredLM.create_from_arg_obj(
+            {**args, "steer": "none"}, {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": device}
+        )
+        log(f"model loaded once in {time.perf_counter() - started:.1f} s; {len(pending)} plan(s) to run")
+    task_manager = TaskManager(include_path=include_path, metadata={**args, **(metadata or {})})
+    current_neurons = default_neurons = args.get("neurons")
+    for position in pending:
+        entry = entries[position]
+        neurons = entry.neurons or default_neurons
+        if neurons != current_neurons:
+            use_neurons(lm, neurons)
+            current_neurons = neurons
+        lm.set_plan(entry.steer)
+        plan_args = {**args, **({"neurons": neurons} if neurons else {}), "steer": entry.steer}
+        log(f"plan {entry.label}: evaluating {', '.join(tasks)}")
+        started = time.perf_counter()
+        path = _evaluate_plan(
+            lm, entry, plan_args, output, task_manager,
+            dict(tasks=list(tasks), limit=limit, num_fewshot=num_fewshot, batch_size=batch_size,
+                 max_batch_size=max_batch_size, device=device, log_samples=log_samples, gen_kwargs=gen_kwargs,
+                 bootstrap_iters=bootstrap_iters, apply_chat_template=apply_chat_template,
+                 system_instruction=system_instruction, random_seed=seed[0], numpy_random_seed=seed[1],
+                 torch_random_seed=seed[2], fewshot_random_seed=seed[3]),
+        )
+        outcomes[position] = PlanOutcome(entry, path, skipped=False)
+        log(f"plan {entry.label}: done in {time.perf_counter() - started:.1f} s: {path}")
+    return [outcomes[i] for i in range(len(entries))]
+
+
+def use_neurons(lm, path: str) -> None:
+    """Give a loaded ``HFSteeredLM`` another neuron set (same model shape), without reloading weights."""
+    from lape_harness.neurons import NeuronSet
+
+    neuron_set = NeuronSet.load(path)
+    neuron_set.validate_for(lm.steering.num_layers, lm.steering.width)
+    lm.set_plan("none")
+    lm.steering.neurons = neuron_set
+    lm.neurons_path, lm.neurons_hash = str(path), neuron_set.content_hash()
+
+
+def _check_manifest(output: Path, settings: dict[str, Any]) -> None:
+    """Record the sweep's settings; refuse to resume a folder made with other settings."""
+    manifest = output / MANIFEST
+    if manifest.is_file():
+        try:
+            earlier = json.loads(manifest.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            earlier = None
+        if isinstance(earlier, dict):
+            changed = [key for key in _PINNED if earlier.get(key) != settings.get(key)]
+            if changed:
+                raise InputError(
+                    f"{output} holds a sweep made with other settings ({', '.join(changed)} differ: e.g. "
+                    f"{changed[0]} was {earlier.get(changed[0])!r}, now {settings.get(changed[0])!r}); "
+                    "use another --output folder, or delete that one to start over"
+                )
+            return
+    write_json_atomic(manifest, settings)
+
+
+def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path, task_manager,
+                   options: dict[str, Any]) -> Path | None:
+    """Run lm-eval for the current plan into a temporary folder, then rename it into place."""
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+
+    output.mkdir(parents=True, exist_ok=True)
+    final = output / entry.folder
+    for stale in output.glob(f".{entry.folder}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run
+    partial = Path(tempfile.mkdtemp(prefix=f".{entry.folder}.partial-", dir=output))
+    try:
+        tracker = EvaluationTracker(output_path=str(partial))
+        model_args = _args_string(plan_args)
+        results = simple_evaluate(model=lm, model_args=model_args, task_manager=task_manager,
+                                  evaluation_tracker=tracker, **options)
+        if results is None:  # a non-zero rank of a multi-process run: rank 0 writes
+            return None
+        # What `lm_eval --model hf-steered --model_args ...` would have recorded.
+        tracker.general_config_tracker.model_source = "hf-steered"
+        results["config"]["model"] = "hf-steered"
+        results["lape_sweep"] = {
+            "plan": entry.steer,
+            "label": entry.label,
+            "neurons": plan_args.get("neurons"),
+            "signature": lm.steering_signature(),
+        }
+        samples = results.pop("samples", None) if options.get("log_samples") else None
+        results.pop("samples", None)
+        tracker.save_results_aggregated(results=results, samples=samples)
+        if samples:
+            for task_name in results["configs"]:
+                tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+        if finished_results(partial) is None:
+            raise InputError(f"lm-eval wrote no results for plan {entry.label} (see its log above); nothing was kept")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    return finished_results(final)
