@@ -1,0 +1,117 @@
+"""`lape-harness leaderboard` on hand-written lm-eval results (tests/fixtures/results)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from lape_harness.cli import main
+from lape_harness.errors import InputError
+from lape_harness.leaderboard import build_leaderboard, load_runs, parse_metric_overrides, read_run, to_csv, to_markdown
+
+FIXTURES = Path(__file__).parent / "fixtures" / "results"
+GEMMA, LLAMA = "google/gemma-3-270m", "meta-llama/Llama-3.1-8B"
+
+
+def _score(path: str, task: str, metric: str) -> tuple[float, float | None]:
+    """Read a value straight from a fixture file (the independent reference)."""
+    values = json.loads((FIXTURES / path).read_text())["results"][task]
+    stderr = values.get(f"{metric}_stderr,none")
+    return values[f"{metric},none"], (stderr if isinstance(stderr, float) else None)
+
+
+def _rows(board):
+    return {(r.model, r.task, r.plan): r for r in board.rows}
+
+
+def test_plans_models_and_baselines_are_read_from_each_kind_of_file():
+    runs = {run.path.relative_to(FIXTURES).as_posix(): run for run in load_runs([FIXTURES])}
+    assert "not_results.json" not in runs  # a folder's other JSON files are skipped
+    assert (runs["gemma/results_baseline.json"].model, runs["gemma/results_baseline.json"].plan) == (GEMMA, "none")
+    assert runs["gemma/sweep/steer=-de/results.json"].plan == "-de"  # recorded by the sweep
+    assert runs["gemma/results_auto.json"].plan == "auto"  # steer= of a plain hf-steered run
+    assert runs["llama/results_de.json"].model == LLAMA
+
+
+def test_expected_table():
+    board = build_leaderboard(load_runs([FIXTURES]))
+    rows = _rows(board)
+    base_de, base_de_se = _score("gemma/results_baseline.json", "lape_belebele_de", "acc")
+    off_de, off_de_se = _score("gemma/sweep/steer=-de/results.json", "lape_belebele_de", "acc")
+    row = rows[(GEMMA, "lape_belebele_de", "-de")]
+    assert (row.family, row.language, row.metric) == ("lape_belebele", "de", "acc")
+    assert row.baseline == base_de and row.score == off_de
+    assert row.delta == pytest.approx(off_de - base_de)
+    assert row.delta_stderr == pytest.approx(math.hypot(off_de_se, base_de_se))
+    # perplexity: lower is better, no stderr reported ("N/A")
+    ppl = rows[(GEMMA, "lape_ppl_de", "-de")]
+    assert ppl.metric == "word_perplexity" and ppl.higher_is_better is False and ppl.stderr is None
+    assert ppl.delta == pytest.approx(_score("gemma/sweep/steer=-de/results.json", "lape_ppl_de", "word_perplexity")[0]
+                                      - _score("gemma/results_baseline.json", "lape_ppl_de", "word_perplexity")[0])
+    # the group row and the task with no language are not in the table
+    assert not any(r.task in ("lape_belebele", "hellaswag") for r in board.rows)
+    # averages: mean over languages; the difference only over languages with a comparable baseline
+    averages = {(a.model, a.family, a.plan): a for a in board.averages}
+    mean_off = (off_de + _score("gemma/sweep/steer=-de/results.json", "lape_belebele_fr", "acc")[0]) / 2
+    assert averages[(GEMMA, "lape_belebele", "-de")].score == pytest.approx(mean_off)
+    auto = averages[(GEMMA, "lape_belebele", "auto")]
+    assert auto.delta == pytest.approx(_score("gemma/results_auto.json", "lape_belebele_de", "acc")[0] - base_de)
+    assert board.plans[GEMMA] == ["none", "-de", "auto"]
+
+
+def test_problems_are_reported_not_guessed():
+    board = build_leaderboard(load_runs([FIXTURES]))
+    rows = _rows(board)
+    notes = "\n".join(board.notes)
+    # mixed models: each compared with its own baseline; Llama has none
+    assert "2 models" in notes
+    llama = rows[(LLAMA, "belebele_deu_Latn", "de")]
+    assert llama.family == "belebele" and llama.baseline is None and llama.delta is None
+    assert f"no baseline (plan 'none' or a plain hf run) for {LLAMA} on belebele_deu_Latn" in notes
+    # unequal sample counts: no difference
+    assert rows[(GEMMA, "lape_belebele_fr", "auto")].delta is None
+    assert "plan 'auto' scored 25 samples, the baseline 900" in notes
+    assert "hellaswag" in notes
+    # a metric the tasks do not report
+    forced = build_leaderboard(load_runs([FIXTURES / "gemma"]), metric={"lape_belebele": "f1"})
+    assert not any(r.family == "lape_belebele" for r in forced.rows)
+    assert any("reports none of f1" in note for note in forced.notes)
+
+
+def test_markdown_and_csv():
+    board = build_leaderboard(load_runs([FIXTURES]))
+    markdown = to_markdown(board)
+    assert "## lape_belebele · acc (higher is better) · google/gemma-3-270m" in markdown
+    assert "| de | 0.4000 ± 0.0200 | 0.2500 ± 0.0200 (-0.1500) | 0.4500 ± 0.0200 (+0.0500) |" in markdown
+    assert "| fr | 0.3000 ± 0.0200 | 0.3100 ± 0.0200 (+0.0100) | 0.5000 ± 0.1000 |" in markdown
+    assert "## Notes" in markdown
+    table = list(csv.DictReader(io.StringIO(to_csv(board))))
+    off_de = next(r for r in table if r["task"] == "lape_belebele_de" and r["plan"] == "-de")
+    assert float(off_de["delta"]) == pytest.approx(-0.15) and off_de["model"] == GEMMA
+
+
+def test_cli_writes_three_files_and_prints_notes(tmp_path, capsys):
+    assert main(["leaderboard", str(FIXTURES), "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "note: results from 2 models" in captured.err
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_runs([tmp_path / "missing"])
+    with pytest.raises(InputError, match="no lm-eval results"):
+        load_runs([tmp_path])
+    (tmp_path / "x.json").write_text("{broken")
+    with pytest.raises(InputError, match="not a readable JSON"):
+        read_run(tmp_path / "x.json")
+    assert parse_metric_overrides(["lape_forcing=clean_target_rate", "acc"]) == {"lape_forcing": "clean_target_rate", "*": "acc"}
+    with pytest.raises(InputError, match="FAMILY=METRIC"):
+        parse_metric_overrides(["forcing="])
