@@ -20,6 +20,9 @@ from lape_harness.steering import (
 )
 from lape_harness.task_languages import TaskLanguages
 
+# This shared 2-core machine runs several jobs: one thread avoids thread-spin contention (10-100x).
+torch.set_num_threads(1)
+
 LANGUAGES = ["de", "fr", "en", "es"]
 
 

@@ -1,0 +1,219 @@
+"""``HFSteeredLM`` against plain ``HFLM``: identity for ``none``, hand-patched references per method,
+bad input before loading, provenance in lm-eval's results, and the request cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import CachingLM
+from lm_eval.models.huggingface import HFLM
+
+from lape_harness.errors import InputError
+from lape_harness.model import HFSteeredLM
+from lape_harness.steering import SteerSyntaxError
+from test_steering import make_neuron_set, patch_reference
+
+torch.set_num_threads(1)  # see test_steering.py
+
+CONTEXTS = ["The cat sits on the", "Die Katze sitzt auf der warmen", "Le chat", "Кошка сидит на тёплом коврике."]
+CONTINUATIONS = [" warm mat.", " Matte.", " est assis sur le tapis chaud.", " Каждый"]
+GENERATION = {"until": ["\n\n"], "max_gen_toks": 6, "do_sample": False}
+
+
+def requests(kind: str, task: str = "task_a") -> list[Instance]:
+    if kind == "loglikelihood":
+        arguments = list(zip(CONTEXTS, CONTINUATIONS))
+    elif kind == "loglikelihood_rolling":
+        arguments = [(context + continuation,) for context, continuation in zip(CONTEXTS, CONTINUATIONS)]
+    else:
+        arguments = [(context, dict(GENERATION)) for context in CONTEXTS]
+    return [Instance(kind, {}, args, i, (task, i, 1)) for i, args in enumerate(arguments)]
+
+
+def run_all(lm) -> dict[str, list]:
+    return {kind: getattr(lm, kind)(requests(kind)) for kind in ("loglikelihood", "loglikelihood_rolling", "generate_until")}
+
+
+@pytest.fixture(scope="module")
+def neuron_file(tiny_llama, tmp_path_factory):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_llama)
+    neurons = make_neuron_set(config.num_hidden_layers, config.intermediate_size)
+    path = tmp_path_factory.mktemp("neurons") / "lape-top1.safetensors"
+    neurons.save(path)
+    return path, neurons
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_llama):
+    return HFLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def steered(tiny_llama, neuron_file):
+    return HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3,
+                       neurons=str(neuron_file[0]), steer="none")
+
+
+def test_none_is_bit_identical_to_hf(plain, steered):
+    steered.set_plan(None)
+    assert run_all(steered) == run_all(plain)
+
+
+def test_none_is_bit_identical_to_hf_gpt2(tiny_gpt2):
+    plain = HFLM(pretrained=str(tiny_gpt2), device="cpu", dtype="float32", batch_size=2)
+    steered = HFSteeredLM(pretrained=str(tiny_gpt2), device="cpu", dtype="float32", batch_size=2, steer="none")
+    assert run_all(steered) == run_all(plain)
+
+
+@pytest.mark.parametrize(
+    "spec, steps",
+    [
+        ("+3*de", [("add", "de", 3.0, "mean")]),
+        ("=fr", [("replace", "fr", 1.0, "mean")]),
+        ("+2*es.diff", [("add", "es", 2.0, "diff")]),
+        ("*4*de", [("multiply", "de", 4.0, "mean")]),
+        ("+de.p-fr=-2.5", [("deactivate", "fr", -2.5, "mean"), ("add", "de", 1.0, "p")]),
+        ("+3*fr-de-en", [("deactivate", "de", 0.0, "mean"), ("deactivate", "en", 0.0, "mean"),
+                          ("add", "fr", 3.0, "mean")]),
+    ],
+)
+def test_each_method_equals_hand_patched_model(plain, steered, neuron_file, spec, steps):
+    neurons = neuron_file[1]
+    steered.set_plan(spec)
+    try:
+        got = run_all(steered)
+    finally:
+        steered.set_plan("none")
+    undo = patch_reference(plain.model, steps, neurons)
+    try:
+        want = run_all(plain)
+    finally:
+        undo()
+    baseline = run_all(plain)
+    assert got["loglikelihood"] != baseline["loglikelihood"]  # the plan does something
+    for (got_ll, got_greedy), (want_ll, want_greedy) in zip(got["loglikelihood"], want["loglikelihood"]):
+        assert got_ll == pytest.approx(want_ll, rel=1e-5, abs=1e-4) and got_greedy == want_greedy
+    assert got["loglikelihood_rolling"] == pytest.approx(want["loglikelihood_rolling"], rel=1e-5, abs=1e-4)
+    assert got["generate_until"] == want["generate_until"]
+
+
+def test_scope_generated_leaves_scoring_alone(tiny_llama, neuron_file, plain):
+    lm = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3,
+                     neurons=str(neuron_file[0]), steer="-de+3*fr", steer_scope="generated")
+    assert lm.loglikelihood(requests("loglikelihood")) == plain.loglikelihood(requests("loglikelihood"))
+    assert lm.generate_until(requests("generate_until")) != plain.generate_until(requests("generate_until"))
+
+
+def test_batch_size_auto_detection_runs_steered(tiny_llama, neuron_file, steered):
+    lm = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size="auto",
+                     max_batch_size=2, max_length=64, neurons=str(neuron_file[0]), steer="-de+2*fr")
+    calls = []
+    original = lm.steering.active
+
+    def recording(generating=False):
+        calls.append(dict(lm.steering.edits()))
+        return original(generating)
+
+    lm.steering.active = recording
+    got = lm.loglikelihood(requests("loglikelihood"))
+    assert calls and all(set(edits) == {0, 1} for edits in calls)  # detection and scoring both steered
+    steered.set_plan("-de+2*fr")
+    try:
+        want = steered.loglikelihood(requests("loglikelihood"))
+    finally:
+        steered.set_plan("none")
+    assert [x for x, _ in got] == pytest.approx([x for x, _ in want], rel=1e-5, abs=1e-4)
+
+
+def test_bad_input_fails_before_loading_weights(neuron_file, tmp_path):
+    path = str(neuron_file[0])
+    missing_model = str(tmp_path / "no-such-model")  # loading it would fail: the checks come first
+    with pytest.raises(InputError, match="it has: de, fr, en, es"):
+        HFSteeredLM(pretrained=missing_model, neurons=path, steer="-de+ja")
+    with pytest.raises(SteerSyntaxError, match="expected a language code"):
+        HFSteeredLM(pretrained=missing_model, neurons=path, steer="-de+")
+    with pytest.raises(InputError, match="needs a neuron set"):
+        HFSteeredLM(pretrained=missing_model, steer="-de")
+    with pytest.raises(InputError, match="does not exist"):
+        HFSteeredLM(pretrained=missing_model, neurons=str(tmp_path / "missing.safetensors"), steer="de")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError, match="corrupt"):
+        HFSteeredLM(pretrained=missing_model, neurons=str(corrupt), steer="de")
+    with pytest.raises(InputError, match="steer_scope"):
+        HFSteeredLM(pretrained=missing_model, steer="none", steer_scope="answer")
+
+
+def test_neuron_file_for_another_model(tiny_llama, tmp_path):
+    other = tmp_path / "other.safetensors"
+    make_neuron_set(3, 128).save(other)
+    with pytest.raises(InputError, match="layers: file has 3, the model has 2"):
+        HFSteeredLM(pretrained=str(tiny_llama), device="cpu", neurons=str(other), steer="de")
+
+
+def test_signature(steered, neuron_file):
+    steered.set_plan("-en=-1.5+2*de.diff")
+    try:
+        signature = steered.steering_signature()
+    finally:
+        steered.set_plan("none")
+    assert signature["plan"] == "-en=-1.5+2*de.diff"
+    assert signature["methods"] == ["deactivate", "diffmean"]
+    assert signature["terms"] == [{"op": "deactivate", "language": "en", "fill": -1.5},
+                                  {"op": "add", "language": "de", "alpha": 2.0, "value": "diff"}]
+    assert signature["neurons_sha256"] == neuron_file[1].content_hash()
+    assert signature["signature"].startswith("lape-steer|plan:-en=-1.5+2*de.diff|methods:deactivate,diffmean|scope:all|")
+
+
+def test_use_cache_keeps_plans_apart(steered, tmp_path):
+    lm = steered
+    calls = []
+    original = lm._model_call
+    lm._model_call = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+    try:
+        answers = {}
+        for spec in ("+3*de", "-fr=-2.5", "+3*de"):
+            lm.set_plan(spec)
+            calls.clear()
+            cached = CachingLM(lm, str(tmp_path / "cache.db"))
+            answers.setdefault(spec, []).append(cached.loglikelihood(requests("loglikelihood")))
+            answers.setdefault(spec + " calls", []).append(len(calls))
+    finally:
+        lm._model_call = original
+        lm.set_plan("none")
+    assert answers["+3*de"][0] != answers["-fr=-2.5"][0]
+    assert answers["+3*de"][1] == answers["+3*de"][0]  # served from the cache ...
+    assert answers["+3*de calls"] == [answers["+3*de calls"][0], 0]  # ... without running the model
+    assert answers["-fr=-2.5 calls"][0] > 0
+
+
+def test_results_record_signature_and_cache_per_plan(steered, tmp_path):
+    """The real evaluator path: a local multiple-choice task, --use_cache, two plans."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps({"text": c, "gold": 0}) for c in CONTEXTS) + "\n")
+    (tmp_path / "task.yaml").write_text(
+        "task: lape_steer_probe\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {docs}\ntest_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{{{text}}}}'\n"
+        "doc_to_choice: [' mat', ' Matte', ' tapis']\ndoc_to_target: gold\nmetric_list:\n  - metric: acc\n"
+    )
+    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    outputs = {}
+    try:
+        for spec in ("+3*de", "-de=-2.5"):
+            steered.set_plan(spec)
+            results = simple_evaluate(model=steered, tasks=["lape_steer_probe"], task_manager=manager,
+                                      use_cache=str(tmp_path / "cache"), log_samples=True)
+            assert results["config"]["steering"]["plan"] == spec
+            assert results["config"]["steering"]["plans_by_task"] == {"lape_steer_probe": spec}
+            outputs[spec] = [sample["resps"] for sample in results["samples"]["lape_steer_probe"]]
+    finally:
+        steered.set_plan("none")
+    assert outputs["+3*de"] != outputs["-de=-2.5"]
