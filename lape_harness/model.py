@@ -73,7 +73,7 @@ class HFSteeredLM(HFLM):
         self.neurons_hash = None if neuron_set is None else neuron_set.content_hash()
         self.steering = SteeringHooks(self.model, neuron_set, scope=steer_scope)
         self.plans_by_task: dict[str, str] = {}
-        self._warned_tasks: set[str] = set()
+        self._warned_tasks: set[str | None] = set()
         self.set_plan(spec)
 
     # ---------------------------------------------------------------- plans
@@ -85,6 +85,7 @@ class HFSteeredLM(HFLM):
             raise InputError(f"steer={plan} needs a neuron set: add neurons=path/to/lape-top1.safetensors")
         self._spec = plan
         self.plans_by_task = {}
+        self._warned_tasks = set()
         self.steering.use(plan if isinstance(plan, SteeringPlan) else NO_STEERING)
 
     def plan_for(self, task_name: str | None) -> SteeringPlan:

@@ -1,0 +1,115 @@
+"""``steer=auto``: one run, several tasks, each request under its own task's plan."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import CachingLM
+
+from lape_harness.model import HFSteeredLM
+from test_model import CONTEXTS, CONTINUATIONS, GENERATION
+from test_steering import make_neuron_set
+
+torch.set_num_threads(1)  # see test_steering.py
+
+# task name -> the plan auto must pick (the neuron set has de, fr, en, es)
+TASKS = {
+    "belebele_deu_Latn": "+de",
+    "xnli_fr": "+fr",
+    "lape_forcing_de_to_fr": "-de+fr",
+    "xnli_ru": "none",  # ru has no neurons in this set: warned, unsteered
+    "my_private_task": "none",  # language unknown: warned, unsteered
+}
+
+
+def mixed_requests(kind: str) -> list[Instance]:
+    """The same texts under every task, interleaved (identical arguments, different plans)."""
+    out = []
+    for i, (context, continuation) in enumerate(zip(CONTEXTS, CONTINUATIONS)):
+        for task in TASKS:
+            arguments = (context, continuation) if kind == "loglikelihood" else (context, dict(GENERATION))
+            out.append(Instance(kind, {}, arguments, len(out), (task, i, 1)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def auto_lm(tiny_llama, tmp_path_factory):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_llama)
+    path = tmp_path_factory.mktemp("neurons") / "lape-top1.safetensors"
+    make_neuron_set(config.num_hidden_layers, config.intermediate_size).save(path)
+    return HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=4,
+                       neurons=str(path), steer="auto")
+
+
+def fixed_plan_answers(lm, kind, spec):
+    lm.set_plan(spec)
+    try:
+        return getattr(lm, kind)(mixed_requests(kind))
+    finally:
+        lm.set_plan("auto")
+
+
+@pytest.mark.parametrize("kind", ["loglikelihood", "generate_until"])
+def test_auto_steers_each_task_with_its_own_plan(auto_lm, kind, caplog):
+    auto_lm.set_plan("auto")
+    used = []
+    original_use = auto_lm.steering.use
+
+    def recording_use(plan):
+        used.append(str(plan))
+        original_use(plan)
+
+    auto_lm.steering.use = recording_use
+    try:
+        with caplog.at_level(logging.WARNING, logger="lape_harness.model"):
+            got = getattr(auto_lm, kind)(mixed_requests(kind))
+    finally:
+        del auto_lm.steering.use
+    # one group per plan, then back to no steering
+    assert set(used) == {"+de", "+fr", "-de+fr", "none"} and used[-1] == "none"
+    warnings = [record.getMessage() for record in caplog.records]
+    assert sum("xnli_ru" in message and "lacks" in message for message in warnings) == 1
+    assert sum("my_private_task" in message and "unknown" in message for message in warnings) == 1
+    assert auto_lm.steering_signature()["plans_by_task"] == dict(sorted(TASKS.items()))
+    requests = mixed_requests(kind)
+    for spec in set(TASKS.values()):
+        want = fixed_plan_answers(auto_lm, kind, spec)
+        for request, answer, expected in zip(requests, got, want):
+            if TASKS[request.task_name] == spec:
+                assert answer == expected, (request.task_name, spec)
+    # and the plans really differ on the same text
+    by_task = {task: [a for r, a in zip(requests, got) if r.task_name == task] for task in TASKS}
+    assert by_task["belebele_deu_Latn"] != by_task["xnli_fr"] != by_task["my_private_task"]
+
+
+def test_auto_template(auto_lm):
+    auto_lm.set_plan("auto:-src=-1.5+3*tgt")
+    try:
+        requests = [r for r in mixed_requests("loglikelihood") if r.task_name in ("lape_forcing_de_to_fr", "xnli_fr")]
+        got = auto_lm.loglikelihood(requests)
+        assert auto_lm.steering_signature()["plans_by_task"] == {
+            "lape_forcing_de_to_fr": "-de=-1.5+3*fr", "xnli_fr": "+3*fr"}
+        auto_lm.set_plan("-de=-1.5+3*fr")
+        forced = auto_lm.loglikelihood(requests)
+        auto_lm.set_plan("+3*fr")
+        monolingual = auto_lm.loglikelihood(requests)
+    finally:
+        auto_lm.set_plan("auto")
+    for request, answer, a, b in zip(requests, got, forced, monolingual):
+        assert answer == (a if request.task_name == "lape_forcing_de_to_fr" else b)
+
+
+def test_auto_cache_never_serves_one_tasks_plan_to_another(auto_lm, tmp_path):
+    auto_lm.set_plan("auto")
+    requests = mixed_requests("loglikelihood")
+    first = CachingLM(auto_lm, str(tmp_path / "cache.db")).loglikelihood(requests)
+    second = CachingLM(auto_lm, str(tmp_path / "cache.db")).loglikelihood(mixed_requests("loglikelihood"))
+    uncached = auto_lm.loglikelihood(mixed_requests("loglikelihood"))
+    assert first == uncached and second == uncached
+    by_task = {task: [a for r, a in zip(requests, second) if r.task_name == task] for task in TASKS}
+    assert by_task["belebele_deu_Latn"] != by_task["xnli_fr"]
