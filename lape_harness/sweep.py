@@ -94,7 +94,8 @@ def read_plans_file(path: str | os.PathLike) -> list[str]:
     return [entry for entry in entries if entry]
 
 
-def _args_dict(model_args: str | dict[str, Any]) -> dict[str, Any]:
+def model_args_dict(model_args: str | dict[str, Any]) -> dict[str, Any]:
+    """lm-eval's ``key=value,key=value`` model arguments (or a dict) as a dict with typed values."""
     if isinstance(model_args, dict):
         return dict(model_args)
     from lm_eval.utils import simple_parse_args_string
@@ -156,7 +157,7 @@ def run_sweep(
         raise InputError(f"plans listed twice: {', '.join(duplicated)}; list each plan once")
     if not tasks:
         raise InputError("no tasks given; pass e.g. --tasks lape_belebele_de,lape_belebele_fr")
-    args = _args_dict(model_args)
+    args = model_args_dict(model_args)
     if "pretrained" not in args and lm is None:
         raise InputError("--model-args needs pretrained=..., e.g. pretrained=lape:gemma-3-270m,neurons=lape-top1.safetensors")
     base_steer = args.pop("steer", None)

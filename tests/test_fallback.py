@@ -1,0 +1,108 @@
+"""The fallback study on the tiny model: steps, answers equal a manual steered generation."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from lape_harness.errors import InputError
+from lape_harness.fallback import QUESTIONS, fallback_steps, format_prompt, plot_fallback, run_fallback, write_report
+from lape_harness.langid import identify_language
+from lape_harness.neurons import LanguageNeurons, NeuronSet
+
+STOP = ["\nQ:", "\nA:"]
+
+
+def _neuron_set(layers=2, width=128) -> NeuronSet:
+    generator = torch.Generator().manual_seed(1)
+    neurons = {}
+    for code in ("en", "de", "fr"):
+        flat = torch.randperm(layers * width, generator=generator)[:30].sort().values
+        n = len(flat)
+        neurons[code] = LanguageNeurons(flat // width, flat % width, torch.ones(n), torch.zeros(n), torch.ones(n))
+    return NeuronSet(["en", "de", "fr"], layers, width, neurons, {"model": {"model_id": "tiny"}})
+
+
+def _manual_answer(model, tokenizer, prompt: str, off: list[str], neuron_set, fill: float, max_new: int) -> str:
+    """Plain transformers greedy generation with the deactivation written out by hand."""
+    handles = []
+    for layer, decoder_layer in enumerate(model.model.layers):
+        index = torch.cat([neuron_set[c].index[neuron_set[c].layer == layer] for c in off]) if off else None
+        if index is not None and len(index):
+            def hook(module, inputs, output, index=index):
+                output = output.clone()
+                output[..., index] = fill
+                return output
+            handles.append(decoder_layer.mlp.act_fn.register_forward_hook(hook))
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    for handle in handles:
+        handle.remove()
+    text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    for stop in STOP:
+        text = text.split(stop)[0]
+    return text.strip()
+
+
+@pytest.fixture(scope="module")
+def steered(tiny_llama, tmp_path_factory):
+    from lape_harness.model import HFSteeredLM
+
+    path = tmp_path_factory.mktemp("fallback") / "lape-top1.safetensors"
+    _neuron_set().save(path)
+    return HFSteeredLM(pretrained=str(tiny_llama), neurons=str(path), device="cpu", dtype="float32", batch_size=1)
+
+
+def test_prompt_and_steps_follow_the_paper():
+    assert format_prompt("Why is the sky blue?") == "Q: Why is the sky blue?A: "
+    assert len(QUESTIONS) >= 20 and len(set(QUESTIONS)) == len(QUESTIONS)
+    steps = fallback_steps(["en", "fr", "es"], -1.5)
+    assert [s for _, s in steps] == ["none", "-en=-1.5", "-en=-1.5-fr=-1.5", "-en=-1.5-fr=-1.5-es=-1.5"]
+
+
+def test_fallback_runs_each_step_and_records_a_distribution(steered, tiny_llama, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    questions = list(QUESTIONS[:3])
+    study = run_fallback(steered, order=["de", "fr"], fill=-1.5, questions=questions, max_gen_toks=6,
+                         repetition_penalty=1.0, output=tmp_path, log=lambda _: None)
+    assert [step.deactivated for step in study.steps] == [[], ["de"], ["de", "fr"]]
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    neuron_set = steered.steering.neurons
+    for step in study.steps:
+        expected = [_manual_answer(model, tokenizer, format_prompt(q), step.deactivated, neuron_set, -1.5, 6)
+                    for q in questions]
+        assert step.answers == expected
+        assert step.languages == [identify_language(answer) for answer in expected]
+        counts = Counter(step.languages)
+        assert step.distribution == pytest.approx({code: n / 3 for code, n in counts.items()})
+        assert step.most_common == counts.most_common(1)[0][0]
+    assert study.steps[0].answers != study.steps[2].answers  # the deactivation changes the answers
+    assert steered.steering_signature()["plan"] == "none"  # the model is left unsteered
+
+    # saved after every step; a re-run with the same settings generates nothing
+    saved = json.loads((tmp_path / "fallback.json").read_text())
+    assert len(saved["steps"]) == 3
+    again = run_fallback(steered, order=["de", "fr"], fill=-1.5, questions=questions, max_gen_toks=6,
+                         repetition_penalty=1.0, output=tmp_path, log=lambda _: None)
+    assert [s.answers for s in again.steps] == [s.answers for s in study.steps]
+
+    written = write_report(study, tmp_path)
+    assert "| 2 | de,fr |" in (tmp_path / "fallback.md").read_text()
+    numbers = plot_fallback(study, tmp_path / "fallback.png")
+    assert numbers["steps"] == ["none", "+de", "+fr"]
+    assert [sum(column) for column in zip(*numbers["share_percent"])] == pytest.approx([100, 100, 100])
+    assert all((tmp_path / name).stat().st_size > 0 for name in ("fallback.png", "fallback.md")) and len(written) == 3
+
+
+def test_bad_order(steered):
+    with pytest.raises(InputError, match="no neurons for ko"):
+        run_fallback(steered, order=["de", "ko"], questions=["Hi?"], log=lambda _: None)
+    with pytest.raises(InputError, match="twice"):
+        run_fallback(steered, order=["de", "de"], questions=["Hi?"], log=lambda _: None)
