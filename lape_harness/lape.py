@@ -82,11 +82,11 @@ def identify_many(
         "dtype": stats.meta.get("dtype"),
         "method": "lape",
     }
+    ranking = entropy_ranking(entropy)
     sets = {}
     for top_rate in top_rates:
-        picks = lowest_entropy(entropy, round(entropy.numel() * top_rate))
-        candidates = int(picks.numel())
-        picks = picks[torch.isfinite(entropy[picks])]
+        candidates = round(entropy.numel() * top_rate)
+        picks = ranking[:candidates].sort().values  # candidates with +inf entropy are dropped
         thresholds = {
             "top_rate": top_rate,
             "filter_rate": filter_rate,
@@ -108,28 +108,37 @@ def identify_many(
 
 def lape_entropy(stats: ActivationStats, filter_threshold: float) -> torch.Tensor:
     """Per neuron, flattened as ``l·I + j`` (float64 ``[L·I]``): the LAPE entropy, ``+inf`` where
-    no language's activation probability exceeds ``filter_threshold``."""
-    tokens = stats.tokens.double().view(-1, 1)
-    entropy = torch.empty(stats.num_layers, stats.width, dtype=torch.float64)
-    for layer in range(stats.num_layers):
-        probability = stats.over_zero[:, layer, :].double() / tokens
-        normalized = probability / probability.sum(dim=0, keepdim=True)
-        normalized.nan_to_num_(nan=0.0)
-        layer_entropy = torch.xlogy(normalized, normalized).sum(dim=0).neg_()
-        layer_entropy[~(probability > filter_threshold).any(dim=0)] = float("inf")
-        entropy[layer] = layer_entropy
-    return entropy.view(-1)
+    no language's activation probability exceeds ``filter_threshold``.
+
+    The entropy is only computed for the neurons that pass the filter (a small share: the filter
+    keeps the neurons with some probability in the top ``1 − filter_rate`` of all of them), a
+    few layers at a time so that the temporaries stay small.
+    """
+    over_zero = stats.over_zero.numpy()
+    tokens = stats.tokens.numpy()[:, None, None]
+    entropy = np.full((stats.num_layers, stats.width), np.inf)
+    chunk = max(1, _CHUNK_VALUES // (len(stats.languages) * stats.width))
+    for start in range(0, stats.num_layers, chunk):
+        probability = over_zero[:, start : start + chunk] / tokens  # float64 [K, chunk, I]
+        passing = (probability > filter_threshold).any(axis=0)
+        kept = torch.from_numpy(probability[:, passing])  # [K, m]; every column sums to > 0
+        normalized = kept / kept.sum(dim=0, keepdim=True)
+        entropy[start : start + chunk][passing] = torch.xlogy(normalized, normalized).sum(dim=0).neg_().numpy()
+    return torch.from_numpy(entropy.reshape(-1))
 
 
-def lowest_entropy(entropy: torch.Tensor, count: int) -> torch.Tensor:
-    """Flat indices of the ``count`` smallest entries, ties by lowest index, sorted ascending."""
-    count = max(0, min(count, entropy.numel()))
-    if count == 0:
-        return torch.empty(0, dtype=torch.long)
-    cutoff = torch.kthvalue(entropy, count).values
-    below = torch.nonzero(entropy < cutoff).view(-1)
-    at_cutoff = torch.nonzero(entropy == cutoff).view(-1)[: count - below.numel()]
-    return torch.cat([below, at_cutoff]).sort().values
+_CHUNK_VALUES = 1 << 23  # probabilities per chunk (64 MiB of float64)
+
+
+def entropy_ranking(entropy: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the neurons with finite entropy, lowest entropy first, ties by lowest index.
+
+    >>> entropy_ranking(torch.tensor([3.0, 1.0, float("inf"), 0.5, 1.0])).tolist()
+    [3, 1, 4, 0]
+    """
+    finite = torch.isfinite(entropy).nonzero().view(-1)
+    order = torch.sort(entropy[finite], stable=True).indices
+    return finite[order]
 
 
 def _quantiles(stats: ActivationStats, rates: set[float]) -> dict[float, float]:
@@ -150,16 +159,17 @@ def _assign(stats: ActivationStats, picks: torch.Tensor, bar: float) -> dict[str
     probability = stats.over_zero.reshape(k, -1)[:, picks].double() / tokens
     mean = stats.activation_sum.reshape(k, -1)[:, picks] / tokens
     others_mean = (mean.sum(dim=0, keepdim=True) - mean) / (k - 1)
-    member = probability > bar
-    layer, index = picks // stats.width, picks % stats.width
+    rows, columns = (probability > bar).nonzero(as_tuple=True)  # by language, then by (layer, index)
+    sizes = torch.bincount(rows, minlength=k).tolist()  # minlength: a language without neurons keeps its place
+    fields = {
+        "layer": (picks[columns] // stats.width).split(sizes),
+        "index": (picks[columns] % stats.width).split(sizes),
+        "mean": mean[rows, columns].float().split(sizes),
+        "others_mean": others_mean[rows, columns].float().split(sizes),
+        "probability": probability[rows, columns].float().split(sizes),
+    }
     return {
-        language: LanguageNeurons(
-            layer=layer[member[row]].clone(),
-            index=index[member[row]].clone(),
-            mean=mean[row, member[row]].float(),
-            others_mean=others_mean[row, member[row]].float(),
-            probability=probability[row, member[row]].float(),
-        )
+        language: LanguageNeurons(**{name: parts[row].clone() for name, parts in fields.items()})
         for row, language in enumerate(stats.languages)
     }
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lape_harness.errors import InputError
-from lape_harness.lape import identify, identify_many, lowest_entropy
+from lape_harness.lape import entropy_ranking, identify, identify_many
 from lape_harness.neurons import ActivationStats, NeuronSet
 
 LANGS = ["bo", "de", "fr", "ja", "en"]
@@ -41,7 +41,11 @@ def reference_lape(over_zero, tokens, top_rate, filter_rate=0.95, bar_ratio=0.95
 
 
 def planted_stats(seed=0, layers=3, width=40, quiet_last=False):
-    """Random statistics; neuron (l, 3k+1) of layer l fires almost only for language k."""
+    """Random statistics; neuron (l, 3k+1) of layer l fires almost only for language k.
+
+    Values are chosen so that entropies are either exactly tied (identical columns) or clearly
+    apart, never a rounding error apart (summation order may differ from the reference's).
+    """
     g = torch.Generator().manual_seed(seed)
     tokens = torch.tensor([1000, 1500, 800, 1200, 900], dtype=torch.int64)
     k = len(tokens)
@@ -50,7 +54,7 @@ def planted_stats(seed=0, layers=3, width=40, quiet_last=False):
     for lang_index in range(k):
         for layer in range(layers):
             index = 3 * lang_index + 1
-            p[:, layer, index] = 0.01
+            p[:, layer, index] = 0.01 * (lang_index + 1)  # distinct entropies per language: no near-ties
             p[lang_index, layer, index] = 0.97
             planted.setdefault(LANGS[lang_index], []).append((layer, index))
     p[:, 0, 0] = 0.0  # never fires
@@ -127,11 +131,10 @@ def test_ties_are_broken_by_lowest_flat_index():
     assert identify(stats, top_rate=0.05)["de"].index.tolist() == result["de"].index.tolist()
 
 
-def test_lowest_entropy_is_stable_and_sorted():
+def test_entropy_ranking_is_stable_and_skips_infinite():
     values = torch.tensor([3.0, 1.0, 1.0, math.inf, 0.5, 1.0, math.inf])
-    assert lowest_entropy(values, 3).tolist() == [1, 2, 4]
-    assert lowest_entropy(values, 0).tolist() == []
-    assert lowest_entropy(values, 99).tolist() == list(range(7))
+    assert entropy_ranking(values).tolist() == [4, 1, 2, 5, 0]
+    assert entropy_ranking(torch.full((3,), math.inf)).tolist() == []
 
 
 def test_entropy_and_thresholds_recorded():
