@@ -1,0 +1,93 @@
+"""Register lape-harness with lm-eval: the ``hf-steered`` model and this project's task folder.
+
+:mod:`lape_harness._boot` calls :func:`on_registry` right after ``lm_eval.api.registry`` executes and
+:func:`on_task_manager` right after ``lm_eval.tasks.manager`` executes, so a plain ``lm_eval`` CLI
+(or ``accelerate launch -m lm_eval``) finds both with no ``--include_path`` and no import. Both
+functions are idempotent and may also be called by hand on the imported modules.
+
+Example::
+
+    >>> from lm_eval.api.registry import get_model
+    >>> get_model("hf-steered").__name__
+    'HFSteeredLM'
+    >>> from lape_harness.registration import task_folder
+    >>> task_folder().name
+    'tasks'
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+
+from lape_harness.errors import LapeError
+
+MODEL_NAME = "hf-steered"
+MODEL_TARGET = "lape_harness.model:HFSteeredLM"  # lazy: torch/transformers load on first use
+
+
+def task_folder() -> Path:
+    """The folder of lape-harness task YAMLs.
+
+    An installed wheel ships it as ``lape_harness/tasks``; a source checkout (and an editable
+    install, whose package is the checkout's) keeps it as ``tasks/`` beside ``pyproject.toml``.
+    """
+    package = Path(__file__).resolve().parent
+    if (package / "tasks").is_dir():
+        return package / "tasks"
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "tasks").is_dir():
+        return checkout / "tasks"
+    raise LapeError(f"lape-harness task folder not found (looked for {package / 'tasks'} and "
+                    f"{checkout / 'tasks'}); reinstall lape-harness.")
+
+
+def on_registry(registry) -> None:
+    """Register ``hf-steered`` lazily in ``registry`` (the executed ``lm_eval.api.registry`` module).
+
+    lm-eval's ``get_model()`` registers its built-in models only while the registry is empty, so
+    they are registered first here; otherwise ``--model hf`` would stop working.
+    """
+    import lm_eval.models  # noqa: F401  (registers the built-ins, lazily and cheaply)
+
+    if MODEL_NAME not in registry.model_registry:
+        registry.model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+def on_task_manager(manager) -> None:
+    """Make every ``TaskManager`` in ``manager`` (the executed ``lm_eval.tasks.manager``) index our tasks.
+
+    The task folder goes after lm-eval's own tasks and before the user's ``include_path``, so a
+    user's folder can still override a task; ``include_defaults=False`` leaves it out as well.
+    """
+    task_manager = manager.TaskManager
+    original = task_manager.__init__
+    if getattr(original, "_lape_harness", False):
+        return
+    ours = task_folder()
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        call = signature.bind(self, *args, **kwargs)
+        call.apply_defaults()
+        if call.arguments["include_defaults"]:
+            call.arguments["include_path"] = _with_folder(call.arguments["include_path"], ours)
+        original(*call.args, **call.kwargs)
+
+    __init__._lape_harness = True
+    task_manager.__init__ = __init__
+
+
+def _with_folder(include_path, folder: Path) -> list:
+    """``include_path`` (None, one path or a list) as a list that starts with ``folder``."""
+    if include_path is None:
+        paths = []
+    elif isinstance(include_path, (list, tuple)):
+        paths = list(include_path)
+    else:
+        paths = [include_path]
+    if any(Path(path).resolve() == folder for path in paths):
+        return paths
+    return [folder, *paths]
