@@ -1,0 +1,129 @@
+"""`lape-harness bake`: baked checkpoints give the logits of the steering hooks with the same plan."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from lape_harness.bake import bake_checkpoint, bake_model
+from lape_harness.cli import main
+from lape_harness.errors import InputError
+from lape_harness.neurons import LanguageNeurons, NeuronFileError, NeuronSet
+from lape_harness.sites import find_sites
+from lape_harness.steering import SteeringHooks, parse_steer
+
+WIDTH, LAYERS = 128, 2
+
+
+def neuron_set(layers=LAYERS, width=WIDTH, seed=0) -> NeuronSet:
+    """Three languages with random neurons; fr shares some with de and en (composition)."""
+    g = torch.Generator().manual_seed(seed)
+    chosen = {}
+    for language in ("de", "fr", "en"):
+        flat = torch.randperm(layers * width, generator=g)[:40]
+        chosen[language] = flat
+    chosen["fr"] = torch.cat([chosen["fr"][:30], chosen["de"][:5], chosen["en"][:5]]).unique()
+    neurons = {}
+    for language, flat in chosen.items():
+        flat = flat.sort().values
+        n = flat.numel()
+        neurons[language] = LanguageNeurons(
+            flat // width, flat % width, torch.rand(n, generator=g), torch.rand(n, generator=g), torch.rand(n, generator=g)
+        )
+    return NeuronSet(["de", "fr", "en"], layers, width, neurons, {"model": {"model_id": "tiny"}})
+
+
+@pytest.fixture(params=["tiny_llama", "tiny_gpt2"])
+def tiny(request, tmp_path):
+    path = request.getfixturevalue(request.param)
+    neurons_path = tmp_path / "lape-top1.safetensors"
+    neuron_set().save(neurons_path)
+    return path, neurons_path
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def input_ids(model):
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(5, model.config.vocab_size, (2, 12), generator=g)
+
+
+@pytest.mark.parametrize("plan", ["-de", "*0.5*fr", "-de*0.5*fr*-2*en"])
+def test_baked_logits_equal_steered_logits(tiny, tmp_path, plan):
+    path, neurons_path = tiny
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    ids = input_ids(model)
+    plain = logits(model, ids)
+    hooks = SteeringHooks(model, NeuronSet.load(neurons_path))
+    hooks.use(parse_steer(plan))
+    with hooks.active():
+        steered = logits(model, ids)
+    hooks.remove()
+    assert not torch.allclose(plain, steered, atol=1e-4), "the plan should change the logits"
+
+    out = tmp_path / "baked"
+    record = bake_checkpoint(str(path), neurons_path, plan, out)
+    baked = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    torch.testing.assert_close(logits(baked, ids), steered, atol=1e-5, rtol=1e-5)
+    assert record["plan"] == str(parse_steer(plan))
+    on_disk = json.loads((out / "lape_harness_bake.json").read_text())
+    assert on_disk["neurons_hash"] == NeuronSet.load(neurons_path).content_hash()
+    assert json.loads((out / "config.json").read_text())["lape_harness_bake"]["plan"] == record["plan"]
+    assert (out / "tokenizer.json").exists() or (out / "tokenizer_config.json").exists()
+
+
+def test_only_the_plans_columns_change(tiny_llama, tiny_gpt2):
+    neurons = neuron_set()
+    zeroed, halved = ({(int(l), int(j)) for l, j in zip(neurons[lang].layer, neurons[lang].index)} for lang in ("de", "fr"))
+    for path in (tiny_llama, tiny_gpt2):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        before = [site.down_proj.weight.detach().clone() for site in find_sites(model)]
+        bake_model(model, neurons, "-de*0.5*fr")
+        for layer, site in enumerate(find_sites(model)):
+            weight = site.down_proj.weight.detach()
+            inputs_first = type(site.down_proj).__name__ == "Conv1D"  # GPT-2: [in, out]
+            for j in range(WIDTH):
+                factor = (0.0 if (layer, j) in zeroed else 1.0) * (0.5 if (layer, j) in halved else 1.0)
+                new, old = (weight[j], before[layer][j]) if inputs_first else (weight[:, j], before[layer][:, j])
+                torch.testing.assert_close(new, old * factor)
+
+
+@pytest.mark.parametrize("plan, word", [
+    ("+de", "'+de'"), ("=fr", "'=fr'"), ("+de.diff", "'+de.diff'"), ("+2*de.p", "'+2*de.p'"),
+    ("-de=-1.5", "'-de=-1.5'"), ("-de+fr", "'+fr'"), ("auto", "per task"), ("none", "changes nothing"),
+])  # fmt: skip
+def test_refuses_plans_that_cannot_be_folded(tiny_llama, tmp_path, capsys, plan, word):
+    neurons_path = tmp_path / "set.safetensors"
+    neuron_set().save(neurons_path)
+    out = tmp_path / "baked"
+    argv = ["bake", "--model", str(tiny_llama), "--neurons", str(neurons_path), f"--steer={plan}", "--out", str(out)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert word in error
+    assert not out.exists()
+
+
+def test_bad_neurons_and_existing_output(tiny_llama, tmp_path, capsys):
+    wrong = tmp_path / "wrong.safetensors"
+    neuron_set(layers=3, width=64).save(wrong)
+    with pytest.raises(NeuronFileError, match="layers"):
+        bake_checkpoint(str(tiny_llama), wrong, "-de", tmp_path / "out")
+    right = tmp_path / "right.safetensors"
+    neuron_set().save(right)
+    with pytest.raises(InputError, match="not in this neuron set"):
+        bake_checkpoint(str(tiny_llama), right, "-ja", tmp_path / "out")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    argv = ["bake", "--model", str(tiny_llama), "--neurons", str(right), "--steer=-de", "--out", str(tmp_path / "taken")]
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert not (tmp_path / "taken" / "file").exists() and (tmp_path / "taken" / "config.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["right.safetensors", "taken", "wrong.safetensors"]
