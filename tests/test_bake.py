@@ -127,3 +127,19 @@ def test_bad_neurons_and_existing_output(tiny_llama, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert not (tmp_path / "taken" / "file").exists() and (tmp_path / "taken" / "config.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["right.safetensors", "taken", "wrong.safetensors"]
+
+
+def test_baked_model_matches_hf_steered(tiny_llama, tmp_path):
+    from lape_harness.model import HFSteeredLM
+
+    neurons_path = tmp_path / "set.safetensors"
+    neuron_set().save(neurons_path)
+    plan = "-en*0.25*de"
+    lm = HFSteeredLM(pretrained=str(tiny_llama), neurons=str(neurons_path), steer=plan, device="cpu",
+                     dtype="float32", batch_size=1)  # fmt: skip
+    ids = input_ids(lm.model)
+    with torch.no_grad():
+        steered = lm._model_call(ids)
+    bake_checkpoint(str(tiny_llama), neurons_path, plan, tmp_path / "baked")
+    baked = AutoModelForCausalLM.from_pretrained(tmp_path / "baked", dtype=torch.float32).eval()
+    torch.testing.assert_close(logits(baked, ids), steered, atol=1e-5, rtol=1e-5)
