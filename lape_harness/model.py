@@ -69,12 +69,22 @@ class HFSteeredLM(HFLM):
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
+        self._split_requests_across_cpu_processes()
         self.neurons_path = None if neurons is None else str(neurons)
         self.neurons_hash = None if neuron_set is None else neuron_set.content_hash()
         self.steering = SteeringHooks(self.model, neuron_set, scope=steer_scope)
         self.plans_by_task: dict[str, str] = {}
         self._warned_tasks: set[str | None] = set()
         self.set_plan(spec)
+
+    def _split_requests_across_cpu_processes(self) -> None:
+        """Data parallel on CPU as on GPUs: ``HFLM`` splits requests across launched processes only with >1 GPU.
+
+        ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m lm_eval --model hf-steered ...``
+        """
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None and accelerator.num_processes > 1 and self.world_size == 1 and self.device.type == "cpu":
+            self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
 
     # ---------------------------------------------------------------- plans
 
