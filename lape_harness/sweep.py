@@ -150,7 +150,7 @@ def run_sweep(
     """
     entries = [parse_plan_entry(plan) for plan in plans]
     if not entries:
-        raise InputError("no plans given; pass e.g. --plans none auto -en")
+        raise InputError("no plans given; pass e.g. --plans none,auto,-en")
     folders = [entry.folder for entry in entries]
     duplicated = sorted({entry.label for entry, folder in zip(entries, folders) if folders.count(folder) > 1})
     if duplicated:

@@ -7,12 +7,13 @@ and samples with --log-samples), with the plan and its steering signature record
 Finished plans are skipped when the command is run again.
 
 A plan is a steer= spec (`none`, `auto`, `de`, `-en`, `-de+fr`, `+2*de`, `-en=-1.5` ...);
+--plans takes them comma-separated (--plans=-en,-de when the list starts with '-');
 append `@FILE` to use another neuron set for that plan (e.g. another neuron ratio):
 `-en@neuron_cache/gemma/lape-top3.safetensors`.
 
 Example:
     $ lape-harness sweep --model-args pretrained=lape:gemma-3-270m,neurons=neuron_cache/gemma-3-270m/lape-top1.safetensors \\
-        --plans none auto -en -de --tasks lape_belebele_de,lape_belebele_fr --limit 100 --output results/sweep
+        --plans none,auto,-en,-de --tasks lape_belebele_de,lape_belebele_fr --limit 100 --output results/sweep
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-args", "--model_args", required=True, metavar="ARGS",
                         help="hf-steered model arguments, lm-eval style: pretrained=...,neurons=...[,dtype=...,...]; "
                              "any hf argument works; a steer= here is replaced by each plan")
-    parser.add_argument("--plans", nargs="+", default=[], metavar="PLAN",
-                        help="steer= specs to evaluate, e.g. none auto -en de; SPEC@NEURON_FILE uses another neuron set")
+    parser.add_argument("--plans", action="append", default=[], metavar="PLAN,PLAN,...",
+                        help="comma-separated steer= specs to evaluate (specs never contain commas), e.g. "
+                             "--plans none,auto,de,-en; a list that starts with '-' must be attached with '=': "
+                             "--plans=-en,-de; repeatable; SPEC@NEURON_FILE uses another neuron set for that plan")
     parser.add_argument("--plans-file", metavar="FILE",
                         help="text file with one plan per line (# comments allowed); added after --plans")
     parser.add_argument("--tasks", required=True, metavar="TASKS",
@@ -78,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from lape_harness.errors import InputError
     from lape_harness.sweep import read_plans_file, run_sweep
 
-    plans = list(args.plans) + (read_plans_file(args.plans_file) if args.plans_file else [])
+    plans = [plan.strip() for group in args.plans for plan in group.split(",") if plan.strip()]
+    plans += read_plans_file(args.plans_file) if args.plans_file else []
     if not plans:
-        raise InputError("no plans: pass --plans none auto -en ... or --plans-file plans.txt")
+        raise InputError("no plans: pass --plans none,auto,-en ... or --plans-file plans.txt")
     batch_size = int(args.batch_size) if args.batch_size.isdigit() else args.batch_size
     outcomes = run_sweep(
         args.model_args, plans, [task.strip() for task in args.tasks.split(",") if task.strip()], args.output,
