@@ -54,8 +54,8 @@ def check_bakeable(plan: SteeringPlan | AutoPlan) -> None:
         raise InputError(
             f"cannot bake {listed} into weights: only multiplications (a ← β·a, '*β*L') and zeroing "
             "deactivations (a ← 0, '-L') are exact weight edits. Additive, replacement, diffmean and "
-            "probability terms and non-zero fills put a constant into the neuron, which the MLP then multiplies "
-            "by the input-dependent up projection, so no weight edit reproduces them: run those plans with "
+            "probability terms and non-zero fills put a constant into the neuron, which a gated MLP then "
+            "multiplies by the input-dependent up projection, so no weight edit reproduces them: run those plans with "
             "`lm_eval --model hf-steered` instead"
         )
 
