@@ -1,4 +1,5 @@
-"""Where the lape tasks read their data: the Hugging Face hub, or local copies.
+"""What the lape tasks read: datasets from the Hugging Face hub or local copies, held-out
+text, the forcing questions, and the language names their prompts use.
 
 Set ``LAPE_HARNESS_DATA=/dir`` and every family reads local files in the hub's schema
 instead of downloading: ``/dir/<dataset>/<config>/<split>.parquet`` (or ``.jsonl``/``.json``),
@@ -41,10 +42,13 @@ def _read_local(path: Path):
 
         return datasets.Dataset(pq.read_table(path))
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        rows = json.loads(text)
+    try:
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            rows = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path} is not valid JSON ({error}); rewrite it, e.g. with Dataset.to_json") from None
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise InputError(f"{path} must hold a list of JSON objects (one row each); got {type(rows).__name__}")
     return datasets.Dataset.from_list(rows)

@@ -210,3 +210,12 @@ def test_questions_for_an_unknown_language(tmp_path):
     assert forcing_questions(path, "de") == ["Wie geht's?"]
     with pytest.raises(InputError, match="no questions for 'xx'.*de"):
         forcing_questions(path, "xx")
+
+
+def test_broken_local_json_is_one_clear_error(monkeypatch, tmp_path):
+    folder = tmp_path / "facebook" / "xnli" / "de"
+    folder.mkdir(parents=True)
+    (folder / "test.jsonl").write_text('{"premise": "a"}\n{"premise": \n', encoding="utf-8")
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    with pytest.raises(InputError, match=r"test\.jsonl is not valid JSON"):
+        load_split("facebook/xnli", "de", "test")
