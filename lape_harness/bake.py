@@ -48,7 +48,9 @@ def check_bakeable(plan: SteeringPlan | AutoPlan) -> None:
         )
     if not plan:
         raise InputError("steer=none changes nothing; give a plan to bake, e.g. --steer=-en or --steer='*0.5*de'")
-    unbakeable = [term for term in plan.terms if term.op in ("add", "replace") or (term.op == "deactivate" and term.strength != 0)]
+    unbakeable = [
+        term for term in plan.terms if term.op in ("add", "replace") or (term.op == "deactivate" and term.strength != 0)
+    ]
     if unbakeable:
         listed = ", ".join(f"'{term}'" for term in unbakeable)
         raise InputError(
@@ -76,7 +78,9 @@ def bake_model(model: nn.Module, neurons: NeuronSet, plan: SteeringPlan | AutoPl
     edited = {}
     with torch.no_grad():
         for layer, edit in edits.items():
-            scale = edit.scale if edit.scale is not None else torch.full_like(edit.shift, 0.0 if edit.kind == "set" else 1.0)
+            scale = edit.scale  # None: all neurons of the layer set to the shift (0 here) or all kept
+            if scale is None:
+                scale = torch.full_like(edit.shift, 0.0 if edit.kind == "set" else 1.0)
             _scale_inputs(sites[layer].down_proj, edit.index, scale)
             edited[str(layer)] = int(edit.index.numel())
     return {

@@ -134,7 +134,8 @@ def _header(summary: dict[str, Any]) -> list[str]:
     lines = [
         f"{what}: {summary['path']}",
         f"model:    {model.get('model_id') or '(unknown)'} ({identity})",
-        f"profile:  seq_len {summary['seq_len']}, dtype {summary['dtype']}, statistics {str(summary['stats_hash'])[:16]}",
+        f"profile:  seq_len {summary['seq_len']}, dtype {summary['dtype']}, "
+        f"statistics {str(summary['stats_hash'])[:16]}",
     ]
     thresholds = summary.get("thresholds")
     if thresholds:
@@ -213,7 +214,9 @@ def sparkline(values: list[float], top: float | None = None) -> str:
     if not top:
         return "·" * len(values)
     steps = len(SPARK)
-    return "".join("·" if value <= 0 else SPARK[min(steps, max(1, math.ceil(value / top * steps))) - 1] for value in values)
+    return "".join(
+        "·" if value <= 0 else SPARK[min(steps, max(1, math.ceil(value / top * steps))) - 1] for value in values
+    )
 
 
 def _fraction(value: float) -> str:
