@@ -233,8 +233,9 @@ def plot_overlap(neuron_set, path: str | os.PathLike) -> dict[str, Any]:
                       textcoords="offset points", va="center", ha="left", fontsize=7, color="steelblue")
     axis.set_xlabel("language (script; bold = non-Latin)")
     axis.set_ylabel("language (script; bold = non-Latin)")
-    figure.colorbar(image, ax=axis, label="Jaccard overlap |A∩B| / |A∪B| (cells: ×100)", fraction=0.04, pad=0.12)
-    axis.set_title(f"Neuron overlap between languages (families separated): {_set_title(neuron_set)}")
+    figure.colorbar(image, ax=axis, label="Jaccard overlap |A∩B| / |A∪B| (cells: ×100)", fraction=0.04,
+                    pad=0.12 if k > 12 else 0.2)
+    axis.set_title(f"Neuron overlap between languages, families separated\n{_set_title(neuron_set)}")
     _save(figure, path)
     pairs = [(a, b) for a in range(k) for b in range(k) if a != b]
     return {

@@ -185,6 +185,11 @@ def run_sweep(
 
     from lm_eval.tasks import TaskManager
 
+    task_manager = TaskManager(include_path=include_path, metadata={**args, **(metadata or {})})
+    unknown = [task for task in tasks if not task.endswith(".yaml") and not task_manager.match_tasks([task])]
+    if unknown:
+        raise InputError(f"unknown task(s) {', '.join(unknown)}: list them with `lm_eval ls tasks`"
+                         + ("" if include_path else ", or pass --include-path for a folder of your own task YAMLs"))
     if lm is None:
         from lape_harness.model import HFSteeredLM
 
@@ -193,7 +198,6 @@ def run_sweep(
             {**args, "steer": "none"}, {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": device}
         )
         log(f"model loaded once in {time.perf_counter() - started:.1f} s; {len(pending)} plan(s) to run")
-    task_manager = TaskManager(include_path=include_path, metadata={**args, **(metadata or {})})
     current_neurons = default_neurons = args.get("neurons")
     for position in pending:
         entry = entries[position]

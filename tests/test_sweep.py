@@ -144,3 +144,9 @@ def test_plan_entries(tmp_path, neurons_file):
     assert read_plans_file(plans) == ["none", "-de"]
     with pytest.raises(InputError, match="listed twice"):
         run_sweep("pretrained=x", ["-de", "-de"], ["t"], tmp_path / "out")
+
+
+def test_unknown_task_fails_before_the_model_loads(ppl_tasks, neurons_file, tmp_path):
+    with pytest.raises(InputError, match="unknown task.*tinyppl_xx"):
+        run_sweep(f"pretrained=/nonexistent/model,neurons={neurons_file}", ["none"], ["tinyppl_xx"], tmp_path / "out",
+                  include_path=str(ppl_tasks))
