@@ -15,24 +15,24 @@ Grammar (no commas, so it fits lm-eval's ``--model_args``)::
             | "-" LANG ["=" c]                   deactivate  a ← c          (c defaults to 0)
     value  := "mean" (default: v_L = μ_L) | "diff" (v_L = μ_L − μ̄_¬L) | "p" (v_L = p_L)
 
-One example per method (each reads as the arithmetic it does):
+One example per method (each reads as the arithmetic it does)::
 
-====================  =================================================================
-``de`` or ``+de``     additive activation: a ← a + μ_de
-``+2*de``             additive with strength α = 2: a ← a + 2·μ_de
-``=de``               replacement: a ← μ_de
-``+de.diff``          diffmean: a ← a + (μ_de − μ̄_¬de)
-``+de.p``             activation-probability boost (paper code before Aug 2025): a ← a + p_de
-``*0.5*de``           multiplication: a ← 0.5·a on de's neurons
-``-de``               deactivation: a ← 0
-``-de=-1.5``          deactivation with fill c = −1.5: a ← −1.5
-``-de+fr``            deactivate de, then activate fr ("fr-de" language forcing)
-``-en-fr-es``         deactivate three languages
-``-en=-1.5+2*de.diff``  combination with per-term strengths
-``none``              no steering
-``auto``              each request steered by its task's language (below)
-``auto:-src=-1+2*tgt``  auto with a template: ``src``/``tgt`` stand for the task's languages
-====================  =================================================================
+    de  or  +de             additive activation            a ← a + μ_de
+    +2*de                   additive, strength α = 2       a ← a + 2·μ_de
+    =de                     replacement                    a ← μ_de
+    +de.diff                diffmean                       a ← a + (μ_de − μ̄_¬de)
+    +de.p                   probability boost (paper code before Aug 2025)   a ← a + p_de
+    *0.5*de                 multiplication                 a ← 0.5·a on de's neurons
+    -de                     deactivation                   a ← 0
+    -de=-1.5                deactivation with fill c       a ← −1.5
+    -de+fr                  deactivate de, then activate fr (language forcing)
+    -en-fr-es               deactivate three languages
+    -en=-1.5+2*de.diff      combination with per-term strengths
+    none                    no steering
+    auto                    each request steered by its task's languages (below)
+    auto:-src=-1+2*tgt      auto with a template: src/tgt stand for the task's languages
+
+LANG is an ISO code (``de``) or a FLORES code (``deu_Latn``) of a language in the neuron file.
 
 Order of operations (the paper's): all deactivations first, then multiplications, then the
 activations (add/replace) in the order written, whatever order the terms are written in. Every
@@ -541,6 +541,7 @@ class SteeringHooks:
             neurons.validate_for(self.num_layers, self.width)
         self.plan: SteeringPlan = NO_STEERING
         self._edits: list[LayerEdit | None] = [None] * self.num_layers
+        self._placed: dict[SteeringPlan, list[LayerEdit | None]] = {}  # compiled plans, reused on switching
         self._steered_layers: frozenset[int] = frozenset()
         self._fired: set[int] = set()
         self._phase = "idle"  # idle | score | prefill | decode
@@ -553,12 +554,17 @@ class SteeringHooks:
         """Switch to ``plan``: compile it and place each layer's tensors on that layer's device/dtype."""
         if plan and self.neurons is None:
             raise InputError(f"steer={plan} needs a neuron set: add neurons=path/to/lape-top1.safetensors")
-        edits = compile_plan(plan, self.neurons, self.num_layers, self.width)
-        placed: list[LayerEdit | None] = [None] * self.num_layers
-        for layer, edit in edits.items():
-            site = self.sites[layer]
-            placed[layer] = edit.to(_execution_device(site), site.dtype)
-        self.plan, self._edits, self._steered_layers = plan, placed, frozenset(edits)
+        placed = self._placed.get(plan)
+        if placed is None:
+            placed = [None] * self.num_layers
+            for layer, edit in compile_plan(plan, self.neurons, self.num_layers, self.width).items():
+                site = self.sites[layer]
+                placed[layer] = edit.to(_execution_device(site), site.dtype)
+            if len(self._placed) >= 64:  # bounded: a long sweep does not pile up device memory
+                self._placed.pop(next(iter(self._placed)))
+            self._placed[plan] = placed
+        self.plan, self._edits = plan, list(placed)
+        self._steered_layers = frozenset(layer for layer, edit in enumerate(placed) if edit is not None)
 
     def edits(self) -> dict[int, LayerEdit]:
         """The placed per-layer edits of the current plan (for inspection and tests)."""

@@ -350,3 +350,12 @@ def test_scope_under_kv_cache_equals_full_recompute(llama, scope):
 def test_bad_scope():
     with pytest.raises(Exception, match="steer_scope='answer'"):
         SteeringHooks(torch.nn.Linear(2, 2), None, scope="answer")
+
+
+@pytest.mark.parametrize("spec", ["-de", "-de+fr", "-en-fr-es", "=de", "-de=-1.5+2*fr.diff", "*0.5*de", "auto",
+                                  "auto:-src=-1+2*tgt", "none", "+de.p"])
+def test_specs_survive_lm_eval_model_args(spec):
+    from lm_eval.utils import simple_parse_args_string
+
+    args = simple_parse_args_string(f"pretrained=some/model,neurons=n.safetensors,steer={spec},steer_scope=all")
+    assert parse_steer(args["steer"]) == parse_steer(spec)
