@@ -143,6 +143,22 @@ def test_the_variable_switches_the_plugin_off():
     assert out == ["False", "DummyLM"]
 
 
+def test_installing_the_hook_after_lm_eval_was_imported_registers_at_once():
+    """For interpreters that skip .pth files (``python -S``, ``pip install --target`` + PYTHONPATH)."""
+    out = python("""
+        import os
+        import lm_eval.api.registry as registry
+        from lm_eval.tasks import TaskManager
+        before = 'hf-steered' in registry.model_registry
+        del os.environ['LAPE_HARNESS_DISABLE_PLUGIN']
+        import lape_harness._boot as boot
+        boot.install()
+        print(before, 'hf-steered' in registry.model_registry, 'hf' in registry.model_registry,
+              getattr(TaskManager.__init__, '_lape_harness', False))
+    """, env={_boot.DISABLE_VARIABLE: "1"}).stdout.split()
+    assert out == ["False", "True", "True", "True"]
+
+
 def test_a_left_over_or_broken_start_up_line_never_breaks_python(tmp_path):
     """The .pth line itself, in a site folder where lape_harness is missing, then where its boot module raises."""
     site_dir = tmp_path / "site"
