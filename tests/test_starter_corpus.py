@@ -140,7 +140,7 @@ def test_django_reader_cleans_and_drops_untranslated(tmp_path):
 
 
 def test_split_is_deterministic_parallel_and_deduplicated():
-    keyed = [(f"k{i}", f"paragraph number {i}") for i in range(400)] + [("dup", "paragraph number 7")]
+    keyed = [(f"udhr:{i}", f"paragraph number {i}") for i in range(400)] + [("udhr:dup", "paragraph number 7")]
     train, heldout = split_paragraphs(keyed, 0.25, seed=0)
     assert (train, heldout) == split_paragraphs(list(reversed(keyed))[::-1], 0.25, seed=0)
     assert len(train) + len(heldout) == 400  # the duplicate is gone
@@ -148,6 +148,8 @@ def test_split_is_deterministic_parallel_and_deduplicated():
     other_language = [(key, text.upper()) for key, text in keyed[:400]]
     assert [k for k, _ in split_paragraphs(other_language, 0.25, seed=0)[1]] == [k for k, _ in heldout]
     assert split_paragraphs(keyed, 0.25, seed=1)[1] != heldout
+    debian = [(f"debian:{i}", f"man page paragraph {i}") for i in range(100)]
+    assert split_paragraphs(debian, 0.5)[1] == []  # non-parallel sources only add training text
 
 
 def test_build_corpus_writes_files_manifest_and_reports_lost_sources(tmp_path):
@@ -203,7 +205,7 @@ def test_debian_reader_strips_troff_and_filters_other_languages(tmp_path):
     write_deb(folder / "fortunes-de_1_all.deb", {"./usr/share/games/fortunes/de/sprueche": fortunes})
     warnings = []
     manifest = build_corpus(
-        ["de"], ["debian"], tmp_path / "out", heldout_ratio=0.01, local={"debian": folder}, warn=warnings.append
+        ["de"], ["debian"], tmp_path / "out", heldout_ratio=0.5, local={"debian": folder}, warn=warnings.append
     )
     text = (tmp_path / "out" / "train" / "de.txt").read_text(encoding="utf-8")
     assert german in text and "Grube" in text and english not in text and ".PP" not in text
