@@ -87,7 +87,7 @@ def _rolling_loglikelihood(model_path, text: str, plan: str, neurons_file) -> fl
     return float(sum(logits[i, ids[i + 1]] for i in range(len(ids) - 1)))
 
 
-def test_sweep_two_plans_resumes_and_matches_a_manual_computation(tiny_llama, ppl_tasks, neurons_file, tmp_path):
+def test_sweep_two_plans_resumes_and_matches_a_manual_computation(tiny_llama, ppl_tasks, neurons_file, tmp_path, capsys):
     output = tmp_path / "sweep"
     model_args = f"pretrained={tiny_llama},neurons={neurons_file},dtype=float32"
     log = []
@@ -118,6 +118,14 @@ def test_sweep_two_plans_resumes_and_matches_a_manual_computation(tiny_llama, pp
     assert [o.skipped for o in again] == [True, True]
     assert not any("model loaded" in line for line in log)
     assert sorted(p.name for p in output.iterdir()) == ["steer=-de", "steer=none", "sweep.json"]
+
+    # the command line: comma-separated plans (attached with '=' when the list starts with '-')
+    from lape_harness.cli import main
+
+    assert main(["sweep", "--model-args", model_args, "--plans=-de,none", "--tasks", "tinyppl_de",
+                 "--include-path", str(ppl_tasks), "--device", "cpu", "--bootstrap-iters", "0", "--log-samples",
+                 "--output", str(output)]) == 0
+    assert "(0 run now, 2 finished earlier)" in capsys.readouterr().out
 
 
 def test_changed_settings_are_refused(tiny_llama, ppl_tasks, neurons_file, tmp_path):
