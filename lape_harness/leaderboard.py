@@ -46,7 +46,8 @@ PRIMARY_METRICS: dict[str, tuple[str, ...]] = {
     "lape_xquad": ("paper_f1", "f1", "exact_match"),
     "lape_belebele": ("acc",),
     "lape_xnli": ("acc",),
-    "lape_ppl": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+    # bytes, not words: comparable across scripts (a Chinese paragraph is one "word")
+    "lape_ppl": ("byte_perplexity", "word_perplexity", "bits_per_byte"),
     "xquad": ("f1", "exact_match"),
     "mlqa": ("f1", "exact_match"),
 }
@@ -197,6 +198,7 @@ class Row:
     baseline_stderr: float | None = None
     delta: float | None = None
     delta_stderr: float | None = None
+    relative: float | None = None  # delta / baseline (shown for perplexities)
     source: str = ""
 
 
@@ -310,6 +312,7 @@ def _attach_baselines(rows: list[Row], chosen, notes: list[str]) -> None:
         row.baseline, row.baseline_stderr = base.score, base.stderr
         if row.score is not None and base.score is not None:
             row.delta = row.score - base.score
+            row.relative = row.delta / base.score if base.score > 0 else None
             if row.stderr is not None and base.stderr is not None:
                 row.delta_stderr = math.sqrt(row.stderr ** 2 + base.stderr ** 2)
     for model, tasks in sorted(missing.items()):
@@ -318,8 +321,8 @@ def _attach_baselines(rows: list[Row], chosen, notes: list[str]) -> None:
 
 
 def _averages(rows: list[Row], notes: list[str]) -> list[Row]:
-    """Mean over languages per (model, family, metric, plan); differences only over languages
-    that have both a plan score and a baseline."""
+    """Mean over languages per (model, family, metric, plan) (geometric for perplexities);
+    differences only over languages that have both a plan score and a baseline."""
     groups: dict[tuple[str, str, str, str], list[Row]] = defaultdict(list)
     for row in rows:
         groups[(row.model, row.family, row.metric, row.plan)].append(row)
@@ -334,28 +337,51 @@ def _averages(rows: list[Row], notes: list[str]) -> list[Row]:
     for (model, family, metric, plan), members in sorted(groups.items()):
         scores = [r.score for r in members if r.score is not None]
         paired = [r for r in members if r.delta is not None]
+        mean = _geometric_mean if is_perplexity(metric) else _mean
+        relatives = [r.relative for r in paired if r.relative is not None]
         averages.append(Row(
             model=model, family=family, language="average", metric=metric,
             task=f"mean of {len(scores)} languages; difference over the {len(paired)} with a baseline",
             higher_is_better=members[0].higher_is_better, plan=plan,
-            score=sum(scores) / len(scores) if scores else None, stderr=None,
-            baseline=sum(r.baseline for r in paired) / len(paired) if paired else None,
-            delta=sum(r.delta for r in paired) / len(paired) if paired else None,
+            score=mean(scores), stderr=None, baseline=mean([r.baseline for r in paired]),
+            delta=_mean([r.delta for r in paired]), relative=_mean(relatives) if len(relatives) == len(paired) else None,
         ))
     return averages
+
+
+def is_perplexity(metric: str) -> bool:
+    """Perplexities are compared by relative change and averaged geometrically."""
+    return "perplexity" in metric
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _geometric_mean(values: list[float]) -> float | None:
+    if not values or any(v <= 0 for v in values):
+        return _mean(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def _fmt(value: float | None, digits: int = 4, sign: bool = False) -> str:
+def _fmt(value: float | None, sign: bool = False) -> str:
+    """Four decimals for scores, fewer for large values, scientific beyond 10⁴."""
     if value is None:
         return ""
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+    size = abs(value)
+    spec = ".4f" if size < 10 else (".2f" if size < 1e4 else ".3e")
+    return format(value, ("+" if sign else "") + spec)
+
+
+def _exact(value: float | None) -> str:
+    return "" if value is None else format(value, ".8g")
 
 
 CSV_COLUMNS = ("model", "family", "language", "task", "metric", "higher_is_better", "plan", "score", "stderr",
-               "baseline", "baseline_stderr", "delta", "delta_stderr", "source")
+               "baseline", "baseline_stderr", "delta", "delta_stderr", "relative_delta", "source")
 
 
 def to_csv(board: Leaderboard) -> str:
@@ -365,8 +391,8 @@ def to_csv(board: Leaderboard) -> str:
     writer.writerow(CSV_COLUMNS)
     for row in board.rows + board.averages:
         writer.writerow([row.model, row.family, row.language, row.task, row.metric, row.higher_is_better, row.plan,
-                         _fmt(row.score, 6), _fmt(row.stderr, 6), _fmt(row.baseline, 6), _fmt(row.baseline_stderr, 6),
-                         _fmt(row.delta, 6, sign=True), _fmt(row.delta_stderr, 6), row.source])
+                         _exact(row.score), _exact(row.stderr), _exact(row.baseline), _exact(row.baseline_stderr),
+                         _exact(row.delta), _exact(row.delta_stderr), _exact(row.relative), row.source])
     return buffer.getvalue()
 
 
@@ -377,7 +403,8 @@ def _cell(row: Row | None) -> str:
     if row.stderr is not None:
         text += f" ± {row.stderr:.4f}"
     if row.plan != BASELINE and row.delta is not None:
-        text += f" ({_fmt(row.delta, sign=True)})"
+        relative = is_perplexity(row.metric) and row.relative is not None
+        text += f" ({row.relative * 100:+.1f}%)" if relative else f" ({_fmt(row.delta, sign=True)})"
         paired = re.search(r"over the (\d+) with", row.task)
         scored = re.search(r"mean of (\d+)", row.task)
         if paired and scored and paired.group(1) != scored.group(1):
@@ -446,11 +473,13 @@ def plot_leaderboard(board: Leaderboard, path: str | os.PathLike) -> dict[str, A
         if not steered:
             continue
         columns = languages + ["average"]
-        matrix = np.array([[_delta(lookup.get((lang, plan))) for lang in columns] for plan in steered], dtype=float)
+        relative = is_perplexity(metric)
+        matrix = np.array([[_delta(lookup.get((lang, plan)), relative) for lang in columns] for plan in steered],
+                          dtype=float)
         if not np.isfinite(matrix).any():
             continue
         higher = next(r.higher_is_better for r in lookup.values())
-        panels.append((model, family, metric, steered, columns, matrix, higher))
+        panels.append((model, family, metric, steered, columns, matrix, higher, relative))
     if not panels:
         raise InputError("nothing to plot: no steered plan has a baseline to compare with; "
                          "add the baseline run (plan 'none' or a plain hf run) to the inputs")
@@ -459,7 +488,7 @@ def plot_leaderboard(board: Leaderboard, path: str | os.PathLike) -> dict[str, A
     figure, axes = plt.subplots(len(panels), 1, figsize=(width, sum(heights) + 0.4),
                                 gridspec_kw={"height_ratios": heights}, squeeze=False)
     numbers = {}
-    for axis, (model, family, metric, steered, columns, matrix, higher) in zip(axes[:, 0], panels):
+    for axis, (model, family, metric, steered, columns, matrix, higher, relative) in zip(axes[:, 0], panels):
         finite = np.abs(matrix[np.isfinite(matrix)])
         limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
         image = axis.imshow(np.ma.masked_invalid(matrix), aspect="auto", vmin=-limit, vmax=limit,
@@ -475,17 +504,20 @@ def plot_leaderboard(board: Leaderboard, path: str | os.PathLike) -> dict[str, A
         axis.set_xlabel("language (grey = no baseline to compare)")
         axis.set_ylabel("plan")
         axis.axvline(len(columns) - 1.5, color="black", linewidth=1)
-        axis.set_title(f"{family}: Δ {metric} vs no steering ({os.path.basename(model)})", fontsize=10)
+        change = f"relative change of {metric} (%)" if relative else f"Δ {metric}"
+        axis.set_title(f"{family}: {change} vs no steering ({os.path.basename(model)})", fontsize=10)
         better = "blue = better (higher)" if higher else "blue = better (lower)"
-        figure.colorbar(image, ax=axis, label=f"Δ {metric}\n{better}", fraction=0.035, pad=0.02)
+        figure.colorbar(image, ax=axis, label=f"{change}\n{better}", fraction=0.035, pad=0.02)
         numbers[(model, family, metric)] = {"plans": steered, "languages": columns, "delta": matrix.tolist()}
     figure.tight_layout()
     _save(figure, path)
     return numbers
 
 
-def _delta(row: Row | None) -> float:
-    return math.nan if row is None or row.delta is None else row.delta
+def _delta(row: Row | None, relative: bool = False) -> float:
+    value = None if row is None else (row.relative * 100 if relative and row.relative is not None else
+                                       (None if relative else row.delta))
+    return math.nan if value is None else value
 
 
 def write_leaderboard(board: Leaderboard, out_dir: str | os.PathLike, plot: bool = True) -> list[str]:

@@ -454,7 +454,7 @@ def _single_deactivation(plan: str) -> str | None:
     return parsed.terms[0].language
 
 
-def ppl_change_matrix(runs, model: str | None = None, metric: str = "word_perplexity") -> Matrix:
+def ppl_change_matrix(runs, model: str | None = None, metric: str = "byte_perplexity") -> Matrix:
     """Relative perplexity change (plan / baseline − 1) of every held-out language (columns,
     tasks ``lape_ppl_<lang>``) under each single-language deactivation plan (rows, ``-L``).
 
@@ -625,7 +625,7 @@ def _matrix_markdown(matrix: Matrix, signed: bool = False) -> str:
 
 
 def results_report(runs, out_dir: str | os.PathLike, model: str | None = None, forcing_plan: str | None = None,
-                   forcing_metric: str = "target_rate", ppl_metric: str = "word_perplexity") -> tuple[list[str], list[str]]:
+                   forcing_metric: str = "target_rate", ppl_metric: str = "byte_perplexity") -> tuple[list[str], list[str]]:
     """Write ``ppl_change.png`` and/or ``forcing.png`` with ``results.md`` (their numbers) from
     lm-eval results; returns (paths written, notes on what could not be drawn)."""
     from pathlib import Path

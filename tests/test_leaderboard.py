@@ -48,11 +48,17 @@ def test_expected_table():
     assert row.baseline == base_de and row.score == off_de
     assert row.delta == pytest.approx(off_de - base_de)
     assert row.delta_stderr == pytest.approx(math.hypot(off_de_se, base_de_se))
-    # perplexity: lower is better, no stderr reported ("N/A")
+    # perplexity: bytes by default, lower is better, no stderr reported ("N/A"), relative change
     ppl = rows[(GEMMA, "lape_ppl_de", "-de")]
-    assert ppl.metric == "word_perplexity" and ppl.higher_is_better is False and ppl.stderr is None
-    assert ppl.delta == pytest.approx(_score("gemma/sweep/steer=-de/results.json", "lape_ppl_de", "word_perplexity")[0]
-                                      - _score("gemma/results_baseline.json", "lape_ppl_de", "word_perplexity")[0])
+    assert ppl.metric == "byte_perplexity" and ppl.higher_is_better is False and ppl.stderr is None
+    steered = _score("gemma/sweep/steer=-de/results.json", "lape_ppl_de", "byte_perplexity")[0]
+    base = _score("gemma/results_baseline.json", "lape_ppl_de", "byte_perplexity")[0]
+    assert ppl.delta == pytest.approx(steered - base) and ppl.relative == pytest.approx(steered / base - 1)
+    word = build_leaderboard(load_runs([FIXTURES / "gemma"]), metric={"lape_ppl": "word_perplexity"})
+    assert {r.metric for r in word.rows if r.family == "lape_ppl"} == {"word_perplexity"}
+    ppl_average = next(a for a in board.averages if a.family == "lape_ppl" and a.plan == "none")
+    baselines = [_score("gemma/results_baseline.json", f"lape_ppl_{c}", "byte_perplexity")[0] for c in ("de", "fr")]
+    assert ppl_average.score == pytest.approx(math.sqrt(baselines[0] * baselines[1]))  # geometric mean
     # the group row and the task with no language are not in the table
     assert not any(r.task in ("lape_belebele", "hellaswag") for r in board.rows)
     # averages: mean over languages; the difference only over languages with a comparable baseline
@@ -89,6 +95,7 @@ def test_markdown_and_csv():
     assert "## lape_belebele · acc (higher is better) · google/gemma-3-270m" in markdown
     assert "| de | 0.4000 ± 0.0200 | 0.2500 ± 0.0200 (-0.1500) | 0.4500 ± 0.0200 (+0.0500) |" in markdown
     assert "| fr | 0.3000 ± 0.0200 | 0.3100 ± 0.0200 (+0.0100) | 0.5000 ± 0.1000 |" in markdown
+    assert "| de | 5.0000 | 8.0000 (+60.0%) |" in markdown  # perplexities: relative change
     assert "## Notes" in markdown
     table = list(csv.DictReader(io.StringIO(to_csv(board))))
     off_de = next(r for r in table if r["task"] == "lape_belebele_de" and r["plan"] == "-de")

@@ -101,7 +101,7 @@ def test_ppl_change_and_forcing_matrices(tmp_path):
                    {f"lape_forcing_{s}_to_{t}": {"target_rate,none": r, "clean_target_rate,none": r / 2} for (s, t), r in rates.items()})
     runs = load_runs([tmp_path])
 
-    matrix = plots.ppl_change_matrix(runs)
+    matrix = plots.ppl_change_matrix(runs, metric="word_perplexity")
     assert matrix.rows == ["-de", "-ru"] and set(matrix.columns) == set(codes)
     numbers = plots.plot_ppl_change(matrix, tmp_path / "ppl.png")
     for language, values in off.items():
@@ -119,7 +119,7 @@ def test_ppl_change_and_forcing_matrices(tmp_path):
     _write_results(tmp_path, "other.json", "none", {"lape_ppl_en": {"word_perplexity,none": 1.0}})
     (tmp_path / "other.json").write_text((tmp_path / "other.json").read_text().replace("tiny/model", "other/model"))
     with pytest.raises(InputError, match="2 models"):
-        plots.ppl_change_matrix(load_runs([tmp_path]))
+        plots.ppl_change_matrix(load_runs([tmp_path]), metric="word_perplexity")
 
 
 def test_plot_cli(tmp_path, capsys):

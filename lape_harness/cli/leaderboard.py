@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="metric to report for a task family (e.g. lape_forcing=clean_target_rate, "
                              "lape_ppl=bits_per_byte), or for every family without FAMILY=; repeatable. "
                              "Defaults: forcing target_rate, flores paper_sentence_bleu, xquad paper_f1, "
-                             "belebele/xnli acc, ppl word_perplexity, others acc (or the first reported of "
+                             "belebele/xnli acc, ppl byte_perplexity (perplexities as relative change), others acc (or the first reported of "
                              "exact_match, f1, perplexity ...)")
     parser.add_argument("--no-plot", action="store_true", help="write only the Markdown and CSV tables")
 

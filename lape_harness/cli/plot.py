@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="plan whose forcing results to draw (default: the only plan with lape_forcing results)")
     parser.add_argument("--forcing-metric", default="target_rate",
                         help="forcing metric: target_rate (the paper's) or clean_target_rate (default: target_rate)")
-    parser.add_argument("--ppl-metric", default="word_perplexity",
-                        help="perplexity metric: word_perplexity, byte_perplexity or bits_per_byte (default: word_perplexity)")
+    parser.add_argument("--ppl-metric", default="byte_perplexity",
+                        help="perplexity metric: byte_perplexity (comparable across scripts), word_perplexity or "
+                             "bits_per_byte (default: byte_perplexity)")
 
 
 def run(args: argparse.Namespace) -> int:
