@@ -139,7 +139,9 @@ def test_entropy_ranking_is_stable_and_skips_infinite():
 
 def test_entropy_and_thresholds_recorded():
     stats, _ = planted_stats()
+    threads = torch.get_num_threads()
     sets = identify_many(stats, [0.05, 0.1], filter_rate=0.9, activation_bar_ratio=0.8)
+    assert torch.get_num_threads() == threads
     assert list(sets) == [0.05, 0.1]
     flat = sorted((stats.over_zero.double() / stats.tokens.double().view(-1, 1, 1)).view(-1).tolist())
     thresholds = sets[0.1].meta["thresholds"]
