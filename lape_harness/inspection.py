@@ -150,11 +150,12 @@ def _header(summary: dict[str, Any]) -> list[str]:
 
 def _stats_table(summary: dict[str, Any]) -> list[str]:
     layers = summary["num_layers"]
-    lines = [f"{'lang':<6}{'tokens':>14}{'mean p':>9}{'never on':>10}{'mean act':>11}  p per layer (0→{layers - 1})"]
+    group = _layers_per_char(layers)
+    lines = [f"{'lang':<6}{'tokens':>14}{'mean p':>9}{'never on':>10}{'mean act':>11}  p {_spark_label(layers)}"]
     for language, row in summary["per_language"].items():
         lines.append(
             f"{language:<6}{row['tokens']:>14,}{row['mean_probability']:>9.3f}{row['never_active']:>10.1%}"
-            f"{row['mean_activation']:>11.4f}  {sparkline(row['probability_per_layer'], top=1.0)}"
+            f"{row['mean_activation']:>11.4f}  {sparkline(_fold(row['probability_per_layer'], group, average=True), top=1.0)}"
         )
     return lines
 
@@ -165,7 +166,7 @@ def _neuron_table(summary: dict[str, Any]) -> list[str]:
     heads = [f"L{start}-{end - 1}" if end - start > 1 else f"L{start}" for start, end in buckets]
     lines = [
         f"{'lang':<6}{'tokens':>14}{'neurons':>9}" + "".join(f"{head:>9}" for head in heads)
-        + f"  per layer (0→{layers - 1})"
+        + f"  {_spark_label(layers)}"
     ]  # fmt: skip
     for language, row in summary["per_language"].items():
         tokens = f"{row['tokens']:,}" if row["tokens"] is not None else "?"
@@ -173,7 +174,7 @@ def _neuron_table(summary: dict[str, Any]) -> list[str]:
         lines.append(
             f"{language:<6}{tokens:>14}{row['neurons']:>9}"
             + "".join(f"{sum(counts[start:end]):>9}" for start, end in buckets)
-            + f"  {sparkline(counts)}"
+            + f"  {sparkline(_fold(counts, _layers_per_char(layers)))}"
         )
     return lines
 
@@ -202,6 +203,24 @@ def layer_buckets(layers: int, count: int = 4) -> list[tuple[int, int]]:
     count = max(1, min(count, layers))
     edges = [round(layers * i / count) for i in range(count + 1)]
     return list(zip(edges[:-1], edges[1:]))
+
+
+SPARK_WIDTH = 40  # at most this many characters per sparkline; deeper models fold layers together
+
+
+def _layers_per_char(layers: int) -> int:
+    return -(-layers // SPARK_WIDTH)
+
+
+def _spark_label(layers: int) -> str:
+    group = _layers_per_char(layers)
+    return f"per layer (0→{layers - 1})" if group == 1 else f"per {group} layers (0→{layers - 1})"
+
+
+def _fold(values: list[float], group: int, average: bool = False) -> list[float]:
+    """Sum (or average) consecutive groups of ``group`` values."""
+    chunks = [values[start : start + group] for start in range(0, len(values), group)]
+    return [sum(chunk) / (len(chunk) if average else 1) for chunk in chunks]
 
 
 def sparkline(values: list[float], top: float | None = None) -> str:
