@@ -150,7 +150,7 @@ def plot_neurons_per_layer(neuron_set, path: str | os.PathLike) -> dict[str, Any
     axis.set_ylabel("language (script)")
     if layers <= 40 and len(languages) <= 30:
         _annotate(axis, counts.astype(float), ".0f", dark="low", fontsize=_cell_font(max(layers, len(languages))) * 0.85)
-    _mark_families(axis, languages, horizontal_only=True)
+    _mark_families(axis, languages)
     figure.colorbar(image, ax=axis, label="language-specific neurons (count)", fraction=0.03, pad=0.1)
     axis.set_title(f"Language-specific neurons per layer: {_set_title(neuron_set)}")
     _save(figure, path)
@@ -168,13 +168,11 @@ def _set_title(neuron_set) -> str:
     return f"{os.path.basename(str(model).rstrip('/'))}" + (f", top {rate:.0%}" if isinstance(rate, float) else "")
 
 
-def _mark_families(axis, languages: list[str], horizontal_only: bool = False) -> None:
-    """Lines between families and the family name on the right-hand side."""
+def _mark_families(axis, languages: list[str]) -> None:
+    """Lines between the families of the rows and the family name on the right-hand side."""
     for start, end, family in _group_spans(languages, family_of):
         if start > 0:
             axis.axhline(start - 0.5, color="white", linewidth=1.6)
-            if not horizontal_only:
-                axis.axvline(start - 0.5, color="white", linewidth=1.6)
         axis.annotate(family, xy=(1.0, (start + end) / 2), xycoords=("axes fraction", "data"), xytext=(4, 0),
                       textcoords="offset points", va="center", ha="left", fontsize=7, color="dimgray")
 
