@@ -114,6 +114,13 @@ def test_bad_neurons_and_existing_output(tiny_llama, tmp_path, capsys):
     neuron_set(layers=3, width=64).save(wrong)
     with pytest.raises(NeuronFileError, match="layers"):
         bake_checkpoint(str(tiny_llama), wrong, "-de", tmp_path / "out")
+    from test_lape import planted_stats
+
+    stats_file = tmp_path / "stats.safetensors"
+    planted_stats()[0].save(stats_file)
+    with pytest.raises(NeuronFileError, match="not the statistics file"):
+        bake_checkpoint(str(tiny_llama), stats_file, "-de", tmp_path / "out")
+    stats_file.unlink()
     right = tmp_path / "right.safetensors"
     neuron_set().save(right)
     with pytest.raises(InputError, match="not in this neuron set"):
