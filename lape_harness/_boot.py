@@ -74,17 +74,17 @@ def run_hook(hook: str, module) -> None:
         warn_once(f"lape-harness could not register with lm_eval ({type(error).__name__}: {error}); "
                   f"`--model hf-steered` and the lape_ tasks are unavailable in this process. "
                   f"Reinstall with `pip install --force-reinstall --no-deps lape-harness`, or set "
-                  f"{DISABLE_VARIABLE}=1 to silence this.")
+                  f"{DISABLE_VARIABLE}=1 to run lm_eval without lape-harness.")
 
 
 def warn_once(message: str) -> None:
-    """Emit ``message`` as a RuntimeWarning the first time only."""
+    """Emit ``message`` as a RuntimeWarning (``lape-harness: RuntimeWarning: ...``) the first time only."""
     global _warned
     if not _warned:
         import warnings
 
         _warned = True
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        warnings.warn_explicit(message, RuntimeWarning, filename="lape-harness", lineno=0)
 
 
 def install() -> None:
