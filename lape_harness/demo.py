@@ -333,7 +333,8 @@ def _profile(run: Run, device: str | None):
     path = run.folder / "stats.safetensors"
     if path.is_file():
         stats = ActivationStats.load(path)
-        if stats.languages == run.languages:
+        same = (stats.languages, stats.meta.get("seq_len"), stats.meta.get("max_tokens"))
+        if same == (run.languages, run.mode.seq_len, run.mode.profile_tokens):
             run.log(f"[demo] reusing {path}")
             return stats
     sources = open_corpus(run.corpus / "train", run.languages)
@@ -428,7 +429,8 @@ def _perplexity_matrix(run: Run, lm, heldout: dict, batch_size, device) -> dict[
     plans = ["none"] + [f"-{lang}" for lang in languages]
     tasks = [f"lape_ppl_{lang}" for lang in languages]
     with _data_root(run.folder / "data"):
-        results = _sweep(run, lm, "perplexity", plans, tasks, batch_size, device)
+        name = f"perplexity_{rate_tag(run.mode.ppl_rate)}_{run.mode.heldout_tokens}tok"  # the sweep's inputs
+        results = _sweep(run, lm, name, plans, tasks, batch_size, device)
     byte_ppl = {
         plan: {lang: results[plan]["results"][f"lape_ppl_{lang}"]["byte_perplexity,none"] for lang in languages}
         for plan in plans
@@ -620,7 +622,7 @@ def _markdown(run: Run, summary: dict[str, Any], figures: dict[str, str]) -> str
         "## Files",
         "",
         "- `stats.safetensors`: activation statistics; `neurons/lape-top*.safetensors`: neuron sets",
-        "- `results/perplexity/steer=*/`, `results/forcing/steer=*/`: lm-eval results JSONs (and forcing samples)",
+        "- `results/perplexity_*/steer=*/`, `results/forcing/steer=*/`: lm-eval results JSONs (and forcing samples)",
         "- `summary.json`: every number above",
         "",
     ]

@@ -110,7 +110,7 @@ def test_demo_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
     ppl = summary["perplexity"]
     results = {}
     for plan in ("none", "-en", "-de", "-fr"):
-        (path,) = (out / "results" / "perplexity").glob(f"steer={plan}/*/results_*.json")
+        (path,) = (out / "results" / "perplexity_top10_40tok").glob(f"steer={plan}/*/results_*.json")
         data = json.loads(path.read_text())
         assert data["config"]["model"] == "hf-steered" and data["lape_sweep"]["plan"] == plan
         results[plan] = {lang: data["results"][f"lape_ppl_{lang}"]["byte_perplexity,none"] for lang in TINY.languages}
