@@ -464,7 +464,9 @@ def plot_leaderboard(board: Leaderboard, path: str | os.PathLike) -> dict[str, A
     cells = difference from the baseline (blue = better, red = worse). Returns the matrices."""
     import numpy as np
 
-    from lape_harness.plots import _annotate, _pyplot, _save
+    from matplotlib.colors import Normalize
+
+    from lape_harness.plots import _annotate, _pyplot, _save, percent_norm
 
     plt = _pyplot()
     panels = []
@@ -491,11 +493,13 @@ def plot_leaderboard(board: Leaderboard, path: str | os.PathLike) -> dict[str, A
     for axis, (model, family, metric, steered, columns, matrix, higher, relative) in zip(axes[:, 0], panels):
         finite = np.abs(matrix[np.isfinite(matrix)])
         limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-        image = axis.imshow(np.ma.masked_invalid(matrix), aspect="auto", vmin=-limit, vmax=limit,
+        norm = percent_norm(limit) if relative else Normalize(-limit, limit)
+        image = axis.imshow(np.ma.masked_invalid(matrix), aspect="auto", norm=norm,
                             cmap="RdBu" if higher else "RdBu_r", interpolation="nearest")
         axis.set_facecolor("#dddddd")
         digits = ".3f" if limit < 0.1 else (".2f" if limit < 10 else ".1f")
-        _annotate(axis, matrix, digits, threshold=limit * 0.6, fontsize=7, dark="both")
+        threshold = min(limit * 0.6, 30) if relative else limit * 0.6
+        _annotate(axis, matrix, digits, threshold=threshold, fontsize=7, dark="both")
         axis.set_xticks(range(len(columns)))
         rotate = len(columns) > 12 or any("→" in column for column in columns)
         axis.set_xticklabels(columns, rotation=60 if rotate else 0, fontsize=8, ha="right" if rotate else "center")

@@ -101,7 +101,18 @@ def _annotate(axis, matrix: np.ndarray, fmt: str, threshold: float | None = None
         if np.isfinite(value):
             is_dark = {"high": value > threshold, "low": value < threshold, "both": abs(value) > abs(threshold)}[dark]
             colour = "white" if is_dark else "black"
-            axis.text(column, row, format(value, fmt), ha="center", va="center", fontsize=fontsize, color=colour)
+            text = format(value, fmt)
+            text = text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0"
+            axis.text(column, row, text, ha="center", va="center", fontsize=fontsize, color=colour)
+
+
+def percent_norm(limit: float):
+    """Colour normalization for changes in % centred on 0: linear up to ±50 %, logarithmic beyond
+    (so +30 % stays visible next to +250 %)."""
+    from matplotlib.colors import Normalize, SymLogNorm
+
+    limit = max(float(limit), 1e-6)
+    return SymLogNorm(linthresh=10.0, linscale=1.0, vmin=-limit, vmax=limit) if limit > 50 else Normalize(-limit, limit)
 
 
 def _group_spans(codes: list[str], key) -> list[tuple[int, int, str]]:
@@ -499,12 +510,11 @@ def plot_ppl_change(matrix: Matrix, path: str | os.PathLike) -> dict[str, dict[s
     plt = _pyplot()
     percent = matrix.values * 100
     finite = np.abs(percent[np.isfinite(percent)])
-    limit = float(np.percentile(finite, 95)) if finite.size else 1.0
-    limit = max(limit, 1e-6)
+    limit = max(float(finite.max()) if finite.size else 1.0, 1e-6)
     figure, axis = plt.subplots(figsize=(max(5.5, 0.5 * len(matrix.columns) + 3), max(3.0, 0.45 * len(matrix.rows) + 2)))
-    image = axis.imshow(np.ma.masked_invalid(percent), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    image = axis.imshow(np.ma.masked_invalid(percent), cmap="RdBu_r", norm=percent_norm(limit), aspect="auto")
     axis.set_facecolor("#dddddd")
-    _annotate(axis, percent, ".0f" if limit >= 10 else ".1f", threshold=limit * 0.6, dark="both", fontsize=_cell_font(len(matrix.columns)))
+    _annotate(axis, percent, ".0f" if limit >= 10 else ".1f", threshold=min(limit * 0.6, 30), dark="both", fontsize=_cell_font(len(matrix.columns)))
     for i, plan in enumerate(matrix.rows):
         language = _single_deactivation(plan)
         if language in matrix.columns:
