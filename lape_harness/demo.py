@@ -452,6 +452,9 @@ def _perplexity_matrix(run: Run, lm, heldout: dict, batch_size, device) -> dict[
         "byte_perplexity": byte_ppl,
         "change": change,
         **dominance(change, languages),
+        # The same summary on lm-eval's byte-level perplexity (no token conversion), for comparison.
+        "byte_level": {key: value for key, value in dominance(perplexity_change(byte_ppl, languages), languages).items()
+                       if key.endswith(("rate", "ratio"))},
     }
 
 
@@ -590,6 +593,9 @@ def _markdown(run: Run, summary: dict[str, Any], figures: dict[str, str]) -> str
         f"({', '.join(l for l, ok in ppl['row_dominance'].items() if ok) or 'none'})",
         f"- column dominance (L's text suffers most from deactivating L): {sum(ppl['column_dominance'].values())}/{len(langs)}",
         f"- median ratio of own-language change to mean other-language change: {ratio:.2f}",
+        f"- on lm-eval's byte-level perplexity instead: row dominance {ppl['byte_level']['row_dominance_rate']:.2f}, "
+        f"column dominance {ppl['byte_level']['column_dominance_rate']:.2f}, median ratio "
+        f"{ppl['byte_level']['median_own_other_ratio']:.2f}",
         f"- baseline token perplexity: " + ", ".join(f"{l} {v:.1f}" for l, v in ppl["baseline_token_perplexity"].items()),
         "",
         f"![perplexity change]({figures['perplexity change']})",
