@@ -3,7 +3,8 @@
 Each ``benchmarks/bench_<name>.py`` defines ``run(quick: bool) -> list[dict]``; each row is
 ``{"benchmark", "model", "value", "unit" ("ratio" | "s" | "MB"), "target", "passed"
 (True | False | None when there is no target or it could not be measured), "details"}``.
-A benchmark that raises is reported as a failed row; the others still run.
+Each benchmark runs in its own process; one that raises or crashes is reported as a failed
+row, and the others still run.
 
 Usage:
     python -m benchmarks.run                          # everything, full sizes
@@ -17,11 +18,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import json
 import os
 import pkgutil
 import platform
 import re
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -66,16 +70,36 @@ def machine() -> dict[str, Any]:
 
 
 def run_benchmark(name: str, quick: bool) -> list[dict[str, Any]]:
-    """The rows of one benchmark module; an exception becomes one failed row."""
+    """The rows of one benchmark module, run in a fresh process so that benchmarks cannot
+    disturb each other's memory or threads; a crash becomes one failed row."""
     started = time.perf_counter()
-    try:
-        rows = importlib.import_module(f"benchmarks.bench_{name}").run(quick=quick)
-    except Exception as error:  # keep going: one broken benchmark must not hide the others
-        traceback.print_exc()
-        rows = [{"benchmark": name, "model": "-", "value": None, "unit": "", "target": None, "passed": False,
-                 "details": f"crashed: {type(error).__name__}: {error}"}]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="lape-bench-rows-") as folder:
+        rows_file = Path(folder) / "rows.json"
+        code = "import sys; from benchmarks.run import _write_rows; _write_rows(*sys.argv[1:])"
+        done = subprocess.run([sys.executable, "-c", code, name, "quick" if quick else "full", str(rows_file)],
+                              cwd=Path(__file__).resolve().parents[1], check=False)  # fmt: skip
+        if done.returncode == 0 and rows_file.exists():
+            rows = json.loads(rows_file.read_text())
+        else:
+            rows = [_failed_row(name, f"the benchmark process exited with status {done.returncode}")]
     print(f"[{name}: {time.perf_counter() - started:.0f} s]", file=sys.stderr)
     return rows
+
+
+def _write_rows(name: str, size: str, path: str) -> None:
+    """Inside the benchmark's process: write its rows (or one failed row with the error) as JSON."""
+    try:
+        rows = importlib.import_module(f"benchmarks.bench_{name}").run(quick=size == "quick")
+    except Exception as error:  # keep going: one broken benchmark must not hide the others
+        traceback.print_exc()
+        rows = [_failed_row(name, f"crashed: {type(error).__name__}: {error}")]
+    with open(path, "w", encoding="utf-8") as handle:  # numpy/torch scalars become plain numbers
+        json.dump(rows, handle, default=lambda value: value.item() if hasattr(value, "item") else str(value))
+
+
+def _failed_row(name: str, details: str) -> dict[str, Any]:
+    return {"benchmark": name, "model": "-", "value": None, "unit": "", "target": None, "passed": False,
+            "details": details}  # fmt: skip
 
 
 def format_value(value: Any, unit: str) -> str:
