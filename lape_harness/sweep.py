@@ -169,6 +169,7 @@ def run_sweep(
         "gen_kwargs": gen_kwargs, "seed": list(seed), "apply_chat_template": apply_chat_template,
         "system_instruction": system_instruction, "bootstrap_iters": bootstrap_iters,
     }
+    _check_languages(entries, args.get("neurons") if lm is None else (lm.neurons_path or args.get("neurons")))
     _check_manifest(output, settings)
 
     outcomes: dict[int, PlanOutcome] = {}
@@ -222,15 +223,37 @@ def run_sweep(
     return [outcomes[i] for i in range(len(entries))]
 
 
-def use_neurons(lm, path: str) -> None:
-    """Give a loaded ``HFSteeredLM`` another neuron set (same model shape), without reloading weights."""
+def _check_languages(entries: list[PlanEntry], default_neurons: str | None) -> None:
+    """Every plan's languages must be in its neuron set: fail before any weights load."""
     from lape_harness.neurons import NeuronSet
+    from lape_harness.steering import SteeringPlan, parse_steer
+
+    loaded: dict[str, NeuronSet] = {}
+    for entry in entries:
+        plan = parse_steer(entry.steer)
+        path = entry.neurons or default_neurons
+        if plan and path is None:
+            raise InputError(f"plan {entry.label} steers neurons but no neuron set is given: add "
+                             "neurons=path/to/lape-top1.safetensors to --model-args (or PLAN@FILE)")
+        if isinstance(plan, SteeringPlan) and plan:
+            if path not in loaded:
+                loaded[path] = NeuronSet.load(path)
+            plan.check_languages(loaded[path])
+
+
+def use_neurons(lm, path: str) -> None:
+    """Give a loaded ``HFSteeredLM`` another neuron set (same model shape), without reloading
+    weights: its steering hooks are replaced by hooks for the new set."""
+    from lape_harness.neurons import NeuronSet
+    from lape_harness.steering import SteeringHooks
 
     neuron_set = NeuronSet.load(path)
     neuron_set.validate_for(lm.steering.num_layers, lm.steering.width)
-    lm.set_plan("none")
-    lm.steering.neurons = neuron_set
+    scope = lm.steering.scope
+    lm.steering.remove()
+    lm.steering = SteeringHooks(lm.model, neuron_set, scope=scope)
     lm.neurons_path, lm.neurons_hash = str(path), neuron_set.content_hash()
+    lm.set_plan("none")
 
 
 def _check_manifest(output: Path, settings: dict[str, Any]) -> None:

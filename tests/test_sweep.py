@@ -158,3 +158,29 @@ def test_unknown_task_fails_before_the_model_loads(ppl_tasks, neurons_file, tmp_
     with pytest.raises(InputError, match="unknown task.*tinyppl_xx"):
         run_sweep(f"pretrained=/nonexistent/model,neurons={neurons_file}", ["none"], ["tinyppl_xx"], tmp_path / "out",
                   include_path=str(ppl_tasks))
+
+
+def test_a_plan_with_its_own_neuron_set(tiny_llama, ppl_tasks, neurons_file, tmp_path):
+    other = tmp_path / "lape-top3.safetensors"
+    tiny_neuron_set(seed=7).save(other)
+    model_args = f"pretrained={tiny_llama},neurons={neurons_file},dtype=float32"
+    outcomes = run_sweep(model_args, ["-de", f"-de@{other}", "none"], ["tinyppl_de"], tmp_path / "out",
+                         include_path=str(ppl_tasks), device="cpu", bootstrap_iters=0, log=lambda _: None)
+    data = [json.loads(o.path.read_text()) for o in outcomes]
+    assert [d["lape_sweep"]["neurons"] for d in data] == [str(neurons_file), str(other), str(neurons_file)]
+    hashes = [d["lape_sweep"]["signature"]["neurons_sha256"] for d in data]
+    assert hashes[0] == NeuronSet.load(neurons_file).content_hash() == hashes[2]
+    assert hashes[1] == NeuronSet.load(other).content_hash()
+    perplexity = [d["results"]["tinyppl_de"]["word_perplexity,none"] for d in data]
+    assert perplexity[0] != perplexity[1]  # other neurons, other numbers
+    # switching the neuron set back and forth changes nothing: -de again after the other set
+    again = run_sweep(model_args, ["-de"], ["tinyppl_de"], tmp_path / "again", include_path=str(ppl_tasks),
+                      device="cpu", bootstrap_iters=0, log=lambda _: None)
+    assert json.loads(again[0].path.read_text())["results"]["tinyppl_de"]["word_perplexity,none"] == perplexity[0]
+
+
+def test_a_language_missing_from_the_neuron_set_fails_before_the_model_loads(neurons_file, tmp_path):
+    with pytest.raises(InputError, match="not in this neuron set"):
+        run_sweep(f"pretrained=/nonexistent/model,neurons={neurons_file}", ["none", "-ko"], ["t"], tmp_path / "out")
+    with pytest.raises(InputError, match="no neuron set is given"):
+        run_sweep("pretrained=/nonexistent/model", ["-de"], ["t"], tmp_path / "out")
