@@ -101,7 +101,7 @@ def read_run(path: str | os.PathLike) -> Run:
     sweep = data.get("lape_sweep") or {}
     model = str(args.get("pretrained") or data.get("model_name") or config.get("model") or "unknown model").rstrip("/")
     steering = config.get("steering") if isinstance(config.get("steering"), dict) else {}
-    plan = str(sweep.get("label") or sweep.get("plan") or steering.get("plan") or args.get("steer") or BASELINE)
+    plan = str(sweep.get("plan") or steering.get("plan") or args.get("steer") or BASELINE)
     plan = plan.strip() or BASELINE
     neurons = sweep.get("neurons") or args.get("neurons")
     n_samples = {task: (info or {}).get("effective") for task, info in (data.get("n-samples") or {}).items()}
@@ -220,7 +220,7 @@ def _plan_labels(runs: list[Run]) -> dict[int, str]:
     labels = {}
     for position, run in enumerate(runs):
         label = run.plan
-        if run.plan != BASELINE and len(files[run.model]) > 1 and run.neurons and "@" not in label:
+        if run.plan != BASELINE and len(files[run.model]) > 1 and run.neurons:
             label = f"{label} @{Path(run.neurons).stem}"
         labels[position] = label
     return labels

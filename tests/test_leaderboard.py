@@ -16,6 +16,8 @@ from lape_harness.leaderboard import build_leaderboard, load_runs, parse_metric_
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 GEMMA, LLAMA = "google/gemma-3-270m", "meta-llama/Llama-3.1-8B"
+# Gemma's steered runs use two neuron files, so its plans are labelled with the file
+OFF_DE, OFF_DE_TOP3, AUTO = "-de @lape-top1", "-de @lape-top3", "auto @lape-top1"
 
 
 def _score(path: str, task: str, metric: str) -> tuple[float, float | None]:
@@ -34,6 +36,7 @@ def test_plans_models_and_baselines_are_read_from_each_kind_of_file():
     assert "not_results.json" not in runs  # a folder's other JSON files are skipped
     assert (runs["gemma/results_baseline.json"].model, runs["gemma/results_baseline.json"].plan) == (GEMMA, "none")
     assert runs["gemma/sweep/steer=-de/results.json"].plan == "-de"  # recorded by the sweep
+    assert runs["gemma/sweep/steer=-de@lape-top3-abc123/results.json"].neurons.endswith("lape-top3.safetensors")
     assert runs["gemma/results_auto.json"].plan == "auto"  # steer= of a plain hf-steered run
     assert runs["llama/results_de.json"].model == LLAMA
 
@@ -43,13 +46,13 @@ def test_expected_table():
     rows = _rows(board)
     base_de, base_de_se = _score("gemma/results_baseline.json", "lape_belebele_de", "acc")
     off_de, off_de_se = _score("gemma/sweep/steer=-de/results.json", "lape_belebele_de", "acc")
-    row = rows[(GEMMA, "lape_belebele_de", "-de")]
+    row = rows[(GEMMA, "lape_belebele_de", OFF_DE)]
     assert (row.family, row.language, row.metric) == ("lape_belebele", "de", "acc")
     assert row.baseline == base_de and row.score == off_de
     assert row.delta == pytest.approx(off_de - base_de)
     assert row.delta_stderr == pytest.approx(math.hypot(off_de_se, base_de_se))
     # perplexity: bytes by default, lower is better, no stderr reported ("N/A"), relative change
-    ppl = rows[(GEMMA, "lape_ppl_de", "-de")]
+    ppl = rows[(GEMMA, "lape_ppl_de", OFF_DE)]
     assert ppl.metric == "byte_perplexity" and ppl.higher_is_better is False and ppl.stderr is None
     steered = _score("gemma/sweep/steer=-de/results.json", "lape_ppl_de", "byte_perplexity")[0]
     base = _score("gemma/results_baseline.json", "lape_ppl_de", "byte_perplexity")[0]
@@ -64,10 +67,13 @@ def test_expected_table():
     # averages: mean over languages; the difference only over languages with a comparable baseline
     averages = {(a.model, a.family, a.plan): a for a in board.averages}
     mean_off = (off_de + _score("gemma/sweep/steer=-de/results.json", "lape_belebele_fr", "acc")[0]) / 2
-    assert averages[(GEMMA, "lape_belebele", "-de")].score == pytest.approx(mean_off)
-    auto = averages[(GEMMA, "lape_belebele", "auto")]
+    assert averages[(GEMMA, "lape_belebele", OFF_DE)].score == pytest.approx(mean_off)
+    auto = averages[(GEMMA, "lape_belebele", AUTO)]
     assert auto.delta == pytest.approx(_score("gemma/results_auto.json", "lape_belebele_de", "acc")[0] - base_de)
-    assert board.plans[GEMMA] == ["none", "-de", "auto"]
+    assert board.plans[GEMMA] == ["none", OFF_DE, OFF_DE_TOP3, AUTO]
+    top3 = rows[(GEMMA, "lape_belebele_de", OFF_DE_TOP3)]  # a sweep plan with its own neuron file
+    assert top3.delta == pytest.approx(_score("gemma/sweep/steer=-de@lape-top3-abc123/results.json",
+                                              "lape_belebele_de", "acc")[0] - base_de)
 
 
 def test_problems_are_reported_not_guessed():
@@ -80,8 +86,8 @@ def test_problems_are_reported_not_guessed():
     assert llama.family == "belebele" and llama.baseline is None and llama.delta is None
     assert f"no baseline (plan 'none' or a plain hf run) for {LLAMA} on belebele_deu_Latn" in notes
     # unequal sample counts: no difference
-    assert rows[(GEMMA, "lape_belebele_fr", "auto")].delta is None
-    assert "plan 'auto' scored 25 samples, the baseline 900" in notes
+    assert rows[(GEMMA, "lape_belebele_fr", AUTO)].delta is None
+    assert f"plan '{AUTO}' scored 25 samples, the baseline 900" in notes
     assert "hellaswag" in notes
     # a metric the tasks do not report
     forced = build_leaderboard(load_runs([FIXTURES / "gemma"]), metric={"lape_belebele": "f1"})
@@ -93,12 +99,13 @@ def test_markdown_and_csv():
     board = build_leaderboard(load_runs([FIXTURES]))
     markdown = to_markdown(board)
     assert "## lape_belebele · acc (higher is better) · google/gemma-3-270m" in markdown
-    assert "| de | 0.4000 ± 0.0200 | 0.2500 ± 0.0200 (-0.1500) | 0.4500 ± 0.0200 (+0.0500) |" in markdown
-    assert "| fr | 0.3000 ± 0.0200 | 0.3100 ± 0.0200 (+0.0100) | 0.5000 ± 0.1000 |" in markdown
+    assert f"| language | `none` | `{OFF_DE}` | `{OFF_DE_TOP3}` | `{AUTO}` |" in markdown
+    assert "| de | 0.4000 ± 0.0200 | 0.2500 ± 0.0200 (-0.1500) | 0.2000 ± 0.0200 (-0.2000) | 0.4500 ± 0.0200 (+0.0500) |" in markdown
+    assert "| fr | 0.3000 ± 0.0200 | 0.3100 ± 0.0200 (+0.0100) | – | 0.5000 ± 0.1000 |" in markdown
     assert "| de | 5.0000 | 8.0000 (+60.0%) |" in markdown  # perplexities: relative change
     assert "## Notes" in markdown
     table = list(csv.DictReader(io.StringIO(to_csv(board))))
-    off_de = next(r for r in table if r["task"] == "lape_belebele_de" and r["plan"] == "-de")
+    off_de = next(r for r in table if r["task"] == "lape_belebele_de" and r["plan"] == OFF_DE)
     assert float(off_de["delta"]) == pytest.approx(-0.15) and off_de["model"] == GEMMA
 
 
