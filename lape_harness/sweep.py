@@ -200,7 +200,7 @@ def run_sweep(
         )
         log(f"model loaded once in {time.perf_counter() - started:.1f} s; {len(pending)} plan(s) to run")
     current_neurons = default_neurons = args.get("neurons")
-    for position in pending:
+    for count, position in enumerate(pending, start=1):
         entry = entries[position]
         neurons = entry.neurons or default_neurons
         if neurons != current_neurons:
@@ -208,7 +208,7 @@ def run_sweep(
             current_neurons = neurons
         lm.set_plan(entry.steer)
         plan_args = {**args, **({"neurons": neurons} if neurons else {}), "steer": entry.steer}
-        log(f"plan {entry.label}: evaluating {', '.join(tasks)}")
+        log(f"plan {entry.label} ({count}/{len(pending)}): evaluating {', '.join(tasks)}")
         started = time.perf_counter()
         path = _evaluate_plan(
             lm, entry, plan_args, output, task_manager,
