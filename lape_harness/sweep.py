@@ -287,6 +287,9 @@ def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path
     for stale in output.glob(f".{entry.folder}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run
     partial = Path(tempfile.mkdtemp(prefix=f".{entry.folder}.partial-", dir=output))
+    umask = os.umask(0)
+    os.umask(umask)
+    partial.chmod(0o777 & ~umask)  # mkdtemp makes it private; the final folder should be like any other
     try:
         tracker = EvaluationTracker(output_path=str(partial))
         model_args = _args_string(plan_args)
