@@ -443,7 +443,7 @@ class LayerEdit:
 
     def apply(self, activation: torch.Tensor) -> torch.Tensor:
         """Edit ``activation`` (shape ``[..., width]``) in place when autograd allows; return it."""
-        if activation.requires_grad and torch.is_grad_enabled():
+        if activation.requires_grad:  # keep autograd valid; inference (no_grad) edits in place
             activation = activation.clone()
         if self.kind == "add":
             activation.index_add_(-1, self.index, self.shift.expand(*activation.shape[:-1], -1))
@@ -543,12 +543,16 @@ class SteeringHooks:
         self._edits: list[LayerEdit | None] = [None] * self.num_layers
         self._placed: dict[SteeringPlan, list[LayerEdit | None]] = {}  # compiled plans, reused on switching
         self._steered_layers: frozenset[int] = frozenset()
+        self._idle: list[LayerEdit | None] = [None] * self.num_layers
+        self._live = self._idle  # what the hooks apply now: the plan's edits while steering, else nothing
         self._fired: set[int] = set()
+        self._went_live = False
         self._phase = "idle"  # idle | score | prefill | decode
         self._handles = [
             site.activation.register_forward_hook(self._make_hook(site.layer)) for site in self.sites
         ]
-        self._handles.append(unwrap(model).register_forward_hook(self._after_model_forward))
+        if scope != "all":  # only scoped steering needs to know when generation's prefill is over
+            self._handles.append(unwrap(model).register_forward_hook(self._after_model_forward))
 
     def use(self, plan: SteeringPlan) -> None:
         """Switch to ``plan``: compile it and place each layer's tensors on that layer's device/dtype."""
@@ -574,18 +578,28 @@ class SteeringHooks:
     def active(self, generating: bool = False) -> Iterator[None]:
         """Steer the forward passes inside; afterwards, check every steered layer's hook fired."""
         self._fired = set()
-        self._phase = "prefill" if generating else "score"
+        self._went_live = False
+        self._set_phase("prefill" if generating else "score")
         try:
             yield
         finally:
-            self._phase = "idle"
+            self._set_phase("idle")
         missing = self._steered_layers - self._fired
-        if missing:
+        if self._went_live and missing:
             raise HooksDidNotFire(
                 f"steering hooks of layers {sorted(missing)} did not fire during a steered call: the forward "
                 "pass bypassed the MLP activation modules (e.g. a fused kernel or a replaced module); "
                 "lape-harness cannot steer this model configuration"
             )
+
+    def _set_phase(self, phase: str) -> None:
+        """Enter a phase; the hooks steer in it when the scope covers it."""
+        self._phase = phase
+        steer = phase != "idle" and (
+            self.scope == "all" or (self.scope == "generated") == (phase == "decode")
+        )
+        self._live = self._edits if steer else self._idle
+        self._went_live = self._went_live or steer
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -594,21 +608,19 @@ class SteeringHooks:
 
     def _make_hook(self, layer: int):
         def hook(module, inputs, output):
-            edit = self._edits[layer]
-            if edit is None or self._phase == "idle":
+            edit = self._live[layer]
+            if edit is None:
                 return None
             self._fired.add(layer)
-            if self.scope != "all" and (self.scope == "generated") != (self._phase == "decode"):
-                return None
-            if edit.index.device != output.device or edit.shift.dtype != output.dtype:
-                edit = self._edits[layer] = edit.to(output.device, output.dtype)
+            if edit.shift.dtype is not output.dtype or edit.index.device != output.device:
+                edit = self._edits[layer] = edit.to(output.device, output.dtype)  # e.g. under autocast
             return edit.apply(output)
 
         return hook
 
     def _after_model_forward(self, module, inputs, output):
         if self._phase == "prefill":
-            self._phase = "decode"
+            self._set_phase("decode")
 
 
 def _execution_device(site) -> torch.device:
