@@ -19,8 +19,16 @@ from lape_harness import __version__
 from lape_harness.errors import LapeError
 
 
+# The order a user walks them in; a module not listed here comes after these.
+_ORDER = ("demo", "corpus", "profile", "identify", "inspect", "plot", "sweep", "leaderboard", "fallback", "bake")
+
+
 def _subcommand_modules():
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+    def position(info):
+        name = info.name.replace("_", "-")
+        return (_ORDER.index(name) if name in _ORDER else len(_ORDER), name)
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=position):
         if not info.name.startswith("_"):
             yield info.name.replace("_", "-"), importlib.import_module(f"{__name__}.{info.name}")
 
