@@ -140,13 +140,15 @@ def run_sweep(
     system_instruction: str | None = None,
     metadata: dict[str, Any] | None = None,
     lm=None,
+    task_manager=None,
     log: Callable[[str], None] = print,
 ) -> list[PlanOutcome]:
     """Evaluate ``tasks`` under each plan with one loaded ``hf-steered`` model.
 
     ``model_args`` are ``hf-steered``'s (any ``hf`` argument, ``neurons=``; a ``steer=`` in
     them is replaced by each plan). ``lm`` may pass an already built ``HFSteeredLM`` (then
-    ``model_args`` only labels the results). Returns one :class:`PlanOutcome` per plan.
+    ``model_args`` only labels the results), ``task_manager`` an lm-eval ``TaskManager`` to
+    reuse (indexing every task folder takes seconds). Returns one :class:`PlanOutcome` per plan.
     """
     entries = [parse_plan_entry(plan) for plan in plans]
     if not entries:
@@ -186,7 +188,8 @@ def run_sweep(
 
     from lm_eval.tasks import TaskManager
 
-    task_manager = TaskManager(include_path=include_path, metadata={**args, **(metadata or {})})
+    if task_manager is None:
+        task_manager = TaskManager(include_path=include_path, metadata={**args, **(metadata or {})})
     unknown = [task for task in tasks if not task.endswith(".yaml") and not task_manager.match_tasks([task])]
     if unknown:
         raise InputError(f"unknown task(s) {', '.join(unknown)}: list them with `lm_eval ls tasks`"

@@ -53,6 +53,14 @@ def ppl_tasks(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tasks_only(ppl_tasks):
+    """A TaskManager of the test tasks alone (indexing all of lm-eval's takes seconds)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(ppl_tasks), include_defaults=False)
+
+
+@pytest.fixture(scope="module")
 def neurons_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("neurons") / "lape-top1.safetensors"
     tiny_neuron_set().save(path)
@@ -154,18 +162,18 @@ def test_plan_entries(tmp_path, neurons_file):
         run_sweep("pretrained=x", ["-de", "-de"], ["t"], tmp_path / "out")
 
 
-def test_unknown_task_fails_before_the_model_loads(ppl_tasks, neurons_file, tmp_path):
+def test_unknown_task_fails_before_the_model_loads(tasks_only, neurons_file, tmp_path):
     with pytest.raises(InputError, match="unknown task.*tinyppl_xx"):
         run_sweep(f"pretrained=/nonexistent/model,neurons={neurons_file}", ["none"], ["tinyppl_xx"], tmp_path / "out",
-                  include_path=str(ppl_tasks))
+                  task_manager=tasks_only)
 
 
-def test_a_plan_with_its_own_neuron_set(tiny_llama, ppl_tasks, neurons_file, tmp_path):
+def test_a_plan_with_its_own_neuron_set(tiny_llama, ppl_tasks, tasks_only, neurons_file, tmp_path):
     other = tmp_path / "lape-top3.safetensors"
     tiny_neuron_set(seed=7).save(other)
     model_args = f"pretrained={tiny_llama},neurons={neurons_file},dtype=float32"
     outcomes = run_sweep(model_args, ["-de", f"-de@{other}", "none"], ["tinyppl_de"], tmp_path / "out",
-                         include_path=str(ppl_tasks), device="cpu", bootstrap_iters=0, log=lambda _: None)
+                         task_manager=tasks_only, device="cpu", bootstrap_iters=0, log=lambda _: None)
     data = [json.loads(o.path.read_text()) for o in outcomes]
     assert [d["lape_sweep"]["neurons"] for d in data] == [str(neurons_file), str(other), str(neurons_file)]
     hashes = [d["lape_sweep"]["signature"]["neurons_sha256"] for d in data]
@@ -174,7 +182,7 @@ def test_a_plan_with_its_own_neuron_set(tiny_llama, ppl_tasks, neurons_file, tmp
     perplexity = [d["results"]["tinyppl_de"]["word_perplexity,none"] for d in data]
     assert perplexity[0] != perplexity[1]  # other neurons, other numbers
     # switching the neuron set back and forth changes nothing: -de again after the other set
-    again = run_sweep(model_args, ["-de"], ["tinyppl_de"], tmp_path / "again", include_path=str(ppl_tasks),
+    again = run_sweep(model_args, ["-de"], ["tinyppl_de"], tmp_path / "again", task_manager=tasks_only,
                       device="cpu", bootstrap_iters=0, log=lambda _: None)
     assert json.loads(again[0].path.read_text())["results"]["tinyppl_de"]["word_perplexity,none"] == perplexity[0]
 
