@@ -7,7 +7,9 @@ rates. See docs/identify.md for the method and every threshold.
 
 Example:
     $ lape-harness identify neuron_cache/tiny/stats.safetensors --top-rate 0.01 0.02 0.03 0.04 0.05
-    wrote neuron_cache/tiny/lape-top1.safetensors: top 1% = 2 candidates, 2 kept; 3 neurons over 6 languages ...
+    wrote neuron_cache/tiny/lape-top1.safetensors: top 1% = 10 candidates, 10 kept; 14 language neurons
+    over 6 languages (fewest ru 0, most es 4), 10 distinct
+    ...
 """
 
 from __future__ import annotations
