@@ -489,10 +489,10 @@ def ppl_change_matrix(runs, model: str | None = None, metric: str = "byte_perple
             deactivated[labels[position]] = language
     if not baseline:
         raise InputError(f"no baseline perplexities (plan 'none', tasks lape_ppl_*) for {model}; "
-                         "include the unsteered run, e.g. sweep --plans none -en -de ... --tasks lape_ppl")
+                         "include the unsteered run, e.g. sweep --plans=none,-en,-de --tasks lape_ppl")
     if not per_plan:
         raise InputError(f"no single-language deactivation plans (e.g. '-de') with lape_ppl_* results for {model}; "
-                         "run e.g. sweep --plans none -en -de -fr --tasks lape_ppl")
+                         "run e.g. sweep --plans=none,-en,-de,-fr --tasks lape_ppl")
     columns = order_by_family(baseline)
     position = {code: i for i, code in enumerate(order_by_family(list(deactivated.values()) + columns))}
     rows = sorted(per_plan, key=lambda plan: (position[deactivated[plan]], plan))

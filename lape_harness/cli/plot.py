@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         if not paths:
-            raise InputError("the results hold neither lape_ppl_* runs with plans 'none' and '-L' nor lape_forcing_* runs; "
-                             "see the notes above")
+            raise InputError("nothing could be drawn from these results (see the notes above): the matrices need "
+                             "lape_ppl_* runs with plans 'none' and '-L', or lape_forcing_* runs")
         written += paths
     print(f"wrote {len(written)} file(s): {', '.join(written)}")
     return 0
