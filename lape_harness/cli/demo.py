@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder (default: <cache>/demo/<model>/<mode>)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size (default: 8)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: lm-eval's choice)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
     parser.add_argument("--save-neurons", type=Path, default=None, metavar="DIR",
                         help="also copy the statistics and neuron sets there, e.g. neuron_cache/gemma-3-270m")  # fmt: skip
 
