@@ -517,7 +517,8 @@ class HooksDidNotFire(RuntimeError):
 
 
 class SteeringHooks:
-    """One forward hook per layer's activation module, registered once; plans swap tensors.
+    """One forward hook per layer's activation module, registered once (when a plan first steers
+    something: a model that only ever runs ``none`` has no hooks at all); plans swap tensors.
 
     ``scope``: ``all`` steers every position; ``prompt`` only the prompt (the whole input of
     log-likelihood requests, the prefill of generation); ``generated`` only decode steps.
@@ -548,11 +549,15 @@ class SteeringHooks:
         self._fired: set[int] = set()
         self._went_live = False
         self._phase = "idle"  # idle | score | prefill | decode
+        self._model = unwrap(model)
+        self._handles: list = []  # registered once, by the first plan that steers anything
+
+    def _register(self) -> None:
         self._handles = [
             site.activation.register_forward_hook(self._make_hook(site.layer)) for site in self.sites
         ]
-        if scope != "all":  # only scoped steering needs to know when generation's prefill is over
-            self._handles.append(unwrap(model).register_forward_hook(self._after_model_forward))
+        if self.scope != "all":  # only scoped steering needs to know when generation's prefill is over
+            self._handles.append(self._model.register_forward_hook(self._after_model_forward))
 
     def use(self, plan: SteeringPlan) -> None:
         """Switch to ``plan``: compile it and place each layer's tensors on that layer's device/dtype."""
@@ -567,6 +572,8 @@ class SteeringHooks:
             if len(self._placed) >= 64:  # bounded: a long sweep does not pile up device memory
                 self._placed.pop(next(iter(self._placed)))
             self._placed[plan] = placed
+        if plan and not self._handles:
+            self._register()
         self.plan, self._edits = plan, list(placed)
         self._steered_layers = frozenset(layer for layer, edit in enumerate(placed) if edit is not None)
 

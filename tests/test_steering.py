@@ -90,14 +90,18 @@ class ReferenceActivation(torch.nn.Module):
 
 def patch_reference(model, steps, neurons, positions=None):
     """Replace every layer's activation module by a :class:`ReferenceActivation`; returns an undo."""
-    originals = []
-    for index, layer in enumerate(model.model.layers):
-        originals.append(layer.mlp.act_fn)
-        layer.mlp.act_fn = ReferenceActivation(layer.mlp.act_fn, index, steps, neurons, positions)
+    from lape_harness.sites import find_sites
+
+    patched = []
+    for site in find_sites(model):
+        parent_name, _, attribute = site.name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        patched.append((parent, attribute, site.activation))
+        setattr(parent, attribute, ReferenceActivation(site.activation, site.layer, steps, neurons, positions))
 
     def undo():
-        for layer, original in zip(model.model.layers, originals):
-            layer.mlp.act_fn = original
+        for parent, attribute, original in patched:
+            setattr(parent, attribute, original)
 
     return undo
 
@@ -359,3 +363,32 @@ def test_specs_survive_lm_eval_model_args(spec):
 
     args = simple_parse_args_string(f"pretrained=some/model,neurons=n.safetensors,steer={spec},steer_scope=all")
     assert parse_steer(args["steer"]) == parse_steer(spec)
+
+
+def test_gpt2_hooked_logits_equal_patched_reference(tiny_gpt2):
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2, dtype=torch.float32).eval()
+    neurons = make_neuron_set(model.config.n_layer, model.config.n_inner)
+    ids = torch.randint(4, model.config.vocab_size, (2, 8))
+    hooks = SteeringHooks(model, neurons)
+    hooks.use(parse_steer("-de=-1+2*fr.diff"))
+    with torch.no_grad(), hooks.active():
+        steered = model(ids).logits
+    hooks.remove()
+    undo = patch_reference(model, [("deactivate", "de", -1.0, "mean"), ("add", "fr", 2.0, "diff")], neurons)
+    with torch.no_grad():
+        reference = model(ids).logits
+    undo()
+    torch.testing.assert_close(steered, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_no_hooks_until_a_plan_steers(llama):
+    from lape_harness.sites import find_sites
+
+    hooks = SteeringHooks(llama, make_neuron_set(2, llama.config.intermediate_size))
+    hooks.use(parse_steer("none"))
+    assert all(not site.activation._forward_hooks for site in find_sites(llama))
+    hooks.use(parse_steer("+de"))
+    hooks.use(parse_steer("-fr"))
+    assert all(len(site.activation._forward_hooks) == 1 for site in find_sites(llama))  # once, not per plan
+    hooks.remove()
+    assert all(not site.activation._forward_hooks for site in find_sites(llama))
