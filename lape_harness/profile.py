@@ -31,7 +31,7 @@ import threading
 import time
 from array import array
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -258,25 +258,6 @@ class Checkpoints:
             pass  # other ranks' files are still there, or it is already gone
 
 
-@dataclass
-class _Progress:
-    """A per-language tqdm bar in tokens (tokens/s shown by tqdm), on the main rank only."""
-
-    enabled: bool
-    bars: list[Any] = field(default_factory=list)
-
-    @contextmanager
-    def language(self, language: str, total: int | None, initial: int):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=initial, desc=language, unit="tok", unit_scale=True,
-                   dynamic_ncols=True, disable=not self.enabled)
-        try:
-            yield bar
-        finally:
-            bar.close()
-
-
 def profile_model(
     model: torch.nn.Module,
     tokenizer,
@@ -308,17 +289,11 @@ def profile_model(
     identity = model_identity(model)
     dtype = str(sites[0].dtype).replace("torch.", "")
     checkpoints = Checkpoints(checkpoint_dir, dist) if checkpoint_dir is not None else None
-    progress_bars = _Progress(progress and dist.is_main)
-
-    def forward(recorder: NeuronRecorder, tally: Tally, chunks: list[list[int]]) -> None:
-        rows = [packing.prefix + chunk + chunk[-1:] * (packing.chunk_len - len(chunk)) for chunk in chunks]
-        recorder.expect(len(packing.prefix), [len(packing.prefix) + len(chunk) for chunk in chunks], seq_len)
-        body(input_ids=torch.tensor(rows, dtype=torch.long, device=input_device), use_cache=False)
-        recorder.commit(tally)
-        tally.tokens += sum(len(chunk) for chunk in chunks)
 
     languages, over_zero, activation_sum, tokens, provenance = [], [], [], [], {}
     with torch.inference_mode(), NeuronRecorder(sites) as recorder, _deferred_interrupts():
+        session = _Session(body, input_device, packing, tokenizer, recorder, batch_size, max_tokens, checkpoints,
+                           checkpoint_every, progress and dist.is_main, dist)
         for language, source in sources.items():
             run = {
                 "model": identity["config_hash"], "seq_len": seq_len, "prefix": packing.prefix,
@@ -326,8 +301,7 @@ def profile_model(
             }
             tally = (checkpoints.load(language, sites, run) if checkpoints else None) or Tally.empty(sites)
             if not tally.done:
-                _profile_language(language, source, tally, run, packing, tokenizer, forward, recorder, batch_size,
-                                  max_tokens, checkpoints, checkpoint_every, progress_bars, dist)
+                session.run_language(language, source, tally, run)
             counts, sums = tally.cpu()
             languages.append(language)
             over_zero.append(counts)
@@ -348,45 +322,75 @@ def profile_model(
     return stats
 
 
-def _profile_language(language, source, tally, run, packing, tokenizer, forward, recorder, batch_size, max_tokens,
-                      checkpoints, checkpoint_every, progress_bars, dist) -> None:
-    hasher = hashlib.sha256()
-    resume_at, last_save = tally.position, time.monotonic()
-    batch: list[list[int]] = []
-    total = None if max_tokens is None else -(-max_tokens // dist.world)
-    with progress_bars.language(language, total, tally.tokens) as bar:
-        try:
-            seen = 0
-            for chunk in packing.chunks(source.documents(), tokenizer, max_tokens):
-                _stop_if_interrupted()
-                seen += 1
-                hasher.update(array("q", chunk).tobytes())
-                if seen <= resume_at:
-                    if seen == resume_at and hasher.hexdigest() != tally.stream_sha256:
-                        raise InputError(_changed_stream(language, source, checkpoints))
-                    continue
-                if (seen - 1) % dist.world == dist.rank:
-                    batch.append(chunk)
-                if len(batch) == batch_size:
-                    forward(recorder, tally, batch)
+@dataclass
+class _Session:
+    """What one :func:`profile_model` call needs to run a language: model body, packing, options."""
+
+    body: torch.nn.Module
+    input_device: torch.device
+    packing: Packing
+    tokenizer: Any
+    recorder: NeuronRecorder
+    batch_size: int
+    max_tokens: int | None
+    checkpoints: Checkpoints | None
+    checkpoint_every: float
+    progress: bool
+    dist: Distributed
+
+    def forward(self, tally: Tally, chunks: list[list[int]]) -> None:
+        """One batch: start tokens + chunk + filler up to ``seq_len`` per row; the body only."""
+        packing = self.packing
+        rows = [packing.prefix + chunk + chunk[-1:] * (packing.chunk_len - len(chunk)) for chunk in chunks]
+        self.recorder.expect(len(packing.prefix), [len(packing.prefix) + len(chunk) for chunk in chunks],
+                             packing.seq_len)
+        self.body(input_ids=torch.tensor(rows, dtype=torch.long, device=self.input_device), use_cache=False)
+        self.recorder.commit(tally)
+        tally.tokens += sum(len(chunk) for chunk in chunks)
+
+    def run_language(self, language: str, source: TextSource, tally: Tally, run: dict[str, Any]) -> None:
+        """Stream ``source`` into ``tally`` from its position on, checkpointing as configured."""
+        from tqdm.auto import tqdm
+
+        dist, checkpoints = self.dist, self.checkpoints
+        hasher = hashlib.sha256()
+        resume_at, last_save = tally.position, time.monotonic()
+        batch: list[list[int]] = []
+        total = None if self.max_tokens is None else -(-self.max_tokens // dist.world)
+        with tqdm(total=total, initial=tally.tokens, desc=language, unit="tok", unit_scale=True, dynamic_ncols=True,
+                  disable=not self.progress) as bar:
+            try:
+                seen = 0
+                for chunk in self.packing.chunks(source.documents(), self.tokenizer, self.max_tokens):
+                    _stop_if_interrupted()
+                    seen += 1
+                    hasher.update(array("q", chunk).tobytes())
+                    if seen <= resume_at:
+                        if seen == resume_at and hasher.hexdigest() != tally.stream_sha256:
+                            raise InputError(_changed_stream(language, source, checkpoints))
+                        continue
+                    if (seen - 1) % dist.world == dist.rank:
+                        batch.append(chunk)
+                    if len(batch) == self.batch_size:
+                        self.forward(tally, batch)
+                        bar.update(sum(len(chunk) for chunk in batch))
+                        batch = []
+                        tally.position, tally.stream_sha256 = seen, hasher.hexdigest()
+                        if checkpoints and time.monotonic() - last_save >= self.checkpoint_every:
+                            checkpoints.save(language, tally, run)
+                            last_save = time.monotonic()
+                if seen < resume_at:
+                    raise InputError(_changed_stream(language, source, checkpoints))
+                if batch:
+                    self.forward(tally, batch)
                     bar.update(sum(len(chunk) for chunk in batch))
-                    batch = []
-                    tally.position, tally.stream_sha256 = seen, hasher.hexdigest()
-                    if checkpoints and time.monotonic() - last_save >= checkpoint_every:
-                        checkpoints.save(language, tally, run)
-                        last_save = time.monotonic()
-            if seen < resume_at:
-                raise InputError(_changed_stream(language, source, checkpoints))
-            if batch:
-                forward(recorder, tally, batch)
-                bar.update(sum(len(chunk) for chunk in batch))
-            tally.position, tally.stream_sha256, tally.done = seen, hasher.hexdigest(), True
-        except BaseException:
-            if checkpoints and not tally.done and tally.position > resume_at:
-                checkpoints.save(language, tally, run)
-            raise
-    if checkpoints:
-        checkpoints.save(language, tally, run)
+                tally.position, tally.stream_sha256, tally.done = seen, hasher.hexdigest(), True
+            except BaseException:
+                if checkpoints and not tally.done and tally.position > resume_at:
+                    checkpoints.save(language, tally, run)
+                raise
+        if checkpoints:
+            checkpoints.save(language, tally, run)
 
 
 def _changed_stream(language: str, source: TextSource, checkpoints: Checkpoints | None) -> str:
