@@ -108,3 +108,12 @@ def test_model_identity(tiny_llama):
     identity = model_identity(AutoModelForCausalLM.from_pretrained(tiny_llama))
     assert identity["num_layers"] == 2 and identity["width"] == 128 and identity["model_type"] == "llama"
     assert len(identity["config_hash"]) == 16
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _neuron_set().save(tmp_path / "set.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "set.safetensors").stat().st_mode & 0o777 == 0o644
