@@ -24,11 +24,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
-    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; results are shared on clusters
     try:
         yield Path(temporary)
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's file is private; results are shared on clusters
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
