@@ -5,8 +5,7 @@ its activations, over a corpus of text per language. The result is the input of
 The decoder body runs without the LM head. An interrupted run (Ctrl-C, kill) resumes from its
 last checkpoint when the same command is run again. Under `torchrun --nproc_per_node=N -m
 lape_harness profile ...` or `accelerate launch --multi_gpu --num_processes N -m lape_harness
-profile ...` the sequences
-are split over the processes and only rank 0 writes.
+profile ...` the sequences are split over the processes and only rank 0 writes.
 
 Example:
     $ lape-harness profile --model lape:gemma-3-270m --corpus corpus/train --languages de fr en \\
