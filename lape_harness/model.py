@@ -88,6 +88,20 @@ class HFSteeredLM(HFLM):
 
     # ---------------------------------------------------------------- plans
 
+    def set_neurons(self, path: str) -> None:
+        """Steer with another neuron set of the same model (e.g. another top rate) without reloading
+        weights; the plan is reset to ``none``.
+
+        >>> lm.set_neurons("neuron_cache/gemma-3-270m/lape-top3.safetensors")   # doctest: +SKIP
+        """
+        neuron_set = NeuronSet.load(path)
+        neuron_set.validate_for(self.steering.num_layers, self.steering.width)
+        scope = self.steering.scope
+        self.steering.remove()
+        self.steering = SteeringHooks(self.model, neuron_set, scope=scope)
+        self.neurons_path, self.neurons_hash = str(path), neuron_set.content_hash()
+        self.set_plan("none")
+
     def set_plan(self, spec: Any) -> None:
         """Switch to another ``steer=`` spec without reloading the model (plan text, plan object or None)."""
         plan = parse_steer(spec)

@@ -207,7 +207,7 @@ def run_sweep(
         entry = entries[position]
         neurons = entry.neurons or default_neurons
         if neurons != current_neurons:
-            use_neurons(lm, neurons)
+            lm.set_neurons(neurons)
             current_neurons = neurons
         lm.set_plan(entry.steer)
         plan_args = {**args, **({"neurons": neurons} if neurons else {}), "steer": entry.steer}
@@ -242,21 +242,6 @@ def _check_languages(entries: list[PlanEntry], default_neurons: str | None) -> N
             if path not in loaded:
                 loaded[path] = NeuronSet.load(path)
             plan.check_languages(loaded[path])
-
-
-def use_neurons(lm, path: str) -> None:
-    """Give a loaded ``HFSteeredLM`` another neuron set (same model shape), without reloading
-    weights: its steering hooks are replaced by hooks for the new set."""
-    from lape_harness.neurons import NeuronSet
-    from lape_harness.steering import SteeringHooks
-
-    neuron_set = NeuronSet.load(path)
-    neuron_set.validate_for(lm.steering.num_layers, lm.steering.width)
-    scope = lm.steering.scope
-    lm.steering.remove()
-    lm.steering = SteeringHooks(lm.model, neuron_set, scope=scope)
-    lm.neurons_path, lm.neurons_hash = str(path), neuron_set.content_hash()
-    lm.set_plan("none")
 
 
 def _check_manifest(output: Path, settings: dict[str, Any]) -> None:
