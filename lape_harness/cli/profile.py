@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
                          "holds a whole model: drop --device-map or run a single process")
     if dist.device is not None:
         device = dist.device
-    dtype_name = DTYPES.get(args.dtype) or ("bfloat16" if (device.type == "cuda" or device_map) else "float32")
+    on_gpu = device.type == "cuda" or (device_map is not None and torch.cuda.is_available())
+    dtype_name = DTYPES.get(args.dtype) or ("bfloat16" if on_gpu else "float32")
     model, tokenizer = _load(args.model, args.revision, getattr(torch, dtype_name), device, device_map)
 
     started = time.monotonic()
