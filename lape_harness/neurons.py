@@ -121,7 +121,7 @@ def _content_hash(languages: list[str], tensors: dict[str, torch.Tensor]) -> str
     digest = hashlib.sha256(json.dumps(languages).encode())
     for name in sorted(tensors):
         digest.update(name.encode())
-        digest.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
+        digest.update(memoryview(tensors[name].detach().cpu().contiguous().numpy()).cast("B"))
     return digest.hexdigest()
 
 

@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except LapeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `lape-harness inspect --json FILE | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted: finished work is saved; run the same command again to resume", file=sys.stderr)
         return 130
