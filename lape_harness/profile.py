@@ -139,6 +139,11 @@ class NeuronRecorder:
         self._handles = []
 
     def expect(self, start: int, lengths: list[int], seq_len: int) -> None:
+        """The next batch: rows of ``seq_len`` tokens, row ``b`` counted on ``[start, lengths[b])``;
+        rows shorter than ``seq_len`` (only a stream's last chunk is) come last."""
+        full = lengths.count(seq_len)
+        if lengths[:full] != [seq_len] * full:
+            raise ValueError(f"shorter rows must come last, got lengths {lengths}")
         self.start, self.lengths, self.seq_len = start, lengths, seq_len
         self.pending = [None] * len(self.sites)
 
@@ -155,7 +160,7 @@ class NeuronRecorder:
                     f"{site.name} produced shape {tuple(output.shape)}, expected [{rows}, {self.seq_len}, {site.width}]"
                 )
             activation = output.reshape(rows, self.seq_len, site.width)
-            full = sum(1 for length in self.lengths if length == self.seq_len)
+            full = self.lengths.count(self.seq_len)
             counts = torch.empty(rows, site.width, dtype=torch.int32, device=output.device)
             sums = torch.empty(rows, site.width, dtype=torch.float32, device=output.device)
             if full:
