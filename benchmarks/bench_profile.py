@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.models import gemma_path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builder lives with the tests
 
@@ -162,13 +164,6 @@ def memory_rows(model_path: str, base_tokens: int) -> list[dict]:
     rows.append({"benchmark": "profile peak memory 16× / 1× corpus", "model": "tiny llama", "value": growth,
                  "unit": "ratio", "target": "≤ 1.05 (flat)", "passed": growth <= 1.05, "details": details})
     return rows
-
-
-def gemma_path() -> str | None:
-    from lape_harness.embedded import EMBEDDED_MODELS, converted_dir
-
-    folder = converted_dir(EMBEDDED_MODELS["gemma-3-270m"])
-    return str(folder) if (folder / "config.json").is_file() else None
 
 
 def run(quick: bool) -> list[dict]:

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.models import gemma_path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builder lives with the tests
 
@@ -185,13 +187,6 @@ def hook_share(lm, method: str, batch) -> float:
 
 def _median_ratio(times: list[float], base: list[float]) -> float:
     return statistics.median(t / b for t, b in zip(times, base, strict=True))
-
-
-def gemma_path() -> str | None:
-    from lape_harness.embedded import EMBEDDED_MODELS, converted_dir
-
-    folder = converted_dir(EMBEDDED_MODELS["gemma-3-270m"])
-    return str(folder) if (folder / "config.json").is_file() else None
 
 
 def run(quick: bool) -> list[dict]:
