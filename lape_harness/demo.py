@@ -347,6 +347,7 @@ def _profile(run: Run, device: str | None):
         max_tokens=run.mode.profile_tokens, checkpoint_dir=partial, checkpoint_every=60,
     )  # fmt: skip
     del model
+    stats.meta["model"]["model_id"] = run.model  # the name a user passes (lape:...), not the cache folder
     stats.save(path)
     shutil.rmtree(partial, ignore_errors=True)
     return stats
