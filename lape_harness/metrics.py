@@ -170,22 +170,22 @@ def _paper_f1_one(prediction: str, gold: str) -> float:
     truth = paper_normalize(gold).split() if gold else []
     if not predicted or not truth:
         return float(predicted == truth)
-    common = set(predicted) & set(truth)
-    if not common:
-        return 0.0
     # As in the paper: the overlap is counted on sets, the lengths on the token lists.
-    precision, recall = len(common) / len(predicted), len(common) / len(truth)
-    return 2 * precision * recall / (precision + recall)
+    return _f1(len(set(predicted) & set(truth)), len(predicted), len(truth))
 
 
 def _squad_f1_one(prediction: str, gold: str) -> float:
     predicted, truth = squad_normalize(prediction).split(), squad_normalize(gold).split()
     if not predicted or not truth:
         return float(predicted == truth)
-    overlap = sum((Counter(predicted) & Counter(truth)).values())
+    return _f1(sum((Counter(predicted) & Counter(truth)).values()), len(predicted), len(truth))
+
+
+def _f1(overlap: int, predicted: int, truth: int) -> float:
+    """Harmonic mean of precision ``overlap / predicted`` and recall ``overlap / truth``."""
     if overlap == 0:
         return 0.0
-    precision, recall = overlap / len(predicted), overlap / len(truth)
+    precision, recall = overlap / predicted, overlap / truth
     return 2 * precision * recall / (precision + recall)
 
 
