@@ -59,16 +59,25 @@ class TextSource:
         """Raise :class:`InputError` if the source visibly has no text (cheap: no full read)."""
 
 
-@dataclass(frozen=True)
-class TextFile(TextSource):
-    """``<lang>.txt``: documents (paragraphs) separated by blank lines."""
+class LocalFile(TextSource):
+    """A source read from one local file (``path``), fingerprinted by its bytes."""
 
-    language: str
     path: Path
 
     @property
     def source(self) -> str:
         return str(self.path)
+
+    def fingerprint(self) -> str:
+        return _file_sha256(self.path)
+
+
+@dataclass(frozen=True)
+class TextFile(LocalFile):
+    """``<lang>.txt``: documents (paragraphs) separated by blank lines."""
+
+    language: str
+    path: Path
 
     def documents(self) -> Iterator[str]:
         lines: list[str] = []
@@ -86,9 +95,6 @@ class TextFile(TextSource):
         if lines:
             yield "\n".join(lines)
 
-    def fingerprint(self) -> str:
-        return _file_sha256(self.path)
-
     def check(self) -> None:
         with open(self.path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -98,16 +104,12 @@ class TextFile(TextSource):
 
 
 @dataclass(frozen=True)
-class JsonlFile(TextSource):
+class JsonlFile(LocalFile):
     """``<lang>.jsonl``: one JSON object per line; the document is its ``text`` field."""
 
     language: str
     path: Path
     field: str = "text"
-
-    @property
-    def source(self) -> str:
-        return str(self.path)
 
     def documents(self) -> Iterator[str]:
         with open(self.path, encoding="utf-8") as handle:
@@ -125,9 +127,6 @@ class JsonlFile(TextSource):
                     raise InputError(f"{self.path}:{number}: field {self.field!r} is not a string; fix that line")
                 if text.strip():
                     yield text
-
-    def fingerprint(self) -> str:
-        return _file_sha256(self.path)
 
     def check(self) -> None:
         for _ in islice(self.documents(), 1):
