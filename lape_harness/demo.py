@@ -8,7 +8,7 @@
 4. lm-eval with the ``hf-steered`` model, all plans on one model load (:mod:`lape_harness.sweep`):
    the perplexity matrix (plan ``-L`` for each language L on every ``lape_ppl_<M>`` task,
    relative to no steering) and language forcing (``lape_forcing_<S>_to_<T>``, plans
-   ``none``, ``auto:-src=c+α*tgt`` and ``auto:+α*tgt``, swept over ratios and strengths);
+   ``none``, ``auto:-src=c+α*tgt`` and ``auto:+α*tgt``, swept over ratios and strengths one at a time);
 5. a report folder: ``report.md`` with the tables, PNG plots, the lm-eval results JSONs.
 
 Modes trade coverage for time (:data:`MODES`); each stage keeps its output in the run
@@ -74,12 +74,23 @@ class Mode:
     forcing_languages: tuple[str, ...]
     forcing_prompts: int  # questions per (source, target) pair
     forcing_rates: tuple[float, ...]
-    strengths: tuple[Strength, ...]
+    strengths: tuple[Strength, ...]  # the first is the centre of the sweep
     max_gen_toks: int
     top_rates: tuple[float, ...] = (0.01, 0.02, 0.03, 0.04, 0.05)
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
+
+    def forcing_grid(self) -> list[tuple[float, Strength]]:
+        """The forcing settings, one factor at a time: every ratio at the first strength, then
+        every other strength at the perplexity set's ratio (or the first ratio if it is not swept).
+
+        >>> MODES["full"].forcing_grid()[:2]
+        [(0.01, Strength(alpha=2.0, fill=0.0)), (0.02, Strength(alpha=2.0, fill=0.0))]
+        """
+        centre = self.ppl_rate if self.ppl_rate in self.forcing_rates else self.forcing_rates[0]
+        grid = [(rate, self.strengths[0]) for rate in self.forcing_rates]
+        return grid + [(centre, strength) for strength in self.strengths[1:]]
 
 
 MODES: dict[str, Mode] = {
@@ -96,8 +107,8 @@ MODES: dict[str, Mode] = {
     "full": Mode(
         name="full", languages=None, profile_tokens=None, seq_len=512, heldout_tokens=2000, ppl_rate=0.03,
         forcing_languages=FORCING_LANGUAGES, forcing_prompts=6, forcing_rates=(0.01, 0.02, 0.03, 0.04, 0.05),
-        strengths=(Strength(1.0), Strength(2.0), Strength(4.0), Strength(2.0, -1.0), Strength(4.0, -1.0)),
-        max_gen_toks=48,
+        strengths=(Strength(2.0), Strength(1.0), Strength(4.0), Strength(2.0, -1.0), Strength(4.0, -1.0)),
+        max_gen_toks=32,
     ),
 }  # fmt: skip
 
@@ -464,13 +475,12 @@ def _forcing(run: Run, lm, batch_size, device) -> dict[str, Any]:
     pairs = [(s, t) for s in run.forcing_languages for t in run.forcing_languages if s != t]
     tasks = [f"lape_forcing_{s}_to_{t}" for s, t in pairs]
     conditions: dict[str, dict[str, Any]] = {"none": {"condition": "none"}}
-    for rate in mode.forcing_rates:
-        for strength in mode.strengths:
-            for condition, spec in strength.plans().items():
-                label = f"{spec}@{run.neuron_file(rate)}"
-                conditions.setdefault(label, {"condition": condition, "rate": rate, "alpha": strength.alpha,
-                                              "fill": strength.fill if condition != "activate" else None,
-                                              "steer": spec})  # fmt: skip
+    for rate, strength in mode.forcing_grid():
+        for condition, spec in strength.plans().items():
+            label = f"{spec}@{run.neuron_file(rate)}"
+            conditions.setdefault(label, {"condition": condition, "rate": rate, "alpha": strength.alpha,
+                                          "fill": strength.fill if condition != "activate" else None,
+                                          "steer": spec})  # fmt: skip
     results = _sweep(
         run, lm, "forcing", list(conditions), tasks, batch_size, device,
         limit=mode.forcing_prompts, gen_kwargs=f"max_gen_toks={mode.max_gen_toks}", log_samples=True,

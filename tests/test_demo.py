@@ -68,6 +68,20 @@ def test_strength_plans_are_valid_steer_specs():
         parse_steer(spec)
 
 
+def test_forcing_grid_varies_one_factor_at_a_time():
+    mode = Mode(
+        name="grid", languages=None, profile_tokens=None, seq_len=8, heldout_tokens=8, ppl_rate=0.03,
+        forcing_languages=("en", "de"), forcing_prompts=1, forcing_rates=(0.01, 0.03, 0.05),
+        strengths=(Strength(2.0), Strength(4.0), Strength(2.0, -1.0)), max_gen_toks=4,
+    )  # fmt: skip
+    assert mode.forcing_grid() == [
+        (0.01, Strength(2.0)), (0.03, Strength(2.0)), (0.05, Strength(2.0)),
+        (0.03, Strength(4.0)), (0.03, Strength(2.0, -1.0)),
+    ]  # fmt: skip
+    off_centre = Mode(**{**mode.describe(), "forcing_rates": (0.01, 0.05), "strengths": mode.strengths})
+    assert off_centre.forcing_grid()[2:] == [(0.01, Strength(4.0)), (0.01, Strength(2.0, -1.0))]
+
+
 def test_modes_are_consistent():
     for mode in MODES.values():
         assert mode.ppl_rate in mode.top_rates and set(mode.forcing_rates) <= set(mode.top_rates)

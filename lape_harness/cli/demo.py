@@ -3,7 +3,7 @@ identify (1%…5%) → lm-eval with hf-steered (perplexity matrix, language forc
 
 Modes: --quick (6 languages, small budgets; about 5 minutes on 2 CPU cores), the default
 (14 languages; about 20 minutes), --full (all 21 languages, 2,000 held-out tokens each, a
-forcing sweep over ratios and strengths; hours on a CPU). Every stage is cached in the run
+forcing sweep over ratios, then strengths; hours on a CPU). Every stage is cached in the run
 folder: running the same command again reuses finished stages and resumes interrupted ones.
 
 Example:
