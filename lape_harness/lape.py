@@ -213,10 +213,10 @@ def _check_languages(stats: ActivationStats) -> None:
         raise InputError(f"languages {empty} have no profiled tokens; profile them or leave them out with --languages")
 
 
-def neuron_set_filename(top_rate: float) -> str:
+def neuron_set_filename(top_rate: float, exclusive: bool = False) -> str:
     """The conventional file name of a neuron set: the top rate in percent.
 
-    >>> neuron_set_filename(0.01), neuron_set_filename(0.005), neuron_set_filename(0.025)
-    ('lape-top1.safetensors', 'lape-top0.5.safetensors', 'lape-top2.5.safetensors')
+    >>> neuron_set_filename(0.01), neuron_set_filename(0.005), neuron_set_filename(0.03, exclusive=True)
+    ('lape-top1.safetensors', 'lape-top0.5.safetensors', 'lape-top3-exclusive.safetensors')
     """
-    return f"lape-top{round(top_rate * 100, 6):g}.safetensors"
+    return f"lape-top{round(top_rate * 100, 6):g}{'-exclusive' if exclusive else ''}.safetensors"

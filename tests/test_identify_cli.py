@@ -45,6 +45,21 @@ def test_languages_thresholds_and_out_dir(stats_file, tmp_path):
     assert not (path.parent / "lape-top20.safetensors").exists()
 
 
+def test_exclusive_keeps_only_unshared_neurons(stats_file):
+    path, _, _ = stats_file
+    assert main(["identify", str(path), "--top-rate", "0.2", "--exclusive"]) == 0
+    full = NeuronSet.load(path.parent / "lape-top20.safetensors")
+    exclusive = NeuronSet.load(path.parent / "lape-top20-exclusive.safetensors")
+    pairs = {lang: set(as_pairs(full[lang])) for lang in LANGS}
+    for lang in LANGS:
+        others = set().union(*(pairs[other] for other in LANGS if other != lang))
+        assert set(as_pairs(exclusive[lang])) == pairs[lang] - others
+        kept = [i for i, pair in enumerate(as_pairs(full[lang])) if pair not in others]
+        assert exclusive[lang].mean.tolist() == full[lang].mean[kept].tolist()
+    assert any(pairs[a] & pairs[b] for a in LANGS for b in LANGS if a != b), "the fixture must share neurons"
+    assert exclusive.meta["exclusive"] is True and exclusive.languages == full.languages
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

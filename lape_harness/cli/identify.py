@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="identify over this subset of the profiled languages, in this order (default: all of them)",
     )  # fmt: skip
     parser.add_argument(
+        "--exclusive", action="store_true",
+        help="also write each set with only the neurons no other language shares "
+             "(lape-top<N>-exclusive.safetensors)",
+    )  # fmt: skip
+    parser.add_argument(
         "--out-dir", default=None, metavar="DIR",
         help="folder for the neuron-set files (default: the statistics file's folder)",
     )  # fmt: skip
@@ -57,9 +62,12 @@ def run(args: argparse.Namespace) -> int:
     sets = identify_many(stats, top_rates, args.filter_rate, args.activation_bar_ratio, languages)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.stats).parent
     for top_rate, neuron_set in sets.items():
-        path = out_dir / neuron_set_filename(top_rate)
-        neuron_set.save(path)
-        print(f"wrote {path}: {summary_line(neuron_set)}")
+        variants = {neuron_set_filename(top_rate): neuron_set}
+        if args.exclusive:
+            variants[neuron_set_filename(top_rate, exclusive=True)] = neuron_set.exclusive()
+        for name, variant in variants.items():
+            variant.save(out_dir / name)
+            print(f"wrote {out_dir / name}: {summary_line(variant)}")
     return 0
 
 
