@@ -323,12 +323,10 @@ def _choose_languages(corpus: Path, mode: Mode, languages: Sequence[str] | None,
 
 def _load_model(run: Run, batch_size: int, device: str | None):
     """The ``hf-steered`` model, loaded once for every evaluation (holding the perplexity neuron set)."""
-    import torch
-
-    from lape_harness.model import HFSteeredLM
+    from lape_harness.model import HFSteeredLM, pick_device
 
     with run.stage("load model"):
-        options = {"batch_size": batch_size, "device": device or ("cuda" if torch.cuda.is_available() else "cpu")}
+        options = {"batch_size": batch_size, "device": pick_device(device)}
         arguments = {"pretrained": run.path, "neurons": str(run.neuron_file(run.mode.ppl_rate)), "steer": "none"}
         return HFSteeredLM.create_from_arg_obj(arguments, options)
 

@@ -47,6 +47,18 @@ logger = logging.getLogger(__name__)
 REQUEST_METHODS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 
 
+def pick_device(device: str | None = None) -> str:
+    """``device`` when given, else ``cuda`` where there is one and ``cpu`` otherwise
+    (lm-eval's ``hf`` alone asks for ``cuda`` even on a machine without it).
+
+    >>> pick_device("cuda:1"), pick_device() in ("cuda", "cpu")
+    ('cuda:1', True)
+    """
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def default_task_languages(task_name: str | None):
     """The :class:`~lape_harness.task_languages.TaskLanguages` of an lm-eval task name, or None."""
     from lape_harness.task_languages import task_languages

@@ -195,11 +195,12 @@ def run_sweep(
         raise InputError(f"unknown task(s) {', '.join(unknown)}: list them with `lm_eval ls tasks`"
                          + ("" if include_path else ", or pass --include-path for a folder of your own task YAMLs"))
     if lm is None:
-        from lape_harness.model import HFSteeredLM
+        from lape_harness.model import HFSteeredLM, pick_device
 
         started = time.perf_counter()
         lm = HFSteeredLM.create_from_arg_obj(
-            {**args, "steer": "none"}, {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": device}
+            {**args, "steer": "none"},
+            {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": pick_device(device)},
         )
         log(f"model loaded once in {time.perf_counter() - started:.1f} s; {len(pending)} plan(s) to run")
     current_neurons = default_neurons = args.get("neurons")

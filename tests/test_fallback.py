@@ -106,3 +106,21 @@ def test_bad_order(steered):
         run_fallback(steered, order=["de", "ko"], questions=["Hi?"], log=lambda _: None)
     with pytest.raises(InputError, match="twice"):
         run_fallback(steered, order=["de", "de"], questions=["Hi?"], log=lambda _: None)
+
+
+def test_command_line_matches_the_library(steered, tiny_llama, tmp_path):
+    from lape_harness.cli import main
+
+    questions = list(QUESTIONS[:2])
+    (tmp_path / "questions.txt").write_text("\n".join(["", *questions, ""]), encoding="utf-8")
+    library = run_fallback(steered, order=["de", "fr"], fill=-1.5, questions=questions, max_gen_toks=6,
+                           repetition_penalty=1.0, output=tmp_path / "library", log=lambda _: None)
+    # no --device: the command picks this machine's device (lm-eval's hf alone would ask for cuda)
+    assert main(["fallback", "--model-args", f"pretrained={tiny_llama},neurons={steered.neurons_path},dtype=float32",
+                 "--order", "de,fr", "--fill", "-1.5", "--questions", str(tmp_path / "questions.txt"),
+                 "--max-gen-toks", "6", "--repetition-penalty", "1.0", "--out", str(tmp_path / "cli")]) == 0
+    saved = json.loads((tmp_path / "cli" / "fallback.json").read_text())
+    assert [step["answers"] for step in saved["steps"]] == [step.answers for step in library.steps]
+    assert all((tmp_path / "cli" / name).is_file() for name in ("fallback.md", "fallback.png"))
+    assert main(["fallback", "--model-args", f"pretrained={tiny_llama},neurons={steered.neurons_path}",
+                 "--questions", str(tmp_path / "missing.txt")]) == 2

@@ -127,13 +127,14 @@ def test_sweep_two_plans_resumes_and_matches_a_manual_computation(tiny_llama, pp
     assert not any("model loaded" in line for line in log)
     assert sorted(p.name for p in output.iterdir()) == ["steer=-de", "steer=none", "sweep.json"]
 
-    # the command line: comma-separated plans (attached with '=' when the list starts with '-')
+    # the command line: comma-separated plans (attached with '=' when the list starts with '-');
+    # without --device it loads the model where this machine can (hf alone would ask for cuda)
     from lape_harness.cli import main
 
-    assert main(["sweep", "--model-args", model_args, "--plans=-de,none", "--tasks", "tinyppl_de",
-                 "--include-path", str(ppl_tasks), "--device", "cpu", "--bootstrap-iters", "0", "--log-samples",
+    assert main(["sweep", "--model-args", model_args, "--plans=-de,none,de", "--tasks", "tinyppl_de",
+                 "--include-path", str(ppl_tasks), "--bootstrap-iters", "0", "--log-samples",
                  "--output", str(output)]) == 0
-    assert "(0 run now, 2 finished earlier)" in capsys.readouterr().out
+    assert "(1 run now, 2 finished earlier)" in capsys.readouterr().out
 
 
 def test_changed_settings_are_refused(tiny_llama, ppl_tasks, neurons_file, tmp_path):

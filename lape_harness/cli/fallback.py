@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repetition-penalty", type=float, default=1.1,
                         help="generation repetition penalty (default: 1.1, as the paper's vLLM runs; 1 = off)")
     parser.add_argument("--batch-size", default="1", help="generation batch size (default: 1)")
-    parser.add_argument("--device", default=None, help="device, e.g. cuda:0 or cpu (default: hf's choice)")
+    parser.add_argument("--device", default=None, help="device, e.g. cuda:0 or cpu (default: cuda if available, else cpu)")
     parser.add_argument("--out", default="fallback", metavar="DIR",
                         help="folder for fallback.json, fallback.md, fallback.png (default: ./fallback)")
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from lape_harness.errors import InputError
     from lape_harness.fallback import QUESTIONS, run_fallback, write_report
-    from lape_harness.model import HFSteeredLM
+    from lape_harness.model import HFSteeredLM, pick_device
     from lape_harness.sweep import model_args_dict
 
     questions = list(QUESTIONS)
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     model_args = model_args_dict(args.model_args)
     model_args.pop("steer", None)
     batch_size = int(args.batch_size) if args.batch_size.isdigit() else args.batch_size
-    lm = HFSteeredLM.create_from_arg_obj(model_args, {"batch_size": batch_size, "device": args.device})
+    lm = HFSteeredLM.create_from_arg_obj(model_args, {"batch_size": batch_size, "device": pick_device(args.device)})
     order = [code.strip() for code in args.order.split(",") if code.strip()]
     study = run_fallback(lm, order=order, fill=args.fill, questions=questions, max_gen_toks=args.max_gen_toks,
                          repetition_penalty=args.repetition_penalty, output=args.out)

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", "--batch_size", default="1", help="batch size or 'auto' / 'auto:N' (default 1)")
     parser.add_argument("--max-batch-size", "--max_batch_size", type=int, default=None,
                         help="upper bound for batch_size=auto (default: none)")
-    parser.add_argument("--device", default=None, help="device for the model, e.g. cuda:0 or cpu (default: hf's choice)")
+    parser.add_argument("--device", default=None, help="device for the model, e.g. cuda:0 or cpu (default: cuda if available, else cpu)")
     parser.add_argument("--log-samples", "--log_samples", action="store_true",
                         help="also write per-sample outputs (samples_<task>_<date>.jsonl) per plan")
     parser.add_argument("--seed", type=_seed, default=(0, 1234, 1234, 1234), metavar="SEEDS",
