@@ -93,16 +93,17 @@ class Mode:
         return grid + [(centre, strength) for strength in self.strengths[1:]]
 
 
+# quick and default force with the setting the --full sweep chose (docs/demo.md): 2 % set, α = 2, c = 0.
 MODES: dict[str, Mode] = {
     "quick": Mode(
         name="quick", languages=("en", "de", "fr", "es", "ru", "zh"), profile_tokens=2048, seq_len=256,
         heldout_tokens=256, ppl_rate=0.03, forcing_languages=("en", "de", "fr", "es"), forcing_prompts=2,
-        forcing_rates=(0.03,), strengths=(Strength(2.0),), max_gen_toks=24,
+        forcing_rates=(0.02,), strengths=(Strength(2.0),), max_gen_toks=24,
     ),
     "default": Mode(
         name="default", languages=FORCING_LANGUAGES + ("zh", "ar", "hi", "ja"), profile_tokens=6144, seq_len=512,
         heldout_tokens=512, ppl_rate=0.03, forcing_languages=FORCING_LANGUAGES, forcing_prompts=3,
-        forcing_rates=(0.03,), strengths=(Strength(2.0),), max_gen_toks=32,
+        forcing_rates=(0.02,), strengths=(Strength(2.0),), max_gen_toks=32,
     ),
     "full": Mode(
         name="full", languages=None, profile_tokens=None, seq_len=512, heldout_tokens=2000, ppl_rate=0.03,
