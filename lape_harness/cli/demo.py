@@ -3,7 +3,7 @@ identify (1%…5%) → lm-eval with hf-steered (perplexity matrix, language forc
 
 Modes: --quick (6 languages, small budgets; about 5 minutes on 2 CPU cores), the default
 (14 languages; about 20 minutes), --full (all 21 languages, 2,000 held-out tokens each, a
-forcing sweep over ratios, then strengths; hours on a CPU). Every stage is cached in the run
+forcing sweep over ratios, then strengths; about 1¼ hours on 2 CPU cores). Every stage is cached in the run
 folder: running the same command again reuses finished stages and resumes interrupted ones.
 
 Example:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--quick", dest="mode", action="store_const", const="quick", help="the smallest study (~5 min)")
     size.add_argument(
         "--full", dest="mode", action="store_const", const="full",
-        help="the complete study: all languages, 2,000 held-out tokens, forcing sweep (hours on a CPU)",
+        help="the complete study: all languages, 2,000 held-out tokens, forcing sweep (about 1¼ hours on 2 CPU cores)",
     )  # fmt: skip
     parser.set_defaults(mode="default")
     parser.add_argument("--model", default="lape:gemma-3-270m",
