@@ -226,9 +226,9 @@ def plot_fallback(study: FallbackStudy, path: str | os.PathLike, top: int = 8) -
     frequent languages overall; the rest as "other"). Returns the plotted shares."""
     import numpy as np
 
-    from lape_harness.plots import _pyplot, _save
+    from lape_harness.figures import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     totals = Counter()
     for step in study.steps:
         totals.update(step.languages)
@@ -258,7 +258,7 @@ def plot_fallback(study: FallbackStudy, path: str | os.PathLike, top: int = 8) -
     axis.legend(title="answer language", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     axis.set_title(f"Fallback: answer language as languages are switched off "
                    f"(fill {study.settings['fill']:g}, {len(study.questions)} questions)")
-    _save(figure, path)
+    save_figure(figure, path)
     return {"steps": labels, "languages": categories, "share_percent": shares.tolist()}
 
 

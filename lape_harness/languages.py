@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from lape_harness.errors import InputError
@@ -121,3 +122,39 @@ def normalize_code(key: str) -> str:
 def all_languages() -> list[Language]:
     """Every registered language, the paper's 21 first."""
     return list(_TABLE.values())
+
+
+def family_of(code: str) -> str:
+    """The family of ``code``, ``"other"`` for a code the table does not know.
+
+    >>> family_of("de"), family_of("xx")
+    ('Germanic', 'other')
+    """
+    try:
+        return get_language(code).family
+    except InputError:
+        return "other"
+
+
+def script_of(code: str) -> str:
+    """The script of ``code``, ``"?"`` for a code the table does not know.
+
+    >>> script_of("ru"), script_of("xx")
+    ('Cyrl', '?')
+    """
+    try:
+        return get_language(code).script
+    except InputError:
+        return "?"
+
+
+def order_by_family(codes) -> list[str]:
+    """Languages grouped by family (largest family first, ties by family name), then by script,
+    then by code; unknown codes last.
+
+    >>> order_by_family(["de", "ru", "fr", "nl", "pl"])
+    ['de', 'nl', 'ru', 'pl', 'fr']
+    """
+    codes = list(dict.fromkeys(codes))
+    size = Counter(family_of(code) for code in codes)
+    return sorted(codes, key=lambda c: (family_of(c) == "other", -size[family_of(c)], family_of(c), script_of(c), c))

@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lape_harness.leaderboard import build_leaderboard, load_runs, parse_metric_overrides, write_leaderboard
+    from lape_harness.leaderboard import build_leaderboard, parse_metric_overrides
+    from lape_harness.leaderboard_report import write_leaderboard
+    from lape_harness.results import load_runs
 
     overrides = parse_metric_overrides(args.metric)
     runs = load_runs(args.results)

@@ -48,14 +48,14 @@ def run(args: argparse.Namespace) -> int:
     written = []
     if args.neurons:
         from lape_harness.neurons import NeuronSet
-        from lape_harness.plots import neuron_report
+        from lape_harness.neuron_figures import neuron_report
 
         paths, lines = neuron_report(NeuronSet.load(args.neurons), args.out)
         written += paths
         print("\n".join(lines))
     if args.results:
-        from lape_harness.leaderboard import load_runs
-        from lape_harness.plots import results_report
+        from lape_harness.result_figures import results_report
+        from lape_harness.results import load_runs
 
         paths, notes = results_report(load_runs(args.results), args.out, model=args.model, forcing_plan=args.forcing_plan,
                                       forcing_metric=args.forcing_metric, ppl_metric=args.ppl_metric)
