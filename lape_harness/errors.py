@@ -14,3 +14,8 @@ class LapeError(Exception):
 
 class InputError(LapeError, ValueError):
     """Bad input at an edge: an argument, a file, a corpus, a spec."""
+
+
+class HookNeverFiredError(LapeError, RuntimeError):
+    """A forward hook on a neuron site did not fire (or fired wrongly) in a forward pass: the
+    model bypassed its MLP activation modules, so lape-harness can neither profile nor steer it."""

@@ -41,15 +41,11 @@ from safetensors.torch import save_file
 
 from lape_harness.atomic import atomic_path
 from lape_harness.corpora import Packing, TextSource
-from lape_harness.errors import InputError, LapeError
+from lape_harness.errors import HookNeverFiredError, InputError
 from lape_harness.neurons import ActivationStats, model_identity
 from lape_harness.sites import NeuronSite, find_sites, unwrap
 
 CHECKPOINT_FORMAT = 1
-
-
-class HookNeverFiredError(LapeError):
-    """A neuron site's hook did not fire (or fired twice) in a forward pass."""
 
 
 @dataclass(frozen=True)
