@@ -78,10 +78,7 @@ def bake_model(model: nn.Module, neurons: NeuronSet, plan: SteeringPlan | AutoPl
     edited = {}
     with torch.no_grad():
         for layer, edit in edits.items():
-            scale = edit.scale  # None: all neurons of the layer set to the shift (0 here) or all kept
-            if scale is None:
-                scale = torch.full_like(edit.shift, 0.0 if edit.kind == "set" else 1.0)
-            _scale_inputs(sites[layer].down_proj, edit.index, scale)
+            _scale_inputs(sites[layer].down_proj, edit.index, edit.scale)  # shifts are 0 in a bakeable plan
             edited[str(layer)] = int(edit.index.numel())
     return {
         "plan": str(plan),

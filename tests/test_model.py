@@ -14,9 +14,9 @@ from lm_eval.models.huggingface import HFLM
 from lape_harness.errors import InputError
 from lape_harness.model import HFSteeredLM
 from lape_harness.steering import SteerSyntaxError
-from test_steering import make_neuron_set, patch_reference
+from steering_reference import make_neuron_set, patch_reference
 
-torch.set_num_threads(1)  # see test_steering.py
+torch.set_num_threads(1)  # see test_hooks.py
 
 CONTEXTS = ["The cat sits on the", "Die Katze sitzt auf der warmen", "Le chat", "Кошка сидит на тёплом коврике."]
 CONTINUATIONS = [" warm mat.", " Matte.", " est assis sur le tapis chaud.", " Каждый"]

@@ -11,9 +11,9 @@ from lm_eval.api.model import CachingLM
 
 from lape_harness.model import HFSteeredLM
 from test_model import CONTEXTS, CONTINUATIONS, GENERATION
-from test_steering import make_neuron_set
+from steering_reference import make_neuron_set
 
-torch.set_num_threads(1)  # see test_steering.py
+torch.set_num_threads(1)  # see test_hooks.py
 
 # task name -> the plan auto must pick (the neuron set has de, fr, en, es)
 TASKS = {

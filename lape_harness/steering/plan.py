@@ -1,4 +1,4 @@
-"""The ``steer=`` language, its plans, and the hooks that apply them to a model's MLP neurons.
+"""The ``steer=`` language and its plans: what a plan means, with no model and no torch.
 
 A plan edits the neuron activations ``a`` (the MLP activation output, see :mod:`lape_harness.sites`)
 at the neurons of the named languages, at every layer that has such neurons and every token.
@@ -52,26 +52,24 @@ existing ``.yaml``/``.yml``/``.json`` file is read from it: either ``steer: <spe
 ``{op: add|replace|multiply|deactivate, language: de, strength: 2, value: diff}``
 (``strength`` is α, β or the fill c).
 
+A plan is compiled into per-layer tensors by :mod:`lape_harness.steering.compiled` and
+applied to a Hugging Face model by :mod:`lape_harness.steering.hooks`.
+
 Example:
-    >>> plan = parse_steer("-de+2*fr")
-    >>> str(plan)
-    '-de+2*fr'
-    >>> hooks = SteeringHooks(model, neuron_set)      # doctest: +SKIP
-    >>> hooks.use(plan)                               # doctest: +SKIP
-    >>> with hooks.active(): logits = model(ids).logits  # doctest: +SKIP
+    >>> plan = parse_steer("+2*fr-de")
+    >>> str(plan), plan.methods
+    ('-de+2*fr', ['deactivate', 'additive'])
+    >>> [term.describe() for term in plan.terms]
+    [{'op': 'deactivate', 'language': 'de', 'fill': 0.0}, {'op': 'add', 'language': 'fr', 'alpha': 2.0, 'value': 'mean'}]
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
-
-import torch
 
 from lape_harness.errors import InputError
 
@@ -112,10 +110,10 @@ class Term:
     def __str__(self) -> str:
         symbol = _SYMBOL[self.op]
         if self.op == "deactivate":
-            return f"-{self.language}" + (f"={_number(self.strength)}" if self.strength != 0 else "")
+            return f"-{self.language}" + (f"={format_number(self.strength)}" if self.strength != 0 else "")
         if self.op == "multiply":
-            return f"*{_number(self.strength)}*{self.language}"
-        strength = "" if self.strength == 1 else f"{_number(self.strength)}*"
+            return f"*{format_number(self.strength)}*{self.language}"
+        strength = "" if self.strength == 1 else f"{format_number(self.strength)}*"
         value = "" if self.value == "mean" else f".{self.value}"
         return f"{symbol}{strength}{self.language}{value}"
 
@@ -279,13 +277,13 @@ class _Scanner:
         else:
             self.fail(f"expected '+', '-', '=' or '*' before a term, found {symbol!r}")
         number_at = self.position
-        strength = self._number()
+        strength = self._read_number()
         if strength is not None:
             if op == "deactivate":
                 self.fail(
                     "'-' deactivates a language and takes no factor",
                     at=number_at,
-                    hint=f"to subtract write +-{_number(strength)}*LANG; to deactivate with a fill write -LANG={_number(strength)}",
+                    hint=f"to subtract write +-{format_number(strength)}*LANG; to deactivate with a fill write -LANG={format_number(strength)}",
                 )
             if self._peek() == "*":
                 self.position += 1
@@ -308,7 +306,7 @@ class _Scanner:
         if op == "deactivate" and self._peek() == "=" and not self.text[self.position + 1 : self.position + 2].isalpha():
             self.position += 1
             fill_at = self.position
-            fill = self._number(signed=True)
+            fill = self._read_number(signed=True)
             if fill is None:
                 self.fail("expected a number after '=' (the fill value, e.g. -de=-1.5)", at=fill_at)
             strength = fill
@@ -327,7 +325,7 @@ class _Scanner:
             self.position += 1
         return self.text[begin : self.position]
 
-    def _number(self, signed: bool = False) -> float | None:
+    def _read_number(self, signed: bool = False) -> float | None:
         begin = self.position
         if self._peek() and self._peek() in "+-" and (signed or self.text[self.position - 1 : self.position] in ("+", "=", "*")):
             self.position += 1
@@ -350,12 +348,18 @@ def _language_code(word: str, placeholders: bool, scanner: _Scanner, at: int) ->
         return word
     if word in PLACEHOLDERS:
         scanner.fail(f"{word!r} is only meaningful in an auto template (steer=auto:-src+tgt)", at=at)
+    return _known_code(word)
+
+
+def _known_code(word: str) -> str:
+    """The ISO code of a known language (``deu_Latn`` → ``de``), else ``word`` as written: a
+    language only the neuron file knows, checked against the file later."""
     from lape_harness.languages import UnknownLanguageError, normalize_code
 
     try:
         return normalize_code(word)
     except UnknownLanguageError:
-        return word  # a language only the neuron file knows; checked against the file later
+        return word
 
 
 def _parse_file(path: Path) -> SteeringPlan | AutoPlan:
@@ -406,234 +410,13 @@ def _term_from_mapping(entry: dict[str, Any], path: Path) -> Term:
         strength = float(strength)
     except (TypeError, ValueError):
         raise SteerSyntaxError(f"{str(path)!r}: term {entry!r}: strength must be a number") from None
-    from lape_harness.languages import UnknownLanguageError, normalize_code
-
-    language = str(entry["language"])
-    try:
-        language = normalize_code(language)
-    except UnknownLanguageError:
-        pass
-    return Term(op, language, strength, value)
+    return Term(op, _known_code(str(entry["language"])), strength, value)
 
 
-def _number(value: float) -> str:
+def format_number(value: float) -> str:
+    """A strength as written in a spec: shortest ``:g`` form.
+
+    >>> format_number(2.0), format_number(-1.5), format_number(0.25)
+    ('2', '-1.5', '0.25')
+    """
     return f"{value:g}"
-
-
-# --------------------------------------------------------------------------------------------
-# Compiling a plan into per-layer tensors
-
-
-@dataclass
-class LayerEdit:
-    """What a plan does at one layer: ``a[..., index] ← scale·a[..., index] + shift``.
-
-    ``kind`` picks the cheapest exact kernel: ``add`` (scale all 1), ``set`` (scale all 0) or
-    ``affine``. Tensors sit on the layer's device in its dtype (``scale`` only for ``affine``).
-    """
-
-    index: torch.Tensor
-    shift: torch.Tensor
-    scale: torch.Tensor | None
-    kind: str
-
-    def to(self, device: torch.device, dtype: torch.dtype) -> LayerEdit:
-        scale = None if self.scale is None else self.scale.to(device=device, dtype=dtype)
-        return LayerEdit(self.index.to(device), self.shift.to(device=device, dtype=dtype), scale, self.kind)
-
-    def apply(self, activation: torch.Tensor) -> torch.Tensor:
-        """Edit ``activation`` (shape ``[..., width]``) in place when autograd allows; return it."""
-        if activation.requires_grad:  # keep autograd valid; inference (no_grad) edits in place
-            activation = activation.clone()
-        if self.kind == "add":
-            activation.index_add_(-1, self.index, self.shift.expand(*activation.shape[:-1], -1))
-        elif self.kind == "set":
-            activation.index_copy_(-1, self.index, self.shift.expand(*activation.shape[:-1], -1))
-        else:
-            edited = torch.addcmul(self.shift, activation.index_select(-1, self.index), self.scale)
-            activation.index_copy_(-1, self.index, edited)
-        return activation
-
-
-def compile_plan(plan: SteeringPlan, neurons, num_layers: int, width: int) -> dict[int, LayerEdit]:
-    """Compose the plan's terms per neuron into ``{layer: LayerEdit}`` (CPU, float64).
-
-    Layers without any of the plan's neurons are absent. Vectorized over neurons: one pass
-    over the terms on flat ``layer·width + index`` arrays.
-    """
-    if not plan:
-        return {}
-    plan.check_languages(neurons)
-    scale = torch.ones(num_layers * width, dtype=torch.float64)
-    shift = torch.zeros(num_layers * width, dtype=torch.float64)
-    touched = torch.zeros(num_layers * width, dtype=torch.bool)
-    for term in plan.terms:
-        entry = neurons[term.language]
-        flat = entry.layer.long() * width + entry.index.long()
-        touched[flat] = True
-        if term.op == "deactivate":
-            scale[flat] = 0.0
-            shift[flat] = term.strength
-        elif term.op == "multiply":
-            scale[flat] *= term.strength
-            shift[flat] *= term.strength
-        else:
-            value = _term_value(term, entry)
-            if term.op == "add":
-                shift.index_add_(0, flat, term.strength * value)
-            else:
-                scale[flat] = 0.0
-                shift[flat] = term.strength * value
-    edits = {}
-    positions = touched.nonzero().squeeze(1)
-    layers = positions // width
-    for layer in layers.unique().tolist():
-        flat = positions[layers == layer]
-        layer_scale = scale[flat]
-        if bool((layer_scale == 1).all()):
-            kind, kept_scale = "add", None
-        elif bool((layer_scale == 0).all()):
-            kind, kept_scale = "set", None
-        else:
-            kind, kept_scale = "affine", layer_scale
-        edits[int(layer)] = LayerEdit(flat - layer * width, shift[flat], kept_scale, kind)
-    return edits
-
-
-def _term_value(term: Term, entry) -> torch.Tensor:
-    if term.value == "mean":
-        return entry.mean.double()
-    if term.value == "diff":
-        return entry.mean.double() - entry.others_mean.double()
-    return entry.probability.double()
-
-
-# --------------------------------------------------------------------------------------------
-# Hooks
-
-
-class HooksDidNotFire(RuntimeError):
-    """A steered forward pass ran without reaching some steered layers (the model was bypassed)."""
-
-
-class SteeringHooks:
-    """One forward hook per layer's activation module, registered once (when a plan first steers
-    something: a model that only ever runs ``none`` has no hooks at all); plans swap tensors.
-
-    ``scope``: ``all`` steers every position; ``prompt`` only the prompt (the whole input of
-    log-likelihood requests, the prefill of generation); ``generated`` only decode steps.
-
-    >>> hooks = SteeringHooks(model, neuron_set, scope="all")   # doctest: +SKIP
-    >>> hooks.use(parse_steer("-de+fr"))                          # doctest: +SKIP
-    >>> with hooks.active(generating=False):                      # doctest: +SKIP
-    ...     logits = model(input_ids).logits
-    """
-
-    def __init__(self, model: torch.nn.Module, neurons=None, scope: str = "all"):
-        from lape_harness.sites import find_sites, unwrap
-
-        if scope not in SCOPES:
-            raise InputError(f"steer_scope={scope!r} is not one of {', '.join(SCOPES)}; e.g. steer_scope=generated")
-        self.scope = scope
-        self.neurons = neurons
-        self.sites = find_sites(model)
-        self.num_layers, self.width = len(self.sites), self.sites[0].width
-        if neurons is not None:
-            neurons.validate_for(self.num_layers, self.width)
-        self.plan: SteeringPlan = NO_STEERING
-        self._edits: list[LayerEdit | None] = [None] * self.num_layers
-        self._placed: dict[SteeringPlan, list[LayerEdit | None]] = {}  # compiled plans, reused on switching
-        self._steered_layers: frozenset[int] = frozenset()
-        self._idle: list[LayerEdit | None] = [None] * self.num_layers
-        self._live = self._idle  # what the hooks apply now: the plan's edits while steering, else nothing
-        self._fired: set[int] = set()
-        self._went_live = False
-        self._phase = "idle"  # idle | score | prefill | decode
-        self._model = unwrap(model)
-        self._handles: list = []  # registered once, by the first plan that steers anything
-
-    def _register(self) -> None:
-        self._handles = [
-            site.activation.register_forward_hook(self._make_hook(site.layer)) for site in self.sites
-        ]
-        if self.scope != "all":  # only scoped steering needs to know when generation's prefill is over
-            self._handles.append(self._model.register_forward_hook(self._after_model_forward))
-
-    def use(self, plan: SteeringPlan) -> None:
-        """Switch to ``plan``: compile it and place each layer's tensors on that layer's device/dtype."""
-        if plan and self.neurons is None:
-            raise InputError(f"steer={plan} needs a neuron set: add neurons=path/to/lape-top1.safetensors")
-        placed = self._placed.get(plan)
-        if placed is None:
-            placed = [None] * self.num_layers
-            for layer, edit in compile_plan(plan, self.neurons, self.num_layers, self.width).items():
-                site = self.sites[layer]
-                placed[layer] = edit.to(_execution_device(site), site.dtype)
-            if len(self._placed) >= 64:  # bounded: a long sweep does not pile up device memory
-                self._placed.pop(next(iter(self._placed)))
-            self._placed[plan] = placed
-        if plan and not self._handles:
-            self._register()
-        self.plan, self._edits = plan, list(placed)
-        self._steered_layers = frozenset(layer for layer, edit in enumerate(placed) if edit is not None)
-
-    def edits(self) -> dict[int, LayerEdit]:
-        """The placed per-layer edits of the current plan (for inspection and tests)."""
-        return {layer: edit for layer, edit in enumerate(self._edits) if edit is not None}
-
-    @contextmanager
-    def active(self, generating: bool = False) -> Iterator[None]:
-        """Steer the forward passes inside; afterwards, check every steered layer's hook fired."""
-        self._fired = set()
-        self._went_live = False
-        self._set_phase("prefill" if generating else "score")
-        try:
-            yield
-        finally:
-            self._set_phase("idle")
-        missing = self._steered_layers - self._fired
-        if self._went_live and missing:
-            raise HooksDidNotFire(
-                f"steering hooks of layers {sorted(missing)} did not fire during a steered call: the forward "
-                "pass bypassed the MLP activation modules (e.g. a fused kernel or a replaced module); "
-                "lape-harness cannot steer this model configuration"
-            )
-
-    def _set_phase(self, phase: str) -> None:
-        """Enter a phase; the hooks steer in it when the scope covers it."""
-        self._phase = phase
-        steer = phase != "idle" and (
-            self.scope == "all" or (self.scope == "generated") == (phase == "decode")
-        )
-        self._live = self._edits if steer else self._idle
-        self._went_live = self._went_live or steer
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def _make_hook(self, layer: int):
-        def hook(module, inputs, output):
-            edit = self._live[layer]
-            if edit is None:
-                return None
-            self._fired.add(layer)
-            if edit.shift.dtype is not output.dtype or edit.index.device != output.device:
-                edit = self._edits[layer] = edit.to(output.device, output.dtype)  # e.g. under autocast
-            return edit.apply(output)
-
-        return hook
-
-    def _after_model_forward(self, module, inputs, output):
-        if self._phase == "prefill":
-            self._set_phase("decode")
-
-
-def _execution_device(site) -> torch.device:
-    """Where the layer computes: accelerate's execution device for offloaded layers, else its weights'."""
-    hook = getattr(site.down_proj, "_hf_hook", None)
-    device = getattr(hook, "execution_device", None)
-    if device is not None and site.device.type == "meta":
-        return torch.device(device)
-    return site.device

@@ -1,0 +1,68 @@
+"""Steering language neurons: the ``steer=`` plans, their compiled form, and the hooks that apply them.
+
+* :mod:`~lape_harness.steering.plan`: the ``steer=`` grammar and the plan objects
+  (:class:`Term`, :class:`SteeringPlan`, :class:`AutoPlan`, :func:`parse_steer`, plan files);
+  no torch, no model.
+* :mod:`~lape_harness.steering.compiled`: a plan compiled per layer into neuron indices, a scale
+  and a shift (:func:`compile_plan`, :class:`LayerEdit`), engine-neutral, on the CPU.
+* :mod:`~lape_harness.steering.hooks`: applying compiled plans to a Hugging Face model with
+  forward hooks (:class:`SteeringHooks`).
+
+Importing this package (or :mod:`~lape_harness.steering.plan`) does not import torch; the names
+of the other two modules load on first use.
+
+Example:
+    >>> from lape_harness.steering import parse_steer
+    >>> str(parse_steer("+fr-de"))
+    '-de+fr'
+"""
+
+from importlib import import_module
+from typing import Any
+
+from lape_harness.errors import HookNeverFiredError
+from lape_harness.steering.plan import (
+    EXAMPLE,
+    NO_STEERING,
+    OPS,
+    PLACEHOLDERS,
+    SCOPES,
+    VALUES,
+    AutoPlan,
+    SteeringPlan,
+    SteerSyntaxError,
+    Term,
+    format_number,
+    parse_steer,
+)
+
+# The torch-backed names load on first use, so parsing plans never imports torch.
+_LAZY = {"LayerEdit": "compiled", "compile_plan": "compiled", "SteeringHooks": "hooks"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "EXAMPLE",
+    "NO_STEERING",
+    "OPS",
+    "PLACEHOLDERS",
+    "SCOPES",
+    "VALUES",
+    "AutoPlan",
+    "HookNeverFiredError",
+    "LayerEdit",
+    "SteerSyntaxError",
+    "SteeringHooks",
+    "SteeringPlan",
+    "Term",
+    "compile_plan",
+    "format_number",
+    "parse_steer",
+]

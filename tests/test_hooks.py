@@ -1,0 +1,177 @@
+"""The steering hooks on tiny models: logits equal a hand-patched per-neuron reference, scopes
+under the KV cache, placement per layer, and the "hooks did not fire" check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from lape_harness.errors import HookNeverFiredError
+from lape_harness.steering import SteeringHooks, parse_steer
+from steering_reference import CASES, make_neuron_set, patch_reference
+
+# This shared 2-core machine runs several jobs: one thread avoids thread-spin contention (10-100x).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama):
+    return AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hooks on a model
+
+
+@pytest.mark.parametrize("spec, steps", CASES[:1] + CASES[2:4] + CASES[5:6] + CASES[7:9] + CASES[-1:])
+def test_hooked_logits_equal_patched_reference(llama, spec, steps):
+    width = llama.config.intermediate_size
+    neurons = make_neuron_set(2, width)
+    ids = torch.randint(4, llama.config.vocab_size, (2, 9))
+    hooks = SteeringHooks(llama, neurons)
+    try:
+        with torch.no_grad():
+            plain = llama(ids).logits
+            hooks.use(parse_steer(spec))
+            with hooks.active():
+                steered = llama(ids).logits
+            hooks.use(parse_steer("none"))
+            with hooks.active():
+                back = llama(ids).logits
+    finally:
+        hooks.remove()
+    undo = patch_reference(llama, steps, neurons)
+    try:
+        with torch.no_grad():
+            reference = llama(ids).logits
+    finally:
+        undo()
+    assert not torch.equal(steered, plain)
+    torch.testing.assert_close(steered, reference, rtol=1e-5, atol=1e-5)
+    assert torch.equal(back, plain)
+
+
+def test_hooks_idle_outside_active_and_unfired_hooks_are_an_error(llama):
+    neurons = make_neuron_set(2, llama.config.intermediate_size)
+    ids = torch.randint(4, llama.config.vocab_size, (1, 6))
+    hooks = SteeringHooks(llama, neurons)
+    try:
+        hooks.use(parse_steer("-de"))
+        with torch.no_grad():
+            plain = llama(ids).logits  # not inside active(): untouched
+        hooks.remove()
+        with torch.no_grad():
+            assert torch.equal(llama(ids).logits, plain)
+        hooks = SteeringHooks(llama, neurons)
+        hooks.use(parse_steer("-de"))
+        with pytest.raises(HookNeverFiredError, match=r"layers \[0, 1\]"):
+            with hooks.active():
+                pass  # a steered call that never reached the MLPs
+        hooks.use(parse_steer("none"))
+        with hooks.active():
+            pass  # nothing to steer, nothing to check
+    finally:
+        hooks.remove()
+
+
+def test_one_error_for_hooks_that_did_not_fire():
+    from lape_harness.errors import LapeError
+    from lape_harness.profile import HookNeverFiredError as ProfileError
+
+    assert ProfileError is HookNeverFiredError and issubclass(HookNeverFiredError, LapeError)
+
+
+def test_steering_needs_neurons_and_matching_shape(llama):
+    hooks = SteeringHooks(llama, None)
+    try:
+        with pytest.raises(Exception, match="needs a neuron set"):
+            hooks.use(parse_steer("+de"))
+    finally:
+        hooks.remove()
+    with pytest.raises(Exception, match="MLP width: file has 64"):
+        SteeringHooks(llama, make_neuron_set(2, 64))
+
+
+def test_tensors_sit_on_each_layers_device_and_dtype(tiny_llama):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    model.model.layers[0].to(torch.float64)
+    model.model.layers[1].to("meta")  # a layer placed elsewhere (as with device_map / parallelize)
+    neurons = make_neuron_set(2, model.config.intermediate_size)
+    hooks = SteeringHooks(model, neurons)
+    hooks.use(parse_steer("-de+2*fr*0.5*es"))
+    edits = hooks.edits()
+    assert edits[0].index.device.type == "cpu" and edits[0].shift.dtype == torch.float64
+    assert edits[0].scale.dtype == torch.float64
+    assert edits[1].index.device.type == "meta" and edits[1].shift.device.type == "meta"
+    assert edits[1].shift.dtype == torch.float32
+    hooks.remove()
+
+
+def _greedy_without_cache(model, ids, steps_count):
+    for _ in range(steps_count):
+        with torch.no_grad():
+            next_token = model(ids).logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, next_token], dim=1)
+    return ids
+
+
+@pytest.mark.parametrize("scope", ["all", "prompt", "generated"])
+def test_scope_under_kv_cache_equals_full_recompute(llama, scope):
+    neurons = make_neuron_set(2, llama.config.intermediate_size)
+    steps = [("deactivate", "de", 0.0, "mean"), ("add", "fr", 3.0, "mean")]
+    prompt = torch.randint(4, llama.config.vocab_size, (1, 7))
+    length = prompt.shape[1]
+    hooks = SteeringHooks(llama, neurons, scope=scope)
+    try:
+        hooks.use(parse_steer("-de+3*fr"))
+        with torch.no_grad(), hooks.active(generating=True):
+            cached = llama.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=True,
+                                    pad_token_id=0, eos_token_id=None)
+    finally:
+        hooks.remove()
+    positions = {
+        "all": None,
+        "prompt": lambda n: torch.arange(n) < length,
+        "generated": lambda n: torch.arange(n) >= length,
+    }[scope]
+    undo = patch_reference(llama, steps, neurons, positions)
+    try:
+        reference = _greedy_without_cache(llama, prompt, 6)
+    finally:
+        undo()
+    assert torch.equal(cached, reference)
+
+
+def test_bad_scope():
+    with pytest.raises(Exception, match="steer_scope='answer'"):
+        SteeringHooks(torch.nn.Linear(2, 2), None, scope="answer")
+
+
+def test_gpt2_hooked_logits_equal_patched_reference(tiny_gpt2):
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2, dtype=torch.float32).eval()
+    neurons = make_neuron_set(model.config.n_layer, model.config.n_inner)
+    ids = torch.randint(4, model.config.vocab_size, (2, 8))
+    hooks = SteeringHooks(model, neurons)
+    hooks.use(parse_steer("-de=-1+2*fr.diff"))
+    with torch.no_grad(), hooks.active():
+        steered = model(ids).logits
+    hooks.remove()
+    undo = patch_reference(model, [("deactivate", "de", -1.0, "mean"), ("add", "fr", 2.0, "diff")], neurons)
+    with torch.no_grad():
+        reference = model(ids).logits
+    undo()
+    torch.testing.assert_close(steered, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_no_hooks_until_a_plan_steers(llama):
+    from lape_harness.sites import find_sites
+
+    hooks = SteeringHooks(llama, make_neuron_set(2, llama.config.intermediate_size))
+    hooks.use(parse_steer("none"))
+    assert all(not site.activation._forward_hooks for site in find_sites(llama))
+    hooks.use(parse_steer("+de"))
+    hooks.use(parse_steer("-fr"))
+    assert all(len(site.activation._forward_hooks) == 1 for site in find_sites(llama))  # once, not per plan
+    hooks.remove()
+    assert all(not site.activation._forward_hooks for site in find_sites(llama))
