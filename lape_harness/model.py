@@ -15,7 +15,8 @@ width are checked against the loaded model. Steering applies in ``loglikelihood`
 ``loglikelihood_rolling``, ``generate_until`` (KV cache on) and batch-size auto-detection.
 ``steer=auto`` steers each request by its task's languages, grouping requests by plan.
 The results JSON gets a ``steering`` entry (see :meth:`HFSteeredLM.steering_signature`), and
-lm-eval's request cache (``--use_cache``) keeps one plan's answers apart from another's.
+lm-eval's request cache (``--use_cache``) keeps one plan's answers apart from another's
+(:mod:`lape_harness.request_cache`).
 
 Example:
     >>> lm = HFSteeredLM(pretrained="lape:gemma-3-270m", neurons="lape-top1.safetensors", steer="de")  # doctest: +SKIP
@@ -26,25 +27,22 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from lm_eval.api.model import CachingLM
 from lm_eval.models.huggingface import HFLM
 
 from lape_harness import __version__
 from lape_harness.embedded import resolve_pretrained
 from lape_harness.errors import InputError
 from lape_harness.neurons import NeuronSet
+from lape_harness.request_cache import key_by_plan, plan_namespace
 from lape_harness.steering import NO_STEERING, SCOPES, AutoPlan, SteeringHooks, SteeringPlan, parse_steer
 
 logger = logging.getLogger(__name__)
-
-REQUEST_METHODS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 
 
 def pick_device(device: str | None = None) -> str:
@@ -219,33 +217,13 @@ class HFSteeredLM(HFLM):
 
     def cache_namespace(self, plan: SteeringPlan) -> str:
         """Prefix of this plan's keys in lm-eval's request cache: plan, scope and neuron file identity."""
-        identity = f"{plan}|{self.steering.scope}|{self.neurons_hash}"
-        return hashlib.sha256(identity.encode()).hexdigest()[:16]
+        return plan_namespace(plan, self.steering.scope, self.neurons_hash)
 
     def set_cache_hook(self, cache_hook) -> None:
-        """When lm-eval wraps this model in its request cache (``--use_cache``), key the cache by plan.
-
-        ``CachingLM`` keys entries by request arguments only; its constructor calls this method,
-        so the cache it holds is put behind a plan-namespaced view, and its request methods first
-        split requests by plan (``steer=auto``) so every lookup uses the right plan's namespace.
-        """
-        caching = _calling_caching_lm(self)
-        if caching is not None:
-            store = PlanKeyedCache(caching.dbdict)
-            caching.dbdict = store
-            cache_hook.dbdict = store
-            for name in REQUEST_METHODS:
-                setattr(caching, name, partial(self._cached_requests, caching, store, name))
+        """When lm-eval wraps this model in its request cache (``--use_cache``), key the cache by plan
+        (see :mod:`lape_harness.request_cache`)."""
+        key_by_plan(self, cache_hook, sys._getframe(1), self._group_by_plan, self.cache_namespace)
         super().set_cache_hook(cache_hook)
-
-    def _cached_requests(self, caching: CachingLM, store: PlanKeyedCache, name: str, requests: list) -> list:
-        results: list[Any] = [None] * len(requests)
-        for plan, positions in self._group_by_plan(requests):
-            store.namespace = self.cache_namespace(plan)
-            answers = CachingLM.__getattr__(caching, name)([requests[i] for i in positions])
-            for position, answer in zip(positions, answers, strict=True):
-                results[position] = answer
-        return results
 
     @staticmethod
     def _load_neurons(neurons: str | None, spec) -> NeuronSet | None:
@@ -261,34 +239,3 @@ class HFSteeredLM(HFLM):
             spec.check_languages(neuron_set)
         return neuron_set
 
-
-class PlanKeyedCache:
-    """A view of lm-eval's cache database whose keys are prefixed by the active plan's namespace."""
-
-    def __init__(self, dbdict) -> None:
-        self.dbdict = dbdict
-        self.namespace = "none"
-
-    def _key(self, key: str) -> str:
-        return f"lape-steer:{self.namespace}:{key}"
-
-    def __contains__(self, key: str) -> bool:
-        return self._key(key) in self.dbdict
-
-    def __getitem__(self, key: str):
-        return self.dbdict[self._key(key)]
-
-    def __setitem__(self, key: str, value) -> None:
-        self.dbdict[self._key(key)] = value
-
-    def __getattr__(self, name: str):
-        return getattr(self.dbdict, name)
-
-
-def _calling_caching_lm(model: HFSteeredLM) -> CachingLM | None:
-    """The ``CachingLM`` whose constructor is calling ``set_cache_hook`` on ``model``, if any."""
-    frame = sys._getframe(2)
-    caller = frame.f_locals.get("self") if frame is not None else None
-    if isinstance(caller, CachingLM) and caller.lm is model:
-        return caller
-    return None

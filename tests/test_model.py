@@ -1,5 +1,6 @@
 """``HFSteeredLM`` against plain ``HFLM``: identity for ``none``, hand-patched references per method,
-bad input before loading, provenance in lm-eval's results, and the request cache."""
+bad input before loading, provenance in lm-eval's results, and the request cache on the evaluator
+path (the cache itself: test_request_cache.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import pytest
 import torch
 from lm_eval.api.instance import Instance
-from lm_eval.api.model import CachingLM
 from lm_eval.models.huggingface import HFLM
 
 from lape_harness.errors import InputError
@@ -168,28 +168,6 @@ def test_signature(steered, neuron_file):
                                   {"op": "add", "language": "de", "alpha": 2.0, "value": "diff"}]
     assert signature["neurons_sha256"] == neuron_file[1].content_hash()
     assert signature["signature"].startswith("lape-steer|plan:-en=-1.5+2*de.diff|methods:deactivate,diffmean|scope:all|")
-
-
-def test_use_cache_keeps_plans_apart(steered, tmp_path):
-    lm = steered
-    calls = []
-    original = lm._model_call
-    lm._model_call = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
-    try:
-        answers = {}
-        for spec in ("+3*de", "-fr=-2.5", "+3*de"):
-            lm.set_plan(spec)
-            calls.clear()
-            cached = CachingLM(lm, str(tmp_path / "cache.db"))
-            answers.setdefault(spec, []).append(cached.loglikelihood(requests("loglikelihood")))
-            answers.setdefault(spec + " calls", []).append(len(calls))
-    finally:
-        lm._model_call = original
-        lm.set_plan("none")
-    assert answers["+3*de"][0] != answers["-fr=-2.5"][0]
-    assert answers["+3*de"][1] == answers["+3*de"][0]  # served from the cache ...
-    assert answers["+3*de calls"] == [answers["+3*de calls"][0], 0]  # ... without running the model
-    assert answers["-fr=-2.5 calls"][0] > 0
 
 
 def test_results_record_signature_and_cache_per_plan(steered, tmp_path):

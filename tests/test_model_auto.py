@@ -7,7 +7,6 @@ import logging
 import pytest
 import torch
 from lm_eval.api.instance import Instance
-from lm_eval.api.model import CachingLM
 
 from lape_harness.model import HFSteeredLM
 from test_model import CONTEXTS, CONTINUATIONS, GENERATION
@@ -102,14 +101,3 @@ def test_auto_template(auto_lm):
         auto_lm.set_plan("auto")
     for request, answer, a, b in zip(requests, got, forced, monolingual):
         assert answer == (a if request.task_name == "lape_forcing_de_to_fr" else b)
-
-
-def test_auto_cache_never_serves_one_tasks_plan_to_another(auto_lm, tmp_path):
-    auto_lm.set_plan("auto")
-    requests = mixed_requests("loglikelihood")
-    first = CachingLM(auto_lm, str(tmp_path / "cache.db")).loglikelihood(requests)
-    second = CachingLM(auto_lm, str(tmp_path / "cache.db")).loglikelihood(mixed_requests("loglikelihood"))
-    uncached = auto_lm.loglikelihood(mixed_requests("loglikelihood"))
-    assert first == uncached and second == uncached
-    by_task = {task: [a for r, a in zip(requests, second) if r.task_name == task] for task in TASKS}
-    assert by_task["belebele_deu_Latn"] != by_task["xnli_fr"]
