@@ -48,6 +48,9 @@ class NeuronFileError(InputError):
     """A statistics or neuron-set file that is missing, corrupt, of another kind or for another model."""
 
 
+_REPROFILE = "these statistics are inconsistent: re-create them with `lape-harness profile`"
+
+
 def model_identity(model: torch.nn.Module) -> dict[str, Any]:
     """Provenance of a transformers model: id, revision, type, config hash, layer count and width.
 
@@ -91,7 +94,11 @@ def _read(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], 
             "delete it and re-run the command that wrote it"
         ) from None
     if raw is None:
-        raise NeuronFileError(f"{str(path)!r} has no lape-harness metadata; it was not written by lape-harness")
+        raise NeuronFileError(
+            f"{str(path)!r} has no lape-harness metadata; it was not written by lape-harness: pass the "
+            + ("statistics file from `lape-harness profile`" if kind == STATS_KIND
+               else "neuron-set file from `lape-harness identify`")
+        )
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError:
@@ -142,13 +149,15 @@ class ActivationStats:
     def __post_init__(self) -> None:
         k = len(self.languages)
         if len(set(self.languages)) != k:
-            raise NeuronFileError(f"duplicate languages in statistics: {self.languages}")
+            raise NeuronFileError(f"duplicate languages in statistics: {self.languages}; {_REPROFILE}")
         if self.over_zero.dim() != 3 or self.over_zero.shape[0] != k:
-            raise NeuronFileError(f"over_zero must be [languages={k}, layers, width], got {tuple(self.over_zero.shape)}")
+            raise NeuronFileError(
+                f"over_zero must be [languages={k}, layers, width], got {tuple(self.over_zero.shape)}; {_REPROFILE}"
+            )
         if self.activation_sum.shape != self.over_zero.shape or tuple(self.tokens.shape) != (k,):
             raise NeuronFileError(
                 f"inconsistent statistics shapes: over_zero {tuple(self.over_zero.shape)}, "
-                f"activation_sum {tuple(self.activation_sum.shape)}, tokens {tuple(self.tokens.shape)}"
+                f"activation_sum {tuple(self.activation_sum.shape)}, tokens {tuple(self.tokens.shape)}; {_REPROFILE}"
             )
 
     @property

@@ -139,7 +139,7 @@ class NeuronRecorder:
         rows shorter than ``seq_len`` (only a stream's last chunk is) come last."""
         full = lengths.count(seq_len)
         if lengths[:full] != [seq_len] * full:
-            raise ValueError(f"shorter rows must come last, got lengths {lengths}")
+            raise InputError(f"shorter rows must come last, got lengths {lengths}; put the full-length rows first")
         self.start, self.lengths, self.seq_len = start, lengths, seq_len
         self.pending = [None] * len(self.sites)
 
@@ -153,7 +153,8 @@ class NeuronRecorder:
             rows = len(self.lengths)
             if output.shape[-1] != site.width or output.numel() != rows * self.seq_len * site.width:
                 raise HookNeverFiredError(
-                    f"{site.name} produced shape {tuple(output.shape)}, expected [{rows}, {self.seq_len}, {site.width}]"
+                    f"{site.name} produced shape {tuple(output.shape)}, expected [{rows}, {self.seq_len}, {site.width}]: "
+                    "it is not this architecture's neuron activation; correct its entry in lape_harness.sites.SITE_TABLE"
                 )
             activation = output.reshape(rows, self.seq_len, site.width)
             full = self.lengths.count(self.seq_len)

@@ -139,7 +139,10 @@ def find_sites(model: nn.Module) -> list[NeuronSite]:
             )
         )
     if not sites:
-        raise UnsupportedArchitectureError(f"model_type {model_type(inner)!r} has no decoder layers at {spec.layers!r}")
+        raise UnsupportedArchitectureError(
+            f"model_type {model_type(inner)!r} has no decoder layers at {spec.layers!r}; correct its entry in "
+            "lape_harness.sites.SITE_TABLE"
+        )
     return sites
 
 
@@ -152,10 +155,16 @@ def down_projection_width(down_proj: nn.Module) -> int:
         return int(weight.shape[0])
     if hasattr(down_proj, "in_features"):
         return int(down_proj.in_features)
-    raise UnsupportedArchitectureError(f"cannot read the input width of down projection {type(down_proj).__name__}")
+    raise UnsupportedArchitectureError(
+        f"cannot read the input width of down projection {type(down_proj).__name__}; lape-harness reads "
+        "nn.Linear, transformers' Conv1D and modules with an in_features attribute: load the model with one of those"
+    )
 
 
 def _first_parameter(module: nn.Module) -> torch.Tensor:
     for parameter in module.parameters():
         return parameter
-    raise ValueError(f"{type(module).__name__} has no parameters")
+    raise UnsupportedArchitectureError(
+        f"down projection {type(module).__name__} has no parameters, so lape-harness cannot tell its device and "
+        "dtype; load the model with plain transformers modules (weights held by the down projection)"
+    )

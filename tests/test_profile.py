@@ -231,3 +231,10 @@ def test_cli_input_errors_come_before_loading_the_model(tmp_path, capsys):
     for extra, message in cases:
         assert main(["profile", "--model", missing_model, *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_recorder_wants_full_rows_first():
+    from lape_harness.profile import NeuronRecorder
+
+    with pytest.raises(InputError, match="shorter rows must come last"):
+        NeuronRecorder([]).expect(0, [2, 4], seq_len=4)

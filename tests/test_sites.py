@@ -74,3 +74,16 @@ def test_unsupported_architecture_names_its_model_type():
     model.config = Config()
     with pytest.raises(UnsupportedArchitectureError, match="'mystery-lm'"):
         find_sites(model)
+
+
+def test_a_down_projection_without_weights_is_a_user_error():
+    from lape_harness.errors import LapeError
+    from lape_harness.sites import NeuronSite
+
+    class Weightless(torch.nn.Module):
+        in_features = 8
+
+    site = NeuronSite(0, "layers.0.mlp.act_fn", torch.nn.Identity(), Weightless(), 8)
+    with pytest.raises(UnsupportedArchitectureError, match="has no parameters.*load the model with plain") as error:
+        site.device
+    assert isinstance(error.value, LapeError)
