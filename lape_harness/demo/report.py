@@ -1,0 +1,150 @@
+"""The demo's report: the headline lines and ``report.md`` with its tables and pictures.
+
+Example:
+    >>> print(headline(summary))                             # doctest: +SKIP
+    [demo] lape:gemma-3-270m (quick mode), 6 languages
+      perplexity (top3 set): deactivating L hurts L most for 5/6 languages (row dominance), ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lape_harness.atomic import write_text_atomic
+from lape_harness.demo.modes import rate_tag
+from lape_harness.neuron_figures import plot_neurons_per_layer, plot_overlap
+from lape_harness.result_figures import plot_forcing, plot_ppl_change
+from lape_harness.result_matrices import Matrix
+from lape_harness.steering.plan import format_number
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """The numbers a reader wants first, in a few lines."""
+    lines = [f"[demo] {summary['model']} ({summary['mode']['name']} mode), {len(summary['languages'])} languages"]
+    ppl = summary["perplexity"]
+    n = len(ppl["languages"])
+    lines.append(
+        f"  perplexity ({ppl['neuron_set']} set): deactivating L hurts L most for "
+        f"{sum(ppl['row_dominance'].values())}/{n} languages (row dominance), "
+        f"column dominance {sum(ppl['column_dominance'].values())}/{n}, "
+        f"median own/other change ratio {ppl['median_own_other_ratio']:.2f}"
+    )
+    forcing = summary.get("forcing")
+    if forcing:
+        base, best = forcing["baseline"], forcing["best"]
+        lines.append(
+            f"  forcing over {forcing['pairs']} pairs: unsteered target_rate {base['target_rate']:.2f} "
+            f"(clean {base['clean_target_rate']:.2f}); best {best['label']}: target_rate {best['target_rate']:.2f}, "
+            f"clean {best['clean_target_rate']:.2f}, degenerate {best['degenerate_rate']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def write_report(run, summary: dict[str, Any], neuron_sets: dict) -> None:
+    """Write the pictures and ``report.md`` of a :class:`~lape_harness.demo.pipeline.DemoRun` into its folder."""
+    folder = run.folder
+    figures = {}
+    main_set = neuron_sets[run.mode.ppl_rate]
+    plot_neurons_per_layer(main_set, folder / "neurons_per_layer.png")
+    plot_overlap(main_set, folder / "overlap.png")
+    figures["neurons per layer"], figures["language overlap"] = "neurons_per_layer.png", "overlap.png"
+    ppl = summary["perplexity"]
+    plot_ppl_change(
+        Matrix([f"-{lang}" for lang in ppl["languages"]], list(ppl["languages"]), np.array(ppl["change"]),
+                     run.model, f"relative token-perplexity change ({ppl['neuron_set']} set)"),
+        folder / "perplexity_change.png",
+    )  # fmt: skip
+    figures["perplexity change"] = "perplexity_change.png"
+    forcing = summary.get("forcing")
+    if forcing:
+        best = next(row for row in forcing["conditions"] if row["label"] == forcing["best"]["label"])
+        langs = run.forcing_languages
+        values = np.array([[best["per_pair"][f"{s}->{t}"]["clean_target_rate"] if s != t else np.nan for t in langs]
+                           for s in langs])  # fmt: skip
+        plot_forcing(
+            Matrix(list(langs), list(langs), values, run.model, f"clean_target_rate under {best['label']}"),
+            folder / "forcing.png",
+        )
+        figures["forcing"] = "forcing.png"
+    write_text_atomic(folder / "report.md", _markdown(run, summary, figures))
+
+
+def _markdown(run, summary: dict[str, Any], figures: dict[str, str]) -> str:
+    mode, ppl, forcing = run.mode, summary["perplexity"], summary.get("forcing")
+    langs = ppl["languages"]
+    out = [
+        f"# lape-harness demo: {summary['model']} ({mode.name} mode)",
+        "",
+        f"Languages ({len(langs)}): {' '.join(langs)}. Corpus: `{run.corpus}`. "
+        f"Profiled up to {mode.profile_tokens or 'all'} tokens per language (sequence length {mode.seq_len}); "
+        f"held-out perplexity on up to {mode.heldout_tokens} tokens per language.",
+        "",
+        "| language | profiled tokens | held-out tokens | " + " | ".join(f"neurons {t}" for t in summary["neurons"]) + " |",
+        "|---|---|---|" + "---|" * len(summary["neurons"]),
+    ]
+    for lang in langs:
+        counts = " | ".join(str(summary["neurons"][tag].get(lang, 0)) for tag in summary["neurons"])
+        out.append(f"| {lang} | {summary['tokens_per_language'][lang]} | {summary['heldout'][lang]['tokens']} | {counts} |")
+    out += ["", f"![neurons per layer]({figures['neurons per layer']})", f"![language overlap]({figures['language overlap']})", ""]
+    out += [
+        f"## Perplexity matrix ({ppl['neuron_set']} set)",
+        "",
+        "Row: the language whose neurons are deactivated (`steer=-L`); column: the held-out text; cell: the "
+        "relative change of token-level perplexity against no steering, in %. Bold: the row's largest change.",
+        "",
+        "| deactivated \\ text | " + " | ".join(langs) + " |",
+        "|---|" + "---|" * len(langs),
+    ]
+    for i, row in enumerate(ppl["change"]):
+        top = max(range(len(row)), key=row.__getitem__)
+        cells = [f"**{v * 100:.1f}**" if j == top else f"{v * 100:.1f}" for j, v in enumerate(row)]
+        out.append(f"| {langs[i]} | " + " | ".join(cells) + " |")
+    ratio = ppl["median_own_other_ratio"]
+    out += [
+        "",
+        f"- row dominance (deactivating L hurts L most): {sum(ppl['row_dominance'].values())}/{len(langs)} "
+        f"({', '.join(l for l, ok in ppl['row_dominance'].items() if ok) or 'none'})",
+        f"- column dominance (L's text suffers most from deactivating L): {sum(ppl['column_dominance'].values())}/{len(langs)}",
+        f"- median ratio of own-language change to mean other-language change: {ratio:.2f}",
+        f"- on lm-eval's byte-level perplexity instead: row dominance {ppl['byte_level']['row_dominance_rate']:.2f}, "
+        f"column dominance {ppl['byte_level']['column_dominance_rate']:.2f}, median ratio "
+        f"{ppl['byte_level']['median_own_other_ratio']:.2f}",
+        "- baseline token perplexity: " + ", ".join(f"{l} {v:.1f}" for l, v in ppl["baseline_token_perplexity"].items()),
+        "",
+        f"![perplexity change]({figures['perplexity change']})",
+        "",
+    ]  # fmt: skip
+    if forcing:
+        out += [
+            "## Language forcing",
+            "",
+            f"{forcing['pairs']} source→target pairs of {' '.join(run.forcing_languages)}, {forcing['prompts_per_pair']} "
+            f"questions each, greedy, up to {forcing['max_gen_toks']} new tokens. Means over the off-diagonal pairs. "
+            "`src`/`tgt` are the prompt and target languages; α scales the target's mean activation, c is the "
+            "fill of the deactivated source neurons.",
+            "",
+            "| plan | ratio | α | c | target_rate | clean_target_rate | degenerate_rate | source_rate |",
+            "|---|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for row in forcing["conditions"]:
+            rate = rate_tag(row["rate"]) if "rate" in row else "-"
+            fill = "-" if row.get("fill") is None else format_number(row["fill"])
+            alpha = format_number(row["alpha"]) if "alpha" in row else "-"
+            out.append(f"| `{row.get('steer', 'none')}` | {rate} | {alpha} | {fill} | {row['target_rate']:.2f} | "
+                       f"{row['clean_target_rate']:.2f} | {row['degenerate_rate']:.2f} | {row['source_rate']:.2f} |")  # fmt: skip
+        out += ["", f"Best by clean_target_rate: `{forcing['best']['label']}`.", "", f"![forcing]({figures['forcing']})", ""]
+    out += [
+        "## Time",
+        "",
+        " · ".join(f"{name} {seconds:.0f} s" for name, seconds in run.timings.items()),
+        "",
+        "## Files",
+        "",
+        "- `stats.safetensors`: activation statistics; `neurons/lape-top*.safetensors`: neuron sets",
+        "- `results/perplexity_*/steer=*/`, `results/forcing/steer=*/`: lm-eval results JSONs (and forcing samples)",
+        "- `summary.json`: every number above",
+        "",
+    ]
+    return "\n".join(out)
