@@ -27,22 +27,14 @@ Example:
 
 from __future__ import annotations
 
-import logging
-import sys
-from functools import partial
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lm_eval.models.huggingface import HFLM
 
-from lape_harness import __version__
 from lape_harness.embedded import resolve_pretrained
-from lape_harness.errors import InputError
 from lape_harness.neurons import NeuronSet
-from lape_harness.request_cache import key_by_plan, plan_namespace
-from lape_harness.steering import NO_STEERING, SCOPES, AutoPlan, SteeringHooks, SteeringPlan, parse_steer
-
-logger = logging.getLogger(__name__)
+from lape_harness.steered_lm import SteeredLM
+from lape_harness.steering import NO_STEERING, SteeringHooks, SteeringPlan
 
 
 def pick_device(device: str | None = None) -> str:
@@ -57,34 +49,17 @@ def pick_device(device: str | None = None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def default_task_languages(task_name: str | None):
-    """The :class:`~lape_harness.task_languages.TaskLanguages` of an lm-eval task name, or None."""
-    from lape_harness.task_languages import task_languages
-
-    return task_languages(task_name) if task_name else None
-
-
-class HFSteeredLM(HFLM):
+class HFSteeredLM(SteeredLM, HFLM):
     """``HFLM`` whose forward passes steer language neurons by a plan (see module docstring)."""
-
-    #: task name -> TaskLanguages | None, used by ``steer=auto`` (replaceable, e.g. in tests).
-    task_languages: Callable[[str | None], Any] = staticmethod(default_task_languages)
 
     def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",
                  **kwargs) -> None:
-        spec = parse_steer(steer)
-        if steer_scope not in SCOPES:
-            raise InputError(f"steer_scope={steer_scope!r} is not one of {', '.join(SCOPES)}; e.g. steer_scope=generated")
-        neuron_set = self._load_neurons(neurons, spec)
+        spec = self.check_steering_args(neurons, steer, steer_scope)
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
         self._split_requests_across_cpu_processes()
-        self.neurons_path = None if neurons is None else str(neurons)
-        self.neurons_hash = None if neuron_set is None else neuron_set.content_hash()
-        self.steering = SteeringHooks(self.model, neuron_set, scope=steer_scope)
-        self.plans_by_task: dict[str, str] = {}
-        self._warned_tasks: set[str | None] = set()
+        self.steering = SteeringHooks(self.model, self.neuron_set, scope=steer_scope)
         self.set_plan(spec)
 
     def _split_requests_across_cpu_processes(self) -> None:
@@ -98,6 +73,10 @@ class HFSteeredLM(HFLM):
 
     # ---------------------------------------------------------------- plans
 
+    def apply_plan(self, plan: SteeringPlan) -> None:
+        """Swap the hooks' per-layer tensors to ``plan`` (compiled once, cached)."""
+        self.steering.use(plan)
+
     def set_neurons(self, path: str) -> None:
         """Steer with another neuron set of the same model (e.g. another top rate) without reloading
         weights; the plan is reset to ``none``.
@@ -106,79 +85,12 @@ class HFSteeredLM(HFLM):
         """
         neuron_set = NeuronSet.load(path)
         neuron_set.validate_for(self.steering.num_layers, self.steering.width)
-        scope = self.steering.scope
         self.steering.remove()
-        self.steering = SteeringHooks(self.model, neuron_set, scope=scope)
-        self.neurons_path, self.neurons_hash = str(path), neuron_set.content_hash()
+        self.steering = SteeringHooks(self.model, neuron_set, scope=self.steer_scope)
+        self.neuron_set, self.neurons_path, self.neurons_hash = neuron_set, str(path), neuron_set.content_hash()
         self.set_plan("none")
 
-    def set_plan(self, spec: Any) -> None:
-        """Switch to another ``steer=`` spec without reloading the model (plan text, plan object or None)."""
-        plan = parse_steer(spec)
-        if plan and self.steering.neurons is None:
-            raise InputError(f"steer={plan} needs a neuron set: add neurons=path/to/lape-top1.safetensors")
-        self._spec = plan
-        self.plans_by_task = {}
-        self._warned_tasks = set()
-        self.steering.use(plan if isinstance(plan, SteeringPlan) else NO_STEERING)
-
-    def plan_for(self, task_name: str | None) -> SteeringPlan:
-        """The plan a request of ``task_name`` runs under (the fixed plan, or auto's plan for the task)."""
-        if isinstance(self._spec, SteeringPlan):
-            return self._spec
-        languages = self.task_languages(task_name)
-        if languages is None:
-            self._warn_once(task_name, f"steer=auto: the language of task {task_name!r} is unknown; "
-                                       "it runs WITHOUT steering (name the plan explicitly with steer=...)")
-            return NO_STEERING
-        plan = self._spec.for_task(languages)
-        missing = [language for language in plan.languages if language not in self.steering.neurons.neurons]
-        if missing:
-            self._warn_once(task_name, f"steer=auto: task {task_name!r} needs languages {missing} that the neuron "
-                                       f"set lacks (it has {', '.join(self.steering.neurons.languages)}); "
-                                       "those terms are left out")
-            plan = SteeringPlan(tuple(term for term in plan.terms if term.language not in missing))
-        return plan
-
-    def _warn_once(self, task_name: str | None, message: str) -> None:
-        if task_name not in self._warned_tasks:
-            self._warned_tasks.add(task_name)
-            logger.warning(message)
-
-    def _group_by_plan(self, requests) -> list[tuple[SteeringPlan, list[int]]]:
-        groups: dict[SteeringPlan, list[int]] = {}
-        for position, request in enumerate(requests):
-            plan = self.plan_for(request.task_name)
-            if request.task_name is not None:
-                self.plans_by_task[request.task_name] = str(plan)
-            groups.setdefault(plan, []).append(position)
-        return list(groups.items())
-
-    def _run_by_plan(self, run: Callable[[list], list], requests: list) -> list:
-        """Run ``requests`` one plan at a time (one group unless ``steer=auto``), results in request order."""
-        if isinstance(self._spec, SteeringPlan):
-            self._group_by_plan(requests)  # records the plan per task
-            return run(requests)
-        results: list[Any] = [None] * len(requests)
-        try:
-            for plan, positions in self._group_by_plan(requests):
-                self.steering.use(plan)
-                for position, result in zip(positions, run([requests[i] for i in positions]), strict=True):
-                    results[position] = result
-        finally:
-            self.steering.use(NO_STEERING)
-        return results
-
-    # ---------------------------------------------------------------- lm-eval entry points
-
-    def loglikelihood(self, requests, disable_tqdm: bool = False):
-        return self._run_by_plan(partial(HFLM.loglikelihood, self, disable_tqdm=disable_tqdm), requests)
-
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        return self._run_by_plan(partial(HFLM.loglikelihood_rolling, self, disable_tqdm=disable_tqdm), requests)
-
-    def generate_until(self, requests, disable_tqdm: bool = False):
-        return self._run_by_plan(partial(HFLM.generate_until, self, disable_tqdm=disable_tqdm), requests)
+    # ---------------------------------------------------------------- the two places every forward pass goes through
 
     def _model_call(self, inps, attn_mask=None, labels=None):
         with self.steering.active(generating=False):
@@ -187,55 +99,3 @@ class HFSteeredLM(HFLM):
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         with self.steering.active(generating=True):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
-
-    # ---------------------------------------------------------------- provenance and cache
-
-    def steering_signature(self) -> dict[str, Any]:
-        """What steered this run: plan as given and normalized, methods, terms with strengths, scope,
-        neuron file and its content hash, plus a sacrebleu-style one-line ``signature``."""
-        spec = self._spec
-        template = spec if isinstance(spec, SteeringPlan) else spec.template
-        neurons = "none" if self.neurons_path is None else f"{Path(self.neurons_path).name}@{self.neurons_hash[:12]}"
-        signature = "|".join([
-            "lape-steer", f"plan:{spec}", f"methods:{','.join(spec.methods) or 'none'}",
-            f"scope:{self.steering.scope}", f"neurons:{neurons}", f"v:{__version__}",
-        ])
-        return {
-            "plan": str(spec),
-            "methods": spec.methods,
-            "terms": [] if template is None else [term.describe() for term in template.terms],
-            "scope": self.steering.scope,
-            "neurons": self.neurons_path,
-            "neurons_sha256": self.neurons_hash,
-            "plans_by_task": dict(sorted(self.plans_by_task.items())),
-            "signature": signature,
-        }
-
-    def get_model_info(self) -> dict:
-        """lm-eval merges this into the results' ``config``: the ``hf`` info plus ``steering``."""
-        return {**super().get_model_info(), "steering": self.steering_signature()}
-
-    def cache_namespace(self, plan: SteeringPlan) -> str:
-        """Prefix of this plan's keys in lm-eval's request cache: plan, scope and neuron file identity."""
-        return plan_namespace(plan, self.steering.scope, self.neurons_hash)
-
-    def set_cache_hook(self, cache_hook) -> None:
-        """When lm-eval wraps this model in its request cache (``--use_cache``), key the cache by plan
-        (see :mod:`lape_harness.request_cache`)."""
-        key_by_plan(self, cache_hook, sys._getframe(1), self._group_by_plan, self.cache_namespace)
-        super().set_cache_hook(cache_hook)
-
-    @staticmethod
-    def _load_neurons(neurons: str | None, spec) -> NeuronSet | None:
-        if neurons is None:
-            if spec:
-                raise InputError(
-                    f"steer={spec} needs a neuron set: add neurons=path/to/lape-top1.safetensors to --model_args "
-                    "(made by `lape-harness identify`)"
-                )
-            return None
-        neuron_set = NeuronSet.load(neurons)
-        if isinstance(spec, SteeringPlan):
-            spec.check_languages(neuron_set)
-        return neuron_set
-
