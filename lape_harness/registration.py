@@ -1,4 +1,4 @@
-"""Register lape-harness with lm-eval: the ``hf-steered`` model and this project's task folder.
+"""Register lape-harness with lm-eval: the ``hf-steered`` and ``vllm-steered`` models and this project's task folder.
 
 :mod:`lape_harness._boot` calls :func:`on_registry` right after ``lm_eval.api.registry`` executes and
 :func:`on_task_manager` right after ``lm_eval.tasks.manager`` executes, so a plain ``lm_eval`` CLI
@@ -23,8 +23,11 @@ from pathlib import Path
 
 from lape_harness.errors import LapeError
 
-MODEL_NAME = "hf-steered"
-MODEL_TARGET = "lape_harness.model:HFSteeredLM"  # lazy: torch/transformers load on first use
+#: lm-eval model name -> its class, registered lazily: torch, transformers or vLLM load on first use.
+MODELS = {
+    "hf-steered": "lape_harness.model:HFSteeredLM",
+    "vllm-steered": "lape_harness.vllm_model:VLLMSteeredLM",
+}
 
 
 def task_folder() -> Path:
@@ -44,15 +47,16 @@ def task_folder() -> Path:
 
 
 def on_registry(registry) -> None:
-    """Register ``hf-steered`` lazily in ``registry`` (the executed ``lm_eval.api.registry`` module).
+    """Register ``hf-steered`` and ``vllm-steered`` lazily in ``registry`` (the executed ``lm_eval.api.registry`` module).
 
     lm-eval's ``get_model()`` registers its built-in models only while the registry is empty, so
     they are registered first here; otherwise ``--model hf`` would stop working.
     """
     import lm_eval.models  # noqa: F401  (registers the built-ins, lazily and cheaply)
 
-    if MODEL_NAME not in registry.model_registry:
-        registry.model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+    for name, target in MODELS.items():
+        if name not in registry.model_registry:
+            registry.model_registry.register(name, target=target)
 
 
 def on_task_manager(manager) -> None:

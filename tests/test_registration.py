@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from lape_harness import _boot
-from lape_harness.registration import MODEL_NAME, MODEL_TARGET, task_folder
+from lape_harness.registration import MODELS, task_folder
+
+MODEL_TARGET = MODELS["hf-steered"]
 
 REPO = Path(__file__).resolve().parents[1]
 PTH_SOURCE = REPO / "lape_harness" / "lape_harness.pth"
@@ -56,6 +58,7 @@ def test_get_model_finds_hf_steered_and_every_built_in():
         from lm_eval.models import MODEL_MAPPING
         print(sorted(set(MODEL_MAPPING) - set(registry.model_registry)))   # built-ins hidden by us?
         print(registry.model_registry._objs['hf-steered'])                 # lazy until first use
+        print(registry.model_registry._objs['vllm-steered'])               # lazy: vLLM loads only when asked for
         print(registry.get_model('hf').__name__, registry.get_model('steered').__name__)
         print(len(inspect.getsource(registry)) > 0)                         # the wrapped loader still serves source
         if importlib.util.find_spec('lape_harness.model') is not None:
@@ -67,9 +70,10 @@ def test_get_model_finds_hf_steered_and_every_built_in():
     """).stdout.splitlines()
     assert out[0] == "[]"
     assert out[1] == MODEL_TARGET == "lape_harness.model:HFSteeredLM"
-    assert out[2] == "HFLM SteeredModel"
-    assert out[3] == "True"
-    assert out[4] == f"{MODEL_TARGET} True"
+    assert out[2] == MODELS["vllm-steered"] == "lape_harness.vllm_model:VLLMSteeredLM"
+    assert out[3] == "HFLM SteeredModel"
+    assert out[4] == "True"
+    assert out[5] == f"{MODEL_TARGET} True"
 
 
 def test_registering_first_does_not_hide_built_ins_even_when_lm_eval_models_comes_first():

