@@ -77,18 +77,11 @@ class HFSteeredLM(SteeredLM, HFLM):
         """Swap the hooks' per-layer tensors to ``plan`` (compiled once, cached)."""
         self.steering.use(plan)
 
-    def set_neurons(self, path: str) -> None:
-        """Steer with another neuron set of the same model (e.g. another top rate) without reloading
-        weights; the plan is reset to ``none``.
-
-        >>> lm.set_neurons("neuron_cache/gemma-3-270m/lape-top3.safetensors")   # doctest: +SKIP
-        """
-        neuron_set = NeuronSet.load(path)
+    def use_neurons(self, neuron_set: NeuronSet) -> None:
+        """New hooks for ``neuron_set`` (checked against the model's layers and width)."""
         neuron_set.validate_for(self.steering.num_layers, self.steering.width)
         self.steering.remove()
         self.steering = SteeringHooks(self.model, neuron_set, scope=self.steer_scope)
-        self.neuron_set, self.neurons_path, self.neurons_hash = neuron_set, str(path), neuron_set.content_hash()
-        self.set_plan("none")
 
     # ---------------------------------------------------------------- the two places every forward pass goes through
 

@@ -42,7 +42,7 @@ class SteeredLM:
     """The engine-neutral half of a steered lm-eval model (see the module docstring).
 
     Subclasses call :meth:`check_steering_args` before loading weights and :meth:`set_plan`
-    once the engine can steer, and implement :meth:`apply_plan`.
+    once the engine can steer, and implement :meth:`apply_plan` and :meth:`use_neurons`.
     """
 
     #: task name -> TaskLanguages | None, used by ``steer=auto`` (replaceable, e.g. in tests).
@@ -77,6 +77,21 @@ class SteeredLM:
     def apply_plan(self, plan: SteeringPlan) -> None:
         """Make the engine's forward passes follow ``plan`` (``NO_STEERING``: unsteered)."""
         raise NotImplementedError
+
+    def use_neurons(self, neuron_set: NeuronSet) -> None:
+        """Check ``neuron_set`` against the loaded model and make the engine ready to steer with it."""
+        raise NotImplementedError
+
+    def set_neurons(self, path: str) -> None:
+        """Steer with another neuron set of the same model (e.g. another top rate) without reloading
+        weights; the plan is reset to ``none``.
+
+        >>> lm.set_neurons("neuron_cache/gemma-3-270m/lape-top3.safetensors")   # doctest: +SKIP
+        """
+        neuron_set = NeuronSet.load(path)
+        self.use_neurons(neuron_set)
+        self.neuron_set, self.neurons_path, self.neurons_hash = neuron_set, str(path), neuron_set.content_hash()
+        self.set_plan("none")
 
     def set_plan(self, spec: Any) -> None:
         """Switch to another ``steer=`` spec without reloading the model (plan text, plan object or None)."""

@@ -41,8 +41,10 @@ from lape_harness.atomic import write_json_atomic
 from lape_harness.errors import InputError
 
 MANIFEST = "sweep.json"
+#: --engine -> the lm-eval model it runs
+ENGINES = {"hf": "hf-steered", "vllm": "vllm-steered"}
 # Settings that change the numbers: a re-run into the same folder must repeat them.
-_PINNED = ("model_args", "tasks", "limit", "num_fewshot", "gen_kwargs", "seed", "apply_chat_template",
+_PINNED = ("engine", "model_args", "tasks", "limit", "num_fewshot", "gen_kwargs", "seed", "apply_chat_template",
            "system_instruction", "bootstrap_iters")
 
 
@@ -139,17 +141,21 @@ def run_sweep(
     apply_chat_template: bool = False,
     system_instruction: str | None = None,
     metadata: dict[str, Any] | None = None,
+    engine: str = "hf",
     lm=None,
     task_manager=None,
     log: Callable[[str], None] = print,
 ) -> list[PlanOutcome]:
-    """Evaluate ``tasks`` under each plan with one loaded ``hf-steered`` model.
+    """Evaluate ``tasks`` under each plan with one loaded steered model.
 
-    ``model_args`` are ``hf-steered``'s (any ``hf`` argument, ``neurons=``; a ``steer=`` in
-    them is replaced by each plan). ``lm`` may pass an already built ``HFSteeredLM`` (then
+    ``engine`` is ``hf`` (``hf-steered``) or ``vllm`` (``vllm-steered``: one vLLM engine, each
+    plan written into its workers). ``model_args`` are that model's (any ``hf`` or ``vllm``
+    argument, ``neurons=``; a ``steer=`` in them is replaced by each plan). ``lm`` may pass an already built ``HFSteeredLM`` (then
     ``model_args`` only labels the results), ``task_manager`` an lm-eval ``TaskManager`` to
     reuse (indexing every task folder takes seconds). Returns one :class:`PlanOutcome` per plan.
     """
+    if engine not in ENGINES:
+        raise InputError(f"engine {engine!r} is not one of {', '.join(ENGINES)}; e.g. --engine vllm")
     entries = [parse_plan_entry(plan) for plan in plans]
     if not entries:
         raise InputError("no plans given; pass e.g. --plans none,auto,-en")
@@ -167,7 +173,7 @@ def run_sweep(
         log(f"note: steer={base_steer} in the model arguments is replaced by each plan")
     output = Path(output)
     settings = {
-        "model_args": _args_string(args), "tasks": list(tasks), "limit": limit, "num_fewshot": num_fewshot,
+        "engine": engine, "model_args": _args_string(args), "tasks": list(tasks), "limit": limit, "num_fewshot": num_fewshot,
         "gen_kwargs": gen_kwargs, "seed": list(seed), "apply_chat_template": apply_chat_template,
         "system_instruction": system_instruction, "bootstrap_iters": bootstrap_iters,
     }
@@ -195,13 +201,8 @@ def run_sweep(
         raise InputError(f"unknown task(s) {', '.join(unknown)}: list them with `lm_eval ls tasks`"
                          + ("" if include_path else ", or pass --include-path for a folder of your own task YAMLs"))
     if lm is None:
-        from lape_harness.model import HFSteeredLM, pick_device
-
         started = time.perf_counter()
-        lm = HFSteeredLM.create_from_arg_obj(
-            {**args, "steer": "none"},
-            {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": pick_device(device)},
-        )
+        lm = _load_model(engine, {**args, "steer": "none"}, batch_size, max_batch_size, device)
         log(f"model loaded once in {time.perf_counter() - started:.1f} s; {len(pending)} plan(s) to run")
     current_neurons = default_neurons = args.get("neurons")
     for count, position in enumerate(pending, start=1):
@@ -254,6 +255,7 @@ def _check_manifest(output: Path, settings: dict[str, Any]) -> None:
         except json.JSONDecodeError:
             earlier = None
         if isinstance(earlier, dict):
+            earlier.setdefault("engine", "hf")  # sweeps from before --engine existed
             changed = [key for key in _PINNED if earlier.get(key) != settings.get(key)]
             if changed:
                 raise InputError(
@@ -263,6 +265,18 @@ def _check_manifest(output: Path, settings: dict[str, Any]) -> None:
                 )
             return
     write_json_atomic(manifest, settings)
+
+
+def _load_model(engine: str, args: dict[str, Any], batch_size, max_batch_size, device):
+    """The steered lm-eval model of ``engine``, built once for the whole sweep."""
+    if engine == "vllm":
+        from lape_harness.vllm_model import VLLMSteeredLM
+
+        return VLLMSteeredLM.create_from_arg_obj(args, {"batch_size": batch_size, "max_batch_size": max_batch_size})
+    from lape_harness.model import HFSteeredLM, pick_device
+
+    return HFSteeredLM.create_from_arg_obj(
+        args, {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": pick_device(device)})
 
 
 def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path, task_manager,
@@ -286,9 +300,10 @@ def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path
                                   evaluation_tracker=tracker, **options)
         if results is None:  # a non-zero rank of a multi-process run: rank 0 writes
             return None
-        # What `lm_eval --model hf-steered --model_args ...` would have recorded.
-        tracker.general_config_tracker.model_source = "hf-steered"
-        results["config"]["model"] = "hf-steered"
+        # What `lm_eval --model hf-steered|vllm-steered --model_args ...` would have recorded.
+        model_name = ENGINES[_engine_of(lm)]
+        tracker.general_config_tracker.model_source = model_name
+        results["config"]["model"] = model_name
         results["lape_sweep"] = {
             "plan": entry.steer,
             "label": entry.label,
@@ -310,3 +325,7 @@ def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
     return finished_results(final)
+
+
+def _engine_of(lm) -> str:
+    return "vllm" if type(lm).__module__ == "lape_harness.vllm_model" else "hf"

@@ -69,9 +69,9 @@ class VLLMSteeredLM(SteeredLM, VLLM):
             pretrained = resolve_pretrained(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
         self.num_layers, self.width = self._steerable_layout(pretrained)
-        if self.neuron_set is not None:
-            self.neuron_set.validate_for(self.num_layers, self.width)
         self._active: SteeringPlan | None = None
+        if self.neuron_set is not None:
+            self.use_neurons(self.neuron_set)
         self._check_steering_takes_effect()
         self.set_plan(spec)
 
@@ -90,6 +90,11 @@ class VLLMSteeredLM(SteeredLM, VLLM):
         if written != expected:
             raise HookNeverFiredError(f"steer={plan}: the vLLM workers edit {written} neurons, the plan {expected}; "
                                       "the engine's layers do not match the neuron file")
+
+    def use_neurons(self, neuron_set) -> None:
+        """Check ``neuron_set`` against the engine's layers and width; the next plan is written anew."""
+        neuron_set.validate_for(self.num_layers, self.width)
+        self._active = None
 
     # ---------------------------------------------------------------- start-up checks
 

@@ -280,3 +280,33 @@ def test_each_tensor_parallel_rank_writes_its_shard(monkeypatch):
         assert model.layers[1].mlp.act_fn.lape_scale.tolist() == scale
         assert model.layers[1].mlp.act_fn.lape_shift.tolist() == shift
         assert model.layers[0].mlp.act_fn.lape_scale.tolist() == [1, 1, 1, 1]  # untouched layer: identity
+
+
+def test_sweep_runs_every_plan_on_one_engine(engine, model_dir, tmp_path):
+    """`lape-harness sweep --engine vllm` reuses one engine; PLAN@FILE switches neuron sets on it."""
+    from lm_eval.tasks import TaskManager
+
+    from lape_harness.results import load_runs
+    from lape_harness.sweep import run_sweep
+
+    other = tmp_path / "lape-top2.safetensors"
+    make_neuron_set(num_layers=2, width=128, languages=["de", "fr", "en"], seed=1).save(other)
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps({"text": c, "gold": 0}) for c in CONTEXTS) + "\n")
+    (tmp_path / "task.yaml").write_text(
+        "task: lape_sweep_probe\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {docs}\ntest_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{{{text}}}}'\n"
+        "doc_to_choice: [' mat', ' Matte', ' tapis']\ndoc_to_target: gold\nmetric_list:\n  - metric: acc\n"
+    )
+    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    first_neurons = engine.neurons_path
+    try:
+        outcomes = run_sweep(f"pretrained={model_dir},neurons={first_neurons}", ["none", "-de", f"-de@{other}"],
+                             ["lape_sweep_probe"], tmp_path / "sweep", engine="vllm", lm=engine,
+                             task_manager=manager, log=lambda message: None)
+    finally:
+        engine.set_neurons(first_neurons)
+    runs = {run.plan + ("@2" if run.neurons == str(other) else ""): run for run in load_runs([tmp_path / "sweep"])}
+    assert sorted(runs) == ["-de", "-de@2", "none"] and len(outcomes) == 3
+    config = json.loads(outcomes[1].path.read_text())["config"]
+    assert config["model"] == "vllm-steered" and config["steering"]["plan"] == "-de"

@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bootstrap iterations for standard errors (0: none; default 100000)")
     parser.add_argument("--apply-chat-template", "--apply_chat_template", action="store_true",
                         help="format prompts with the tokenizer's chat template (default: off, as the paper)")
+    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf",
+                        help="hf: hf-steered (default); vllm: vllm-steered, one vLLM engine for every plan "
+                             "(--model-args then takes vllm arguments: tensor_parallel_size=2,dtype=bfloat16,...)")
     parser.add_argument("--system-instruction", "--system_instruction", default=None,
                         help="system instruction prepended to every prompt (default: none)")
 
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, log_samples=args.log_samples, seed=args.seed, include_path=args.include_path,
         gen_kwargs=args.gen_kwargs, bootstrap_iters=args.bootstrap_iters,
         apply_chat_template=args.apply_chat_template, system_instruction=args.system_instruction,
+        engine=args.engine,
     )
     ran = sum(not outcome.skipped for outcome in outcomes)
     print(f"sweep of {len(outcomes)} plan(s) ({ran} run now, {len(outcomes) - ran} finished earlier): "
