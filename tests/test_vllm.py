@@ -310,3 +310,29 @@ def test_sweep_runs_every_plan_on_one_engine(engine, model_dir, tmp_path):
     assert sorted(runs) == ["-de", "-de@2", "none"] and len(outcomes) == 3
     config = json.loads(outcomes[1].path.read_text())["config"]
     assert config["model"] == "vllm-steered" and config["steering"]["plan"] == "-de"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="tensor_parallel_size=2 on CPU needs two cores")
+def test_tensor_parallel_ranks_agree_with_one_rank(engine, model_dir, neuron_file):
+    """Two CPU ranks (vLLM's multi-process engine, one core each) steer their halves of every
+    layer's neurons; scores equal the single-rank engine's to float32 rounding."""
+    import gc
+
+    from lape_harness.vllm_model import VLLMSteeredLM
+
+    parallel = VLLMSteeredLM(pretrained=str(model_dir), neurons=str(neuron_file), steer="none",
+                             tensor_parallel_size=2, **ENGINE)
+    try:
+        assert [layout["offset"] for layout in parallel.model.collective_rpc("lape_layout")] == [0, 64]
+        for plan in ("none", "-de", "+2*de", "-de+fr"):
+            results = {}
+            for name, lm in (("one", engine), ("two", parallel)):
+                lm.set_plan(plan)
+                results[name] = (scores(lm, "loglikelihood"), _text(scores(lm, "generate_until")))
+            for (one, _), (two, _) in zip(results["one"][0], results["two"][0], strict=True):
+                assert math.isclose(one, two, abs_tol=1e-3), (plan, one, two)
+            assert results["one"][1] == results["two"][1], plan
+    finally:
+        engine.set_plan("none")
+        del parallel
+        gc.collect()
