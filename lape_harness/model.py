@@ -8,10 +8,15 @@ Every ``hf`` argument keeps working; three more select the steering::
 
 * ``neurons=``: a neuron-set file from ``lape-harness identify``;
 * ``steer=``: a plan in the grammar of :mod:`lape_harness.steering` (``none``, ``auto``, ``-de+fr``, ...);
-* ``steer_scope=all|prompt|generated``: which token positions are steered.
+* ``steer_scope=all|prompt|generated``: which token positions are steered;
+* ``allow_other_model=True``: steer with a neuron set made for another model on purpose
+  (otherwise an error, see :mod:`lape_harness.identity`).
 
-The spec and the neuron file are checked before any weights load; the file's layer count and
-width are checked against the loaded model. Steering applies in ``loglikelihood``,
+The spec, the neuron file, the plan's languages (each must have neurons in the file) and the
+model the file was made for (its id and configuration hash against the model's configuration)
+are checked before any weights load; the file's layer count and width are checked against the
+loaded model. Under the ``lm_eval`` command an error of these checks prints as its message,
+without lm-eval's traceback (:mod:`lape_harness.error_display`). Steering applies in ``loglikelihood``,
 ``loglikelihood_rolling``, ``generate_until`` (KV cache on) and batch-size auto-detection.
 ``steer=auto`` steers each request by its task's languages, grouping requests by plan.
 The results JSON gets a ``steering`` entry (see :meth:`HFSteeredLM.steering_signature`), and
@@ -37,7 +42,9 @@ from lm_eval.models.huggingface import HFLM
 
 from lape_harness import __version__
 from lape_harness.embedded import resolve_pretrained
+from lape_harness.error_display import plain_errors
 from lape_harness.errors import InputError
+from lape_harness.identity import config_hash, pretrained_identity
 from lape_harness.neurons import NeuronSet
 from lape_harness.request_cache import key_by_plan, plan_namespace
 from lape_harness.steering import NO_STEERING, SCOPES, AutoPlan, SteeringHooks, SteeringPlan, parse_steer
@@ -70,16 +77,33 @@ class HFSteeredLM(HFLM):
     #: task name -> TaskLanguages | None, used by ``steer=auto`` (replaceable, e.g. in tests).
     task_languages: Callable[[str | None], Any] = staticmethod(default_task_languages)
 
+    @plain_errors
     def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",
-                 **kwargs) -> None:
+                 allow_other_model: bool = False, **kwargs) -> None:
         spec = parse_steer(steer)
         if steer_scope not in SCOPES:
             raise InputError(f"steer_scope={steer_scope!r} is not one of {', '.join(SCOPES)}; e.g. steer_scope=generated")
+        if not isinstance(allow_other_model, bool):
+            raise InputError(f"allow_other_model={allow_other_model!r}: write allow_other_model=True or False")
+        self.allow_other_model = allow_other_model
         neuron_set = self._load_neurons(neurons, spec)
-        if isinstance(pretrained, str):
-            pretrained = resolve_pretrained(pretrained)
+        name = pretrained if isinstance(pretrained, str) else None
+        identity = None
+        if name is not None and neuron_set is not None:  # before the weights load: the configuration alone
+            options = {key: kwargs[key] for key in ("revision", "trust_remote_code") if kwargs.get(key) is not None}
+            identity = pretrained_identity(name, **options)
+            if identity is not None:
+                neuron_set.check_model(identity, allow_other_model, str(neurons))
+        if name is not None:
+            pretrained = resolve_pretrained(name)
         super().__init__(pretrained=pretrained, **kwargs)
         self._split_requests_across_cpu_processes()
+        self.identity = identity or {
+            "model_id": name or str(getattr(self.config, "_name_or_path", "") or ""),
+            "config_hash": config_hash(self.config),
+        }
+        if neuron_set is not None and identity is None:
+            neuron_set.check_model(self.identity, allow_other_model, str(neurons))
         self.neurons_path = None if neurons is None else str(neurons)
         self.neurons_hash = None if neuron_set is None else neuron_set.content_hash()
         self.steering = SteeringHooks(self.model, neuron_set, scope=steer_scope)
@@ -98,6 +122,7 @@ class HFSteeredLM(HFLM):
 
     # ---------------------------------------------------------------- plans
 
+    @plain_errors
     def set_neurons(self, path: str) -> None:
         """Steer with another neuron set of the same model (e.g. another top rate) without reloading
         weights; the plan is reset to ``none``.
@@ -105,6 +130,7 @@ class HFSteeredLM(HFLM):
         >>> lm.set_neurons("neuron_cache/gemma-3-270m/lape-top3.safetensors")   # doctest: +SKIP
         """
         neuron_set = NeuronSet.load(path)
+        neuron_set.check_model(self.identity, self.allow_other_model, str(path))
         neuron_set.validate_for(self.steering.num_layers, self.steering.width)
         scope = self.steering.scope
         self.steering.remove()
@@ -112,6 +138,7 @@ class HFSteeredLM(HFLM):
         self.neurons_path, self.neurons_hash = str(path), neuron_set.content_hash()
         self.set_plan("none")
 
+    @plain_errors
     def set_plan(self, spec: Any) -> None:
         """Switch to another ``steer=`` spec without reloading the model (plan text, plan object or None)."""
         plan = parse_steer(spec)
@@ -132,10 +159,12 @@ class HFSteeredLM(HFLM):
                                        "it runs WITHOUT steering (name the plan explicitly with steer=...)")
             return NO_STEERING
         plan = self._spec.for_task(languages)
-        missing = [language for language in plan.languages if language not in self.steering.neurons.neurons]
+        neurons = self.steering.neurons.neurons
+        missing = [language for language in plan.languages if len(neurons.get(language, ())) == 0]
         if missing:
             self._warn_once(task_name, f"steer=auto: task {task_name!r} needs languages {missing} that the neuron "
-                                       f"set lacks (it has {', '.join(self.steering.neurons.languages)}); "
+                                       f"set lacks or has no neurons for (it has "
+                                       f"{', '.join(lang for lang in self.steering.neurons.languages if len(neurons[lang]))}); "
                                        "those terms are left out")
             plan = SteeringPlan(tuple(term for term in plan.terms if term.language not in missing))
         return plan
@@ -171,12 +200,15 @@ class HFSteeredLM(HFLM):
 
     # ---------------------------------------------------------------- lm-eval entry points
 
+    @plain_errors
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         return self._run_by_plan(partial(HFLM.loglikelihood, self, disable_tqdm=disable_tqdm), requests)
 
+    @plain_errors
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
         return self._run_by_plan(partial(HFLM.loglikelihood_rolling, self, disable_tqdm=disable_tqdm), requests)
 
+    @plain_errors
     def generate_until(self, requests, disable_tqdm: bool = False):
         return self._run_by_plan(partial(HFLM.generate_until, self, disable_tqdm=disable_tqdm), requests)
 
