@@ -296,6 +296,9 @@ def open_corpus(corpus: str | os.PathLike, languages: Iterable[str]) -> dict[str
 
 def _existing_folder(corpus: str | os.PathLike) -> Path:
     folder = Path(corpus).expanduser()
+    if folder.is_file():
+        raise InputError(f"corpus folder {str(folder)!r} is a file; pass the folder that holds it (and the other "
+                         "<lang>.txt / <lang>.jsonl files) with --corpus")
     if not folder.is_dir():
         raise InputError(
             f"corpus folder {str(folder)!r} does not exist; pass --corpus with a folder of <lang>.txt / "
