@@ -119,24 +119,33 @@ def bake_checkpoint(
     out: str | os.PathLike,
     dtype: str = "auto",
     overwrite: bool = False,
+    allow_other_model: bool = False,
 ) -> dict[str, Any]:
     """Load ``model`` (folder or hub id), bake the plan, and write a complete checkpoint to ``out``.
 
-    The checkpoint (model, tokenizer, ``lape_harness_bake.json``, and the record as the config
-    attribute ``lape_harness_bake``) appears at ``out`` in one rename; an interrupted bake leaves
-    nothing there. Returns the record.
+    Before the weights load: the plan, the neuron file, the plan's languages, ``out`` and the
+    model the neuron file was made for (another model is an error unless ``allow_other_model``,
+    see :mod:`lape_harness.identity`). The checkpoint (model, tokenizer,
+    ``lape_harness_bake.json``, and the record as the config attribute ``lape_harness_bake``)
+    appears at ``out`` in one rename, with the permissions of any new folder (the umask's); an
+    interrupted bake leaves nothing there. Returns the record.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lape_harness.embedded import resolve_pretrained
+    from lape_harness.identity import pretrained_identity
+    from lape_harness.path_checks import check_output_dir
 
     plan = parse_steer(steer)
     check_bakeable(plan)
     neuron_set = NeuronSet.load(neurons)
     plan.check_languages(neuron_set)
-    out = Path(out)
+    out = check_output_dir(out, "--out")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    identity = pretrained_identity(model)
+    if identity is not None:
+        neuron_set.check_model(identity, allow_other_model, str(neurons))
     path = resolve_pretrained(model)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     loaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
@@ -146,6 +155,9 @@ def bake_checkpoint(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp's folder is private (0700); a checkpoint is shared like any folder
     try:
         loaded.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

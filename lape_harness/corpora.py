@@ -23,16 +23,20 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 from lape_harness.errors import InputError
 from lape_harness.languages import get_language, normalize_code
+
+logger = logging.getLogger(__name__)
 
 HF_PREFIX = "hf:"
 FILE_SUFFIXES = (".txt", ".jsonl")
@@ -71,6 +75,41 @@ class LocalFile(TextSource):
     def fingerprint(self) -> str:
         return _file_sha256(self.path)
 
+    def check_utf8(self) -> None:
+        """Raise :class:`InputError` naming the file, the byte and its line if the file is not UTF-8
+        (one streaming pass over the bytes, before any model loads)."""
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = lines = 0
+        with open(self.path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                pending = len(decoder.getstate()[0])
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as error:
+                    raise self._not_utf8(error, offset - pending, lines, error.object) from None
+                offset += len(block)
+                lines += block.count(b"\n")
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError as error:
+                raise self._not_utf8(error, offset - len(error.object), lines, error.object) from None
+
+    def _not_utf8(self, error: UnicodeDecodeError, base: int, lines: int, data: bytes) -> InputError:
+        line = lines + data[: error.start].count(b"\n") + 1
+        return InputError(
+            f"corpus file {self.source} for {self.language!r} is not UTF-8 text: byte 0x{data[error.start]:02x} at "
+            f"offset {base + error.start} (line {line}) is {error.reason}; re-save it as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {self.path.name} > utf8.txt` and put that file in its place"
+        )
+
+    def _lines(self) -> Iterator[str]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                yield from handle
+        except UnicodeDecodeError:  # the file changed after its check
+            self.check_utf8()
+            raise
+
 
 @dataclass(frozen=True)
 class TextFile(LocalFile):
@@ -82,24 +121,23 @@ class TextFile(LocalFile):
     def documents(self) -> Iterator[str]:
         lines: list[str] = []
         size = 0
-        with open(self.path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    lines.append(line.rstrip("\n"))
-                    size += len(line)
-                    if size < MAX_DOCUMENT_CHARS:
-                        continue
-                if lines:
-                    yield "\n".join(lines)
-                    lines, size = [], 0
+        for line in self._lines():
+            if line.strip():
+                lines.append(line.rstrip("\n"))
+                size += len(line)
+                if size < MAX_DOCUMENT_CHARS:
+                    continue
+            if lines:
+                yield "\n".join(lines)
+                lines, size = [], 0
         if lines:
             yield "\n".join(lines)
 
     def check(self) -> None:
-        with open(self.path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.strip():
-                    return
+        self.check_utf8()
+        for line in self._lines():
+            if line.strip():
+                return
         raise _empty(self)
 
 
@@ -112,23 +150,23 @@ class JsonlFile(LocalFile):
     field: str = "text"
 
     def documents(self) -> Iterator[str]:
-        with open(self.path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    text = json.loads(line)[self.field]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise InputError(
-                        f"{self.path}:{number} is not a JSON object with a {self.field!r} string field; "
-                        f"fix that line (each line must look like {{\"{self.field}\": \"...\"}})"
-                    ) from None
-                if not isinstance(text, str):
-                    raise InputError(f"{self.path}:{number}: field {self.field!r} is not a string; fix that line")
-                if text.strip():
-                    yield text
+        for number, line in enumerate(self._lines(), 1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)[self.field]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(
+                    f"{self.path}:{number} is not a JSON object with a {self.field!r} string field; "
+                    f"fix that line (each line must look like {{\"{self.field}\": \"...\"}})"
+                ) from None
+            if not isinstance(text, str):
+                raise InputError(f"{self.path}:{number}: field {self.field!r} is not a string; fix that line")
+            if text.strip():
+                yield text
 
     def check(self) -> None:
+        self.check_utf8()
         for _ in islice(self.documents(), 1):
             return
         raise _empty(self)
@@ -191,18 +229,35 @@ def is_hf_spec(corpus: str | os.PathLike) -> bool:
     return str(corpus).startswith(HF_PREFIX)
 
 
-def folder_languages(folder: str | os.PathLike) -> list[str]:
-    """The languages that have a ``<lang>.txt`` or ``<lang>.jsonl`` in ``folder`` (table order)."""
-    from lape_harness.languages import all_languages
+def folder_languages(folder: str | os.PathLike, report: Callable[[str], None] | None = None) -> list[str]:
+    """The languages that have a ``<lang>.txt`` or ``<lang>.jsonl`` in ``folder`` (table order).
+
+    A corpus file not named with a table code (``xx.txt``, ``deu_Latn.txt``) is left out and
+    reported through ``report`` (default: a logged warning), never skipped without a word.
+    """
+    from lape_harness.languages import UnknownLanguageError, all_languages
 
     folder = _existing_folder(folder)
-    stems = {path.stem for path in folder.iterdir() if path.suffix in FILE_SUFFIXES}
+    files = sorted(path.name for path in folder.iterdir() if path.suffix in FILE_SUFFIXES)
+    stems = {Path(name).stem for name in files}
     known = [language.code for language in all_languages() if language.code in stems]
+    others = [name for name in files if Path(name).stem not in known]
+    problems = []
+    for name in others:
+        stem, suffix = Path(name).stem, Path(name).suffix
+        try:
+            problems.append(f"{name} is named with {stem!r}, another spelling of {normalize_code(stem)!r}: "
+                            f"rename it {normalize_code(stem)}{suffix} to use it")
+        except UnknownLanguageError:
+            problems.append(f"{name}: {stem!r} is not a language code lape-harness knows; rename it to an ISO "
+                            "639-1 code such as de.txt to use it")
     if not known:
         raise InputError(
-            f"corpus folder {str(folder)!r} has no <lang>.txt or <lang>.jsonl files with known language codes; "
-            "add files such as de.txt, or pass --languages"
+            f"corpus folder {str(folder)!r} has no <lang>.txt or <lang>.jsonl files with known language codes"
+            + (f" ({'; '.join(problems)})" if problems else "") + "; add files such as de.txt, or pass --languages"
         )
+    for problem in problems:
+        (report or logger.warning)(f"corpus folder {str(folder)!r}: {problem}; it is left out")
     return known
 
 
@@ -241,6 +296,9 @@ def open_corpus(corpus: str | os.PathLike, languages: Iterable[str]) -> dict[str
 
 def _existing_folder(corpus: str | os.PathLike) -> Path:
     folder = Path(corpus).expanduser()
+    if folder.is_file():
+        raise InputError(f"corpus folder {str(folder)!r} is a file; pass the folder that holds it (and the other "
+                         "<lang>.txt / <lang>.jsonl files) with --corpus")
     if not folder.is_dir():
         raise InputError(
             f"corpus folder {str(folder)!r} does not exist; pass --corpus with a folder of <lang>.txt / "

@@ -63,6 +63,14 @@ def identify_many(
 
     ``languages`` restricts the identification to a subset of the profiled languages (in the
     given order); the provenance still records the hash of the full statistics.
+
+    A top rate that selects no neuron at all (e.g. 0.0001 of a small model: ``round(L·I·rate)``
+    is 0) is an :class:`InputError`, raised before any set is returned so that nothing is
+    written: such a set steers nothing, and every plan with it would fail only at evaluation,
+    after a model load. A single language without neurons in an otherwise non-empty set is
+    LAPE's own outcome (the language keeps its empty place) and is kept; ``lape-harness
+    identify`` warns about it, and steering that language with the set is an error
+    (:meth:`~lape_harness.steering.plan.SteeringPlan.check_languages`).
     """
     _check_rates(top_rates, filter_rate, activation_bar_ratio)
     with _one_torch_thread():
@@ -109,6 +117,13 @@ def _identify_many(stats, top_rates, filter_rate, activation_bar_ratio, language
             _assign(stats, picks, bar),
             {**base_meta, "thresholds": thresholds},
         )
+        if not any(sets[top_rate].counts().values()):
+            raise InputError(
+                f"top rate {top_rate:g} selects no neurons ({entropy.numel()} neurons × {top_rate:g} = {candidates} "
+                f"candidate(s), {int(picks.numel())} with a finite entropy, none above the activation bar for any "
+                f"language); use a higher --top-rate: at least {1 / entropy.numel():.2g} gives one candidate, the "
+                "paper uses 0.01 to 0.05"
+            )
     return sets
 
 

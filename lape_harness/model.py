@@ -8,10 +8,15 @@ Every ``hf`` argument keeps working; three more select the steering::
 
 * ``neurons=``: a neuron-set file from ``lape-harness identify``;
 * ``steer=``: a plan in the grammar of :mod:`lape_harness.steering` (``none``, ``auto``, ``-de+fr``, ...);
-* ``steer_scope=all|prompt|generated``: which token positions are steered.
+* ``steer_scope=all|prompt|generated``: which token positions are steered;
+* ``allow_other_model=True``: steer with a neuron set made for another model on purpose
+  (otherwise an error, see :mod:`lape_harness.identity`).
 
-The spec and the neuron file are checked before any weights load; the file's layer count and
-width are checked against the loaded model. Steering applies in ``loglikelihood``,
+The spec, the neuron file, the plan's languages (each must have neurons in the file) and the
+model the file was made for (its id and configuration hash against the model's configuration)
+are checked before any weights load; the file's layer count and width are checked against the
+loaded model. Under the ``lm_eval`` command an error of these checks prints as its message,
+without lm-eval's traceback (:mod:`lape_harness.error_display`). Steering applies in ``loglikelihood``,
 ``loglikelihood_rolling``, ``generate_until`` (KV cache on) and batch-size auto-detection.
 ``steer=auto`` steers each request by its task's languages, grouping requests by plan.
 The results JSON gets a ``steering`` entry (see :meth:`HFSteeredLM.steering_signature`), and
@@ -32,9 +37,11 @@ from typing import Any
 from lm_eval.models.huggingface import HFLM
 
 from lape_harness.embedded import resolve_pretrained
+from lape_harness.error_display import plain_errors
+from lape_harness.identity import config_hash
 from lape_harness.neurons import NeuronSet
 from lape_harness.steered_lm import SteeredLM
-from lape_harness.steering import NO_STEERING, SteeringHooks, SteeringPlan
+from lape_harness.steering import SteeringHooks, SteeringPlan
 
 
 def pick_device(device: str | None = None) -> str:
@@ -52,12 +59,19 @@ def pick_device(device: str | None = None) -> str:
 class HFSteeredLM(SteeredLM, HFLM):
     """``HFLM`` whose forward passes steer language neurons by a plan (see module docstring)."""
 
+    @plain_errors
     def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",
-                 **kwargs) -> None:
-        spec = self.check_steering_args(neurons, steer, steer_scope)
+                 allow_other_model: bool = False, **kwargs) -> None:
+        spec = self.check_steering_args(neurons, steer, steer_scope, allow_other_model)
+        checked = isinstance(pretrained, str) and self.check_neurons_model(pretrained, kwargs)
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
+        if not checked:  # a model object, or a configuration that could not be read before loading
+            self.identity = {"model_id": str(getattr(self.config, "_name_or_path", "") or ""),
+                             "config_hash": config_hash(self.config)}
+            if self.neuron_set is not None:
+                self.neuron_set.check_model(self.identity, allow_other_model, self.neurons_path)
         self._split_requests_across_cpu_processes()
         self.steering = SteeringHooks(self.model, self.neuron_set, scope=steer_scope)
         self.set_plan(spec)

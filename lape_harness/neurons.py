@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,9 @@ from safetensors.torch import save_file
 from lape_harness import __version__
 from lape_harness.atomic import atomic_path
 from lape_harness.errors import InputError
+from lape_harness.identity import compare_identity, model_identity  # noqa: F401 - model_identity: its old home
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 METADATA_KEY = "lape_harness"
@@ -51,44 +55,33 @@ class NeuronFileError(InputError):
 _REPROFILE = "these statistics are inconsistent: re-create them with `lape-harness profile`"
 
 
-def model_identity(model: torch.nn.Module) -> dict[str, Any]:
-    """Provenance of a transformers model: id, revision, type, config hash, layer count and width.
-
-    >>> model_identity(model)["num_layers"]     # doctest: +SKIP
-    32
-    """
-    from lape_harness.sites import find_sites, unwrap
-
-    inner = unwrap(model)
-    config = inner.config
-    sites = find_sites(inner)
-    config_dict = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
-    config_hash = hashlib.sha256(json.dumps(config_dict, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {
-        "model_id": str(getattr(config, "_name_or_path", "") or ""),
-        "revision": getattr(config, "_commit_hash", None),
-        "model_type": config.model_type,
-        "config_hash": config_hash,
-        "num_layers": len(sites),
-        "width": sites[0].width,
-    }
-
-
-_VOLATILE_CONFIG_KEYS = {"torch_dtype", "dtype", "transformers_version", "quantization_config", "use_cache", "name_or_path"}
-
-
 def _read(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path = Path(path)
     what = "activation statistics" if kind == STATS_KIND else "neuron set"
+    command = "`lape-harness profile`" if kind == STATS_KIND else "`lape-harness identify`"
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.safetensors"))
+        raise NeuronFileError(f"{what} file {str(path)!r} is a directory; pass a file inside it"
+                              + (f" (it has: {', '.join(inside[:8])})" if inside else f", written by {command}"))
     if not path.is_file():
-        raise NeuronFileError(f"{what} file {str(path)!r} does not exist; check the path"
-                              + (" or run `lape-harness profile` first" if kind == STATS_KIND
-                                 else " or run `lape-harness identify` first"))
+        raise NeuronFileError(f"{what} file {str(path)!r} does not exist; check the path or run {command} first")
     try:
         with safe_open(str(path), framework="pt") as handle:
             raw = (handle.metadata() or {}).get(METADATA_KEY)
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
+        foreign = None if _starts_like_safetensors(path) else _foreign_format(path)
+        if foreign:
+            raise NeuronFileError(
+                f"{str(path)!r} is not a safetensors file written by lape-harness ({foreign}); lape-harness "
+                f"reads {what} files only as the safetensors files {command} writes: pass one of those"
+            ) from None
+        if not _starts_like_safetensors(path):
+            raise NeuronFileError(
+                f"{str(path)!r} is not a readable safetensors file (its first bytes are no safetensors header): it "
+                f"is another kind of file, or corrupt or truncated; pass a file written by {command}, or delete it "
+                "and re-run the command that wrote it"
+            ) from None
         raise NeuronFileError(
             f"{str(path)!r} is not a readable safetensors file ({error}); it is corrupt or truncated: "
             "delete it and re-run the command that wrote it"
@@ -115,6 +108,24 @@ def _read(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], 
             f"({__version__}) reads version {FORMAT_VERSION}: re-create the file with this version"
         )
     return tensors, meta
+
+
+def _starts_like_safetensors(path: Path) -> bool:
+    """A safetensors file starts with an 8-byte header length and then its JSON header ``{``."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _foreign_format(path: Path) -> str | None:
+    """What a file plainly is when it is a known other format (a ``torch.save`` file), else None."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(b"PK\x03\x04"):
+        return "it is a zip archive, as torch.save writes: a pickled PyTorch file"
+    if head[:1] == b"\x80":
+        return "it is a Python pickle, e.g. an old torch.save file"
+    return None if head else "it is empty"
 
 
 def _write(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -299,6 +310,25 @@ class NeuronSet:
                 f"this neuron set was made for {model!r}, not for {where} ({'; '.join(problems)}); "
                 "use the neuron set identified for this model, or profile and identify it first"
             )
+
+    def check_model(self, model: dict[str, Any] | None, allow_other_model: bool = False, source: str = "") -> None:
+        """Compare the model this set was made for with ``model`` (``model_id``/``config_hash``,
+        e.g. from :func:`~lape_harness.identity.pretrained_identity`): another model is an error
+        unless ``allow_other_model``; a partial match is a warning (rules:
+        :func:`~lape_harness.identity.compare_identity`)."""
+        verdict, differences = compare_identity(self.meta.get("model") or {}, model or {})
+        if verdict == "same":
+            return
+        named = f"neuron set {source!r}" if source else "this neuron set"
+        if verdict == "other" and not allow_other_model:
+            raise NeuronFileError(
+                f"{named} was made for another model ({'; '.join(differences)}); use the neuron set identified "
+                "for this model (`lape-harness profile --model ...`, then `identify`), or, to steer with it on "
+                "purpose, pass allow_other_model=True (lape-harness bake: --allow-other-model)"
+            )
+        logger.warning("%s may be for another model (%s)%s", named, "; ".join(differences),
+                       "; used anyway (allow_other_model)" if verdict == "other" else
+                       "; check that it is the neuron set of this model")
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {

@@ -251,9 +251,13 @@ class Checkpoints:
         )
 
     def clear(self, languages: list[str]) -> None:
-        """Remove this rank's checkpoints (and the folder once empty) after the result is written."""
+        """Remove this rank's checkpoints (and the folder once empty) after the result is written,
+        with the temporary files of checkpoint writes that a killed run left behind."""
         for language in languages:
             self.path(language).unlink(missing_ok=True)
+        if self.folder.is_dir():  # every rank is past its last write (a barrier comes first)
+            for orphan in self.folder.glob(".*.rank*-of-*.safetensors.*.tmp"):
+                orphan.unlink(missing_ok=True)
         try:
             self.folder.rmdir()
         except OSError:

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections import defaultdict
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from lape_harness.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 #: The plan of an unsteered run: every steered plan is compared with it.
 BASELINE = "none"
@@ -118,10 +121,16 @@ def read_run(path: str | os.PathLike) -> Run:
     )
 
 
-def load_runs(paths) -> list[Run]:
-    """Every results JSON in ``paths`` (files, or folders searched recursively); a folder's
-    JSON files that are not lm-eval results are skipped."""
-    runs = []
+def load_runs(paths, problems: list[str] | None = None) -> list[Run]:
+    """Every results JSON in ``paths`` (files, or folders searched recursively).
+
+    A folder's JSON file that cannot be read (truncated, not JSON, not UTF-8), and a
+    ``results*.json`` that is not an lm-eval results object, is left out and reported: appended
+    to ``problems`` when given (the leaderboard makes them notes), else logged as a warning.
+    Other JSON files that are not results (``sweep.json``, configurations) are skipped quietly.
+    Only when nothing is readable is it an error.
+    """
+    runs, reported = [], []
     for given in paths:
         given = Path(given)
         if given.is_dir():
@@ -130,16 +139,28 @@ def load_runs(paths) -> list[Run]:
                     continue
                 try:
                     runs.append(read_run(candidate))
-                except InputError:
-                    continue
+                except InputError as error:
+                    if _unreadable(candidate) or candidate.name.startswith("results"):
+                        reported.append(f"{str(candidate)!r} left out: {str(error).split('; ')[0]}")
         elif given.is_file():
             runs.append(read_run(given))
         else:
             raise InputError(f"{str(given)!r} does not exist; pass lm-eval results files or folders holding them")
     if not runs:
-        raise InputError(f"no lm-eval results JSON found in {', '.join(map(str, paths))}; "
-                         "pass the --output_path of lm_eval runs or a `lape-harness sweep` folder")
+        raise InputError(f"no lm-eval results JSON found in {', '.join(map(str, paths))}"
+                         + (f" ({'; '.join(reported)})" if reported else "")
+                         + "; pass the --output_path of lm_eval runs or a `lape-harness sweep` folder")
+    for problem in reported:
+        problems.append(problem) if problems is not None else logger.warning(problem)
     return runs
+
+
+def _unreadable(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return True
+    return False
 
 
 def select_model(runs: list[Run], model: str | None = None) -> tuple[list[Run], str]:
@@ -157,18 +178,40 @@ def select_model(runs: list[Run], model: str | None = None) -> tuple[list[Run], 
 
 
 def plan_labels(runs: list[Run]) -> dict[int, str]:
-    """Label each run's plan (by position); a model's steered runs using several neuron files get ``@file``."""
+    """Label each run's plan (by position); a model's steered runs using several neuron files get ``@file``.
+
+    Plans written differently that mean the same (``de`` and ``+de``; ``-de+fr`` and ``+fr-de=0``)
+    get one label, the first spelling met, so they share a column.
+    """
     files = defaultdict(set)
     for run in runs:
         if run.plan != BASELINE:
             files[run.model].add(run.neurons)
     labels = {}
+    spelling: dict[tuple[str, str | None, str], str] = {}
     for position, run in enumerate(runs):
-        label = run.plan
+        label = spelling.setdefault((run.model, run.neurons, canonical_plan(run.plan)), run.plan)
         if run.plan != BASELINE and len(files[run.model]) > 1 and run.neurons:
             label = f"{label} @{Path(run.neurons).stem}"
         labels[position] = label
     return labels
+
+
+def canonical_plan(plan: str) -> str:
+    """The canonical form of a recorded plan (``de`` → ``+de``); a plan file or unreadable text as written.
+
+    >>> canonical_plan("+fr-de=0"), canonical_plan("none"), canonical_plan("plans/x.yaml")
+    ('-de+fr', 'none', 'plans/x.yaml')
+    """
+    from lape_harness.steering.plan import parse_text
+    from lape_harness.steering.plan_file import looks_like_file
+
+    if looks_like_file(plan):
+        return plan  # never read files while labelling results
+    try:
+        return str(parse_text(plan))
+    except InputError:
+        return plan
 
 
 def deactivated_language(plan: str) -> str | None:

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lape_harness import __version__
+from lape_harness.error_display import plain_errors
 from lape_harness.errors import InputError
 from lape_harness.neurons import NeuronSet
 from lape_harness.request_cache import key_by_plan, plan_namespace
-from lape_harness.steering.plan import NO_STEERING, SCOPES, SteeringPlan, parse_steer
+from lape_harness.steering.plan import NO_STEERING, SCOPES, SteeringPlan
+from lape_harness.steering.spec import parse_steer
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +57,13 @@ class SteeredLM:
     neurons_hash: str | None
     steer_scope: str
 
-    def check_steering_args(self, neurons: str | None, steer: Any, steer_scope: str):
+    def check_steering_args(self, neurons: str | None, steer: Any, steer_scope: str, allow_other_model: bool = False):
         """Parse ``steer=``, check ``steer_scope=`` and load the neuron file: every problem an
         :class:`InputError` before any weights load. Returns the parsed spec."""
+        if not isinstance(allow_other_model, bool):
+            raise InputError(f"allow_other_model={allow_other_model!r}: write allow_other_model=True or False")
+        self.allow_other_model = allow_other_model
+        self.identity: dict[str, Any] | None = None
         spec = parse_steer(steer)
         if steer_scope not in SCOPES:
             raise InputError(f"steer_scope={steer_scope!r} is not one of {', '.join(SCOPES)}; e.g. steer_scope=generated")
@@ -72,6 +78,18 @@ class SteeredLM:
         self._warned_tasks: set[str | None] = set()
         return spec
 
+    def check_neurons_model(self, pretrained: str, model_args: dict[str, Any]) -> bool:
+        """Before the weights load: the neuron set's recorded model against ``pretrained``'s
+        configuration (an error for another model unless ``allow_other_model``). Returns whether
+        the configuration could be read (else the engine checks after loading, where it can)."""
+        from lape_harness.identity import pretrained_identity
+
+        options = {key: model_args[key] for key in ("revision", "trust_remote_code") if model_args.get(key) is not None}
+        self.identity = pretrained_identity(pretrained, **options)
+        if self.identity is not None and self.neuron_set is not None:
+            self.neuron_set.check_model(self.identity, self.allow_other_model, self.neurons_path)
+        return self.identity is not None
+
     # ---------------------------------------------------------------- plans
 
     def apply_plan(self, plan: SteeringPlan) -> None:
@@ -82,6 +100,7 @@ class SteeredLM:
         """Check ``neuron_set`` against the loaded model and make the engine ready to steer with it."""
         raise NotImplementedError
 
+    @plain_errors
     def set_neurons(self, path: str) -> None:
         """Steer with another neuron set of the same model (e.g. another top rate) without reloading
         weights; the plan is reset to ``none``.
@@ -89,10 +108,13 @@ class SteeredLM:
         >>> lm.set_neurons("neuron_cache/gemma-3-270m/lape-top3.safetensors")   # doctest: +SKIP
         """
         neuron_set = NeuronSet.load(path)
+        if self.identity is not None:
+            neuron_set.check_model(self.identity, self.allow_other_model, str(path))
         self.use_neurons(neuron_set)
         self.neuron_set, self.neurons_path, self.neurons_hash = neuron_set, str(path), neuron_set.content_hash()
         self.set_plan("none")
 
+    @plain_errors
     def set_plan(self, spec: Any) -> None:
         """Switch to another ``steer=`` spec without reloading the model (plan text, plan object or None)."""
         plan = parse_steer(spec)
@@ -113,10 +135,12 @@ class SteeredLM:
                                        "it runs WITHOUT steering (name the plan explicitly with steer=...)")
             return NO_STEERING
         plan = self._spec.for_task(languages)
-        missing = [language for language in plan.languages if language not in self.neuron_set.neurons]
+        neurons = self.neuron_set.neurons
+        missing = [language for language in plan.languages if len(neurons.get(language, ())) == 0]
         if missing:
+            with_neurons = ", ".join(language for language in self.neuron_set.languages if len(neurons[language]))
             self._warn_once(task_name, f"steer=auto: task {task_name!r} needs languages {missing} that the neuron "
-                                       f"set lacks (it has {', '.join(self.neuron_set.languages)}); "
+                                       f"set lacks or has no neurons for (it has {with_neurons}); "
                                        "those terms are left out")
             plan = SteeringPlan(tuple(term for term in plan.terms if term.language not in missing))
         return plan
@@ -153,14 +177,17 @@ class SteeredLM:
 
     # ---------------------------------------------------------------- lm-eval entry points
 
+    @plain_errors
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         return self.run_by_plan(lambda batch: super(SteeredLM, self).loglikelihood(batch, disable_tqdm=disable_tqdm),
                                 requests)
 
+    @plain_errors
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
         return self.run_by_plan(
             lambda batch: super(SteeredLM, self).loglikelihood_rolling(batch, disable_tqdm=disable_tqdm), requests)
 
+    @plain_errors
     def generate_until(self, requests, disable_tqdm: bool = False):
         return self.run_by_plan(lambda batch: super(SteeredLM, self).generate_until(batch, disable_tqdm=disable_tqdm),
                                 requests)

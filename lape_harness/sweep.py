@@ -1,8 +1,8 @@
 """One model load, many steering plans: lm-eval's evaluator run once per plan.
 
-The ``hf-steered`` model is built once; for each plan the sweep switches the plan
-(:meth:`HFSteeredLM.set_plan`, no weight reload) and runs ``lm_eval.simple_evaluate`` on
-the loaded model. Each plan's output is exactly what ``lm_eval --output_path
+The steered model (``hf-steered``, or ``vllm-steered`` with ``engine="vllm"``) is built once;
+for each plan the sweep switches the plan (``set_plan``, no weight reload) and runs
+``lm_eval.simple_evaluate`` on the loaded model. Each plan's output is exactly what ``lm_eval --output_path
 OUT/<plan folder>`` writes: ``<model>/results_<date>.json`` (plus
 ``samples_<task>_<date>.jsonl`` with ``log_samples``), with ``config.model_args`` carrying
 the plan's ``steer=`` and a ``lape_sweep`` entry holding the plan, its neuron file and the
@@ -12,10 +12,18 @@ A plan entry is a ``steer=`` spec (see :mod:`lape_harness.steering`), optionally
 by ``@NEURON_FILE`` to use another neuron set for that plan, e.g. to compare neuron
 ratios: ``-en@neuron_cache/gemma/lape-top3.safetensors``. ``@`` never occurs in a spec.
 
-Resumable: a plan's folder appears (one atomic rename) only once its results and samples
-are complete; a re-run skips the finished plans and redoes an interrupted one. The sweep's
-settings are kept in ``OUT/sweep.json``; re-running into the same folder with other
-settings (model, tasks, limit, ...) is refused rather than mixed.
+Plans are compared by meaning (the canonical form of the parsed plan, and the neuron file it
+uses): ``de`` and ``+de``, or ``-de+fr`` and ``+fr-de=0``, are one plan, reported once and run
+once (under the first spelling).
+
+Everything is checked before the model loads: the output folder, the plans, their neuron
+files (languages with neurons, made for this model) and the task names. Resumable: a plan's
+folder appears (one atomic rename) only once its results and samples are complete; a re-run
+skips the finished plans and redoes an interrupted one. The sweep's settings are kept in
+``OUT/sweep.json``, written just before the first plan's results appear (so a start that
+failed, e.g. on a misspelt task, leaves a folder the corrected command can use); re-running
+into the same folder with other settings (model, tasks, limit, ...) is refused rather than
+mixed.
 
 Example:
     >>> run_sweep("pretrained=lape:gemma-3-270m,neurons=neuron_cache/gemma/lape-top1.safetensors",
@@ -39,6 +47,7 @@ from typing import Any, Callable
 
 from lape_harness.atomic import write_json_atomic
 from lape_harness.errors import InputError
+from lape_harness.path_checks import check_output_dir
 
 MANIFEST = "sweep.json"
 #: --engine -> the lm-eval model it runs
@@ -82,7 +91,8 @@ def parse_plan_entry(text: str) -> PlanEntry:
     if not steer:
         raise InputError(f"plan {text!r} has no steer spec; write e.g. '-en' or '-en@path/lape-top3.safetensors'")
     if neurons.strip() and not Path(neurons.strip()).is_file():
-        raise InputError(f"plan {text!r}: neuron file {neurons.strip()!r} does not exist; check the path after '@'")
+        problem = "is a directory" if Path(neurons.strip()).is_dir() else "does not exist"
+        raise InputError(f"plan {text!r}: neuron file {neurons.strip()!r} {problem}; check the path after '@'")
     parse_steer(steer)
     return PlanEntry(steer, neurons.strip() or None)
 
@@ -91,7 +101,8 @@ def read_plans_file(path: str | os.PathLike) -> list[str]:
     """Plan entries from a text file: one per line; blank lines and ``#`` comments ignored."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"plans file {str(path)!r} does not exist; write one plan per line (e.g. 'none', '-en')")
+        problem = "is a directory" if path.is_dir() else "does not exist"
+        raise InputError(f"plans file {str(path)!r} {problem}; pass a text file with one plan per line (e.g. 'none', '-en')")
     entries = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
     return [entry for entry in entries if entry]
 
@@ -150,35 +161,34 @@ def run_sweep(
 
     ``engine`` is ``hf`` (``hf-steered``) or ``vllm`` (``vllm-steered``: one vLLM engine, each
     plan written into its workers). ``model_args`` are that model's (any ``hf`` or ``vllm``
-    argument, ``neurons=``; a ``steer=`` in them is replaced by each plan). ``lm`` may pass an already built ``HFSteeredLM`` (then
+    argument, ``neurons=``; a ``steer=`` in them is replaced by each plan). ``lm`` may pass an
+    already built steered model (then
     ``model_args`` only labels the results), ``task_manager`` an lm-eval ``TaskManager`` to
-    reuse (indexing every task folder takes seconds). Returns one :class:`PlanOutcome` per plan.
+    reuse (indexing every task folder takes seconds). Returns one :class:`PlanOutcome` per distinct
+    plan (see :func:`unique_plans`).
     """
     if engine not in ENGINES:
         raise InputError(f"engine {engine!r} is not one of {', '.join(ENGINES)}; e.g. --engine vllm")
-    entries = [parse_plan_entry(plan) for plan in plans]
-    if not entries:
-        raise InputError("no plans given; pass e.g. --plans none,auto,-en")
-    folders = [entry.folder for entry in entries]
-    duplicated = sorted({entry.label for entry, folder in zip(entries, folders) if folders.count(folder) > 1})
-    if duplicated:
-        raise InputError(f"plans listed twice: {', '.join(duplicated)}; list each plan once")
-    if not tasks:
-        raise InputError("no tasks given; pass e.g. --tasks lape_belebele_de,lape_belebele_fr")
+    output = check_output_dir(output, "--output")
     args = model_args_dict(model_args)
     if "pretrained" not in args and lm is None:
         raise InputError("--model-args needs pretrained=..., e.g. pretrained=lape:gemma-3-270m,neurons=lape-top1.safetensors")
+    default_neurons = args.get("neurons") if lm is None else (lm.neurons_path or args.get("neurons"))
+    entries = unique_plans([parse_plan_entry(plan) for plan in plans], default_neurons, log)
+    if not entries:
+        raise InputError("no plans given; pass e.g. --plans none,auto,-en")
+    if not tasks:
+        raise InputError("no tasks given; pass e.g. --tasks lape_belebele_de,lape_belebele_fr")
     base_steer = args.pop("steer", None)
     if base_steer not in (None, "none"):
         log(f"note: steer={base_steer} in the model arguments is replaced by each plan")
-    output = Path(output)
     settings = {
         "engine": engine, "model_args": _args_string(args), "tasks": list(tasks), "limit": limit, "num_fewshot": num_fewshot,
         "gen_kwargs": gen_kwargs, "seed": list(seed), "apply_chat_template": apply_chat_template,
         "system_instruction": system_instruction, "bootstrap_iters": bootstrap_iters,
     }
-    _check_languages(entries, args.get("neurons") if lm is None else (lm.neurons_path or args.get("neurons")))
-    _check_manifest(output, settings)
+    check_neuron_files(entries, default_neurons, None if lm is not None else args)
+    unwritten = [_check_manifest(output, settings)]
 
     outcomes: dict[int, PlanOutcome] = {}
     pending = []
@@ -204,6 +214,12 @@ def run_sweep(
         started = time.perf_counter()
         lm = _load_model(engine, {**args, "steer": "none"}, batch_size, max_batch_size, device)
         log(f"model loaded once in {time.perf_counter() - started:.1f} s; {len(pending)} plan(s) to run")
+
+    def record_settings() -> None:  # just before a plan's results appear: a failed start leaves no settings
+        if unwritten[0]:
+            write_json_atomic(output / MANIFEST, settings)
+            unwritten[0] = False
+
     current_neurons = default_neurons = args.get("neurons")
     for count, position in enumerate(pending, start=1):
         entry = entries[position]
@@ -216,7 +232,7 @@ def run_sweep(
         log(f"plan {entry.label} ({count}/{len(pending)}): evaluating {', '.join(tasks)}")
         started = time.perf_counter()
         path = _evaluate_plan(
-            lm, entry, plan_args, output, task_manager,
+            lm, entry, plan_args, output, task_manager, record_settings,
             dict(tasks=list(tasks), limit=limit, num_fewshot=num_fewshot, batch_size=batch_size,
                  max_batch_size=max_batch_size, device=device, log_samples=log_samples, gen_kwargs=gen_kwargs,
                  bootstrap_iters=bootstrap_iters, apply_chat_template=apply_chat_template,
@@ -228,43 +244,82 @@ def run_sweep(
     return [outcomes[i] for i in range(len(entries))]
 
 
-def _check_languages(entries: list[PlanEntry], default_neurons: str | None) -> None:
-    """Every plan's languages must be in its neuron set: fail before any weights load."""
+def unique_plans(entries: list[PlanEntry], default_neurons: str | None, log: Callable[[str], None] = print
+                 ) -> list[PlanEntry]:
+    """``entries`` without repeats: two entries are one plan when their parsed plans have the same
+    canonical form and they use the same neuron file (any, for ``none``); each repeat is reported
+    once (via ``log``).
+
+    >>> [e.steer for e in unique_plans([PlanEntry("de"), PlanEntry("+de"), PlanEntry("-de")], None, log=print)]
+    note: plan '+de' is the same plan as 'de' (+de); it runs once
+    ['de', '-de']
+    """
+    from lape_harness.steering import parse_steer
+
+    first: dict[tuple[str, str | None], PlanEntry] = {}
+    for entry in entries:
+        plan = parse_steer(entry.steer)
+        neurons = (entry.neurons or default_neurons) if plan else None  # no steering: no neurons used
+        key = (str(plan), str(Path(neurons).resolve()) if neurons else None)
+        if key in first:
+            earlier = first[key].label
+            log(f"note: plan {entry.label!r} is listed twice; it runs once" if earlier == entry.label else
+                f"note: plan {entry.label!r} is the same plan as {earlier!r} ({key[0]}); it runs once")
+            continue
+        first[key] = entry
+    return list(first.values())
+
+
+def check_neuron_files(entries: list[PlanEntry], default_neurons: str | None, args: dict[str, Any] | None) -> None:
+    """Every plan's languages must have neurons in its neuron set, and each set must be made for
+    the model of ``args`` (``pretrained=``; unless ``allow_other_model=True``): fail before any
+    weights load. ``args`` None: the model is already loaded (only the languages are checked)."""
+    from lape_harness.identity import pretrained_identity
     from lape_harness.neurons import NeuronSet
     from lape_harness.steering import SteeringPlan, parse_steer
 
     loaded: dict[str, NeuronSet] = {}
+    identity = None
     for entry in entries:
         plan = parse_steer(entry.steer)
         path = entry.neurons or default_neurons
         if plan and path is None:
             raise InputError(f"plan {entry.label} steers neurons but no neuron set is given: add "
                              "neurons=path/to/lape-top1.safetensors to --model-args (or PLAN@FILE)")
-        if isinstance(plan, SteeringPlan) and plan:
-            if path not in loaded:
-                loaded[path] = NeuronSet.load(path)
+        if path is None or not plan:
+            continue
+        if path not in loaded:
+            loaded[path] = NeuronSet.load(path)
+            if args is not None and args.get("pretrained"):
+                options = {key: args[key] for key in ("revision", "trust_remote_code") if args.get(key) is not None}
+                identity = identity or pretrained_identity(str(args["pretrained"]), **options)
+                if identity is not None:
+                    loaded[path].check_model(identity, args.get("allow_other_model") is True, path)
+        if isinstance(plan, SteeringPlan):
             plan.check_languages(loaded[path])
 
 
-def _check_manifest(output: Path, settings: dict[str, Any]) -> None:
-    """Record the sweep's settings; refuse to resume a folder made with other settings."""
+def _check_manifest(output: Path, settings: dict[str, Any]) -> bool:
+    """Refuse to resume a folder made with other settings; whether the settings are still to be
+    written (they are, just before the first plan's results are put in place)."""
     manifest = output / MANIFEST
-    if manifest.is_file():
-        try:
-            earlier = json.loads(manifest.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            earlier = None
-        if isinstance(earlier, dict):
-            earlier.setdefault("engine", "hf")  # sweeps from before --engine existed
-            changed = [key for key in _PINNED if earlier.get(key) != settings.get(key)]
-            if changed:
-                raise InputError(
-                    f"{output} holds a sweep made with other settings ({', '.join(changed)} differ: e.g. "
-                    f"{changed[0]} was {earlier.get(changed[0])!r}, now {settings.get(changed[0])!r}); "
-                    "use another --output folder, or delete that one to start over"
-                )
-            return
-    write_json_atomic(manifest, settings)
+    if not manifest.is_file():
+        return True
+    try:
+        earlier = json.loads(manifest.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        earlier = None
+    if not isinstance(earlier, dict):
+        return True
+    earlier.setdefault("engine", "hf")  # sweeps from before --engine existed
+    changed = [key for key in _PINNED if earlier.get(key) != settings.get(key)]
+    if changed:
+        raise InputError(
+            f"{output} holds a sweep made with other settings ({', '.join(changed)} differ: e.g. "
+            f"{changed[0]} was {earlier.get(changed[0])!r}, now {settings.get(changed[0])!r}); "
+            "use another --output folder, or delete that one to start over"
+        )
+    return False
 
 
 def _load_model(engine: str, args: dict[str, Any], batch_size, max_batch_size, device):
@@ -280,7 +335,7 @@ def _load_model(engine: str, args: dict[str, Any], batch_size, max_batch_size, d
 
 
 def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path, task_manager,
-                   options: dict[str, Any]) -> Path | None:
+                   before_commit: Callable[[], None], options: dict[str, Any]) -> Path | None:
     """Run lm-eval for the current plan into a temporary folder, then rename it into place."""
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
@@ -318,6 +373,7 @@ def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path
                 tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
         if finished_results(partial) is None:
             raise InputError(f"lm-eval wrote no results for plan {entry.label} (see its log above); nothing was kept")
+        before_commit()
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)

@@ -35,6 +35,7 @@ import logging
 from typing import Any
 
 from lape_harness.embedded import resolve_pretrained
+from lape_harness.error_display import plain_errors
 from lape_harness.errors import HookNeverFiredError, InputError
 from lape_harness.sites import UnsupportedArchitectureError
 from lape_harness.steered_lm import SteeredLM
@@ -54,9 +55,10 @@ class VLLMSteeredLM(SteeredLM, VLLM):
 
     supported_scopes = ("all",)
 
+    @plain_errors
     def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",
-                 **kwargs) -> None:
-        spec = self.check_steering_args(neurons, steer, steer_scope)
+                 allow_other_model: bool = False, **kwargs) -> None:
+        spec = self.check_steering_args(neurons, steer, steer_scope, allow_other_model)
         if int(kwargs.get("data_parallel_size", 1)) > 1:
             raise InputError("vllm-steered steers one engine; data_parallel_size>1 starts independent engines "
                              "through Ray that it cannot reach: use tensor_parallel_size=N (or one lm_eval per GPU group)")
@@ -65,8 +67,8 @@ class VLLMSteeredLM(SteeredLM, VLLM):
             raise InputError(f"vllm-steered needs worker_extension_cls={WORKER_EXTENSION}; remove "
                              f"worker_extension_cls={extension} from --model_args")
         cpu_defaults(kwargs)
-        if isinstance(pretrained, str):
-            pretrained = resolve_pretrained(pretrained)
+        self.check_neurons_model(pretrained, kwargs)
+        pretrained = resolve_pretrained(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
         self.num_layers, self.width = self._steerable_layout(pretrained)
         self._active: SteeringPlan | None = None

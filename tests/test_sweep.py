@@ -159,8 +159,11 @@ def test_plan_entries(tmp_path, neurons_file):
     plans = tmp_path / "plans.txt"
     plans.write_text("# baseline\nnone\n\n-de  # off\n")
     assert read_plans_file(plans) == ["none", "-de"]
-    with pytest.raises(InputError, match="listed twice"):
-        run_sweep("pretrained=x", ["-de", "-de"], ["t"], tmp_path / "out")
+    # a plan listed twice is reported and runs once (issue 14; it used to be an error)
+    log = []
+    with pytest.raises(InputError, match="no neuron set is given"):
+        run_sweep("pretrained=x", ["-de", "-de"], ["t"], tmp_path / "out", log=log.append)
+    assert log == ["note: plan '-de' is listed twice; it runs once"]
 
 
 def test_unknown_task_fails_before_the_model_loads(tasks_only, neurons_file, tmp_path):

@@ -31,12 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], default="auto",
                         help="dtype of the baked weights (default: auto = the checkpoint's own)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
+    parser.add_argument("--allow-other-model", action="store_true",
+                        help="bake with a neuron set made for another model (other id and configuration) on "
+                             "purpose (default: refuse)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from lape_harness.bake import bake_checkpoint
 
-    record = bake_checkpoint(args.model, args.neurons, args.steer, args.out, args.dtype, args.overwrite)
+    record = bake_checkpoint(args.model, args.neurons, args.steer, args.out, args.dtype, args.overwrite,
+                             allow_other_model=args.allow_other_model)
     edited = record["edited_neurons_per_layer"]
     print(
         f"wrote {args.out}: steer={record['plan']} folded into {sum(edited.values())} down-projection inputs "

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "select language-specific neurons (LAPE) from activation statistics"
@@ -55,12 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lape_harness.lape import identify_many, neuron_set_filename
     from lape_harness.neurons import ActivationStats
+    from lape_harness.path_checks import check_output_dir
 
+    out_dir = check_output_dir(args.out_dir or Path(args.stats).parent, "--out-dir")
     stats = ActivationStats.load(args.stats)
     languages = _languages(args.languages) if args.languages else None
     top_rates = list(dict.fromkeys(args.top_rate))
     sets = identify_many(stats, top_rates, args.filter_rate, args.activation_bar_ratio, languages)
-    out_dir = Path(args.out_dir) if args.out_dir else Path(args.stats).parent
     for top_rate, neuron_set in sets.items():
         variants = {neuron_set_filename(top_rate): neuron_set}
         if args.exclusive:
@@ -68,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
         for name, variant in variants.items():
             variant.save(out_dir / name)
             print(f"wrote {out_dir / name}: {summary_line(variant)}")
+            empty = [language for language, count in variant.counts().items() if count == 0]
+            if empty:
+                print(f"warning: {name}: {', '.join(empty)} got no neurons at top rate {top_rate:g}; steering "
+                      f"{'them' if len(empty) > 1 else 'it'} with this file is an error: use a higher --top-rate "
+                      "for them", file=sys.stderr)
     return 0
 
 

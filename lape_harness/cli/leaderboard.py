@@ -5,7 +5,8 @@ folder, `lm_eval --output_path` folders of `hf` / `hf-steered` runs, other peopl
 this project's tasks or of lm-eval's built-in multilingual tasks) and writes
 leaderboard.md, leaderboard.csv and leaderboard.png into --out. Each plan is compared with
 the baseline (plan `none`, or a plain `hf` run) of the same model; missing baselines,
-several models, unequal sample counts and missing metrics are reported as notes.
+several models, unequal sample counts, missing metrics and results files that could not be
+read are reported as notes.
 
 Example:
     $ lape-harness leaderboard results/sweep results/hf-baseline --out results/leaderboard
@@ -37,11 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lape_harness.leaderboard import build_leaderboard, parse_metric_overrides
     from lape_harness.leaderboard_report import write_leaderboard
+    from lape_harness.path_checks import check_output_dir
     from lape_harness.results import load_runs
 
+    check_output_dir(args.out, "--out")
     overrides = parse_metric_overrides(args.metric)
-    runs = load_runs(args.results)
-    board = build_leaderboard(runs, metric=overrides)
+    problems: list[str] = []
+    runs = load_runs(args.results, problems=problems)
+    board = build_leaderboard(runs, metric=overrides, notes=problems)
     written = write_leaderboard(board, args.out, plot=not args.no_plot)
     for note in board.notes:
         print(f"note: {note}", file=sys.stderr)

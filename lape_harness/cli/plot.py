@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.neurons and not args.results:
         raise InputError("nothing to draw: pass --neurons FILE and/or --results PATH ...")
+    from lape_harness.path_checks import check_output_dir
+
+    check_output_dir(args.out, "--out")
     written = []
     if args.neurons:
         from lape_harness.neurons import NeuronSet
@@ -57,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
         from lape_harness.result_figures import results_report
         from lape_harness.results import load_runs
 
-        paths, notes = results_report(load_runs(args.results), args.out, model=args.model, forcing_plan=args.forcing_plan,
+        problems: list[str] = []
+        runs = load_runs(args.results, problems=problems)
+        paths, notes = results_report(runs, args.out, model=args.model, forcing_plan=args.forcing_plan,
                                       forcing_metric=args.forcing_metric, ppl_metric=args.ppl_metric)
-        for note in notes:
+        for note in problems + notes:
             print(f"note: {note}", file=sys.stderr)
         if not paths:
             raise InputError("nothing could be drawn from these results (see the notes above): the matrices need "

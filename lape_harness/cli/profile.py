@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -57,19 +58,22 @@ def run(args: argparse.Namespace) -> int:
     from lape_harness.corpora import folder_languages, is_hf_spec, open_corpus
     from lape_harness.errors import InputError
     from lape_harness.languages import PAPER_CODES
+    from lape_harness.path_checks import check_output_dir, check_output_file
     from lape_harness.paths import corpus_dir, model_slug
 
     for flag, value in (("--seq-len", args.seq_len), ("--batch-size", args.batch_size), ("--max-tokens", args.max_tokens)):
         if value is not None and value <= 0:
             raise InputError(f"{flag} must be a positive integer, got {value}")
+    out = Path(args.out) if args.out else Path("neuron_cache") / model_slug(args.model) / "stats.safetensors"
+    check_output_file(out, "--out")  # before the corpus and the model: the result must be writable
+    check_output_dir(out.with_name(out.stem + ".partial"), "the checkpoint folder of --out")
     corpus = args.corpus or str(corpus_dir() / "train")
     if args.languages:
         languages = args.languages
     else:
-        languages = list(PAPER_CODES) if is_hf_spec(corpus) else folder_languages(corpus)
+        languages = list(PAPER_CODES) if is_hf_spec(corpus) else folder_languages(corpus, report=_warn)
     sources = open_corpus(corpus, languages)
     device_map = _parse_device_map(args.device_map)
-    out = Path(args.out) if args.out else Path("neuron_cache") / model_slug(args.model) / "stats.safetensors"
 
     import torch
 
@@ -112,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
 
         torch_dist.destroy_process_group()
     return 0
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _parse_device_map(value: str | None):

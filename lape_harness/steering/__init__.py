@@ -1,8 +1,11 @@
 """Steering language neurons: the ``steer=`` plans, their compiled form, and the hooks that apply them.
 
 * :mod:`~lape_harness.steering.plan`: the ``steer=`` grammar and the plan objects
-  (:class:`Term`, :class:`SteeringPlan`, :class:`AutoPlan`, :func:`parse_steer`, plan files);
-  no torch, no model.
+  (:class:`Term`, :class:`SteeringPlan`, :class:`AutoPlan`); no torch, no model.
+* :mod:`~lape_harness.steering.plan_file`: plans kept in YAML/JSON files, with a strict schema
+  that also reads the results JSON's own term format.
+* :mod:`~lape_harness.steering.spec`: :func:`parse_steer`, any ``steer=`` value (text, file,
+  ``None``) → a plan.
 * :mod:`~lape_harness.steering.compiled`: a plan compiled per layer into neuron indices, a scale
   and a shift (:func:`compile_plan`, :class:`LayerEdit`), engine-neutral, on the CPU.
 * :mod:`~lape_harness.steering.hooks`: applying compiled plans to a Hugging Face model with
@@ -33,8 +36,8 @@ from lape_harness.steering.plan import (
     SteerSyntaxError,
     Term,
     format_number,
-    parse_steer,
 )
+from lape_harness.steering.spec import parse_steer
 
 # The torch-backed names load on first use, so parsing plans never imports torch.
 _LAZY = {"LayerEdit": "compiled", "compile_plan": "compiled", "SteeringHooks": "hooks"}

@@ -46,17 +46,20 @@ monolingual task in L → ``+L``; language forcing S→T → ``-S+T``; translati
 ``src`` = the source language of a forcing task; ``src`` terms are dropped for other tasks
 (the paper never deactivates the input language of a translation or a monolingual task).
 
-Lm-eval turns the value ``none`` into ``None``; both mean no steering. A spec that names an
-existing ``.yaml``/``.yml``/``.json`` file is read from it: either ``steer: <spec>`` or
-``terms: [<term>, ...]`` where each term is a string (``"-en=-1.5"``) or a mapping
-``{op: add|replace|multiply|deactivate, language: de, strength: 2, value: diff}``
-(``strength`` is α, β or the fill c).
+Numbers are decimals, optionally in exponent form (``-de=1e3``, ``+2.5e-1*fr``); a strength
+must be finite. After ``-LANG=`` comes the fill (a number) or a known language code
+(``-de=fr``: deactivate de, then replace with fr); anything else is an error.
+
+Lm-eval turns the value ``none`` into ``None``; both mean no steering. A spec that names a
+``.yaml``/``.yml``/``.json`` file is read from it (:mod:`lape_harness.steering.plan_file`).
+:func:`lape_harness.steering.parse_steer` takes any of these; :func:`parse_text` here takes
+the text forms only.
 
 A plan is compiled into per-layer tensors by :mod:`lape_harness.steering.compiled` and
 applied to a Hugging Face model by :mod:`lape_harness.steering.hooks`.
 
 Example:
-    >>> plan = parse_steer("+2*fr-de")
+    >>> plan = parse_text("+2*fr-de")
     >>> str(plan), plan.methods
     ('-de+2*fr', ['deactivate', 'additive'])
     >>> [term.describe() for term in plan.terms]
@@ -65,10 +68,9 @@ Example:
 
 from __future__ import annotations
 
-import json
-import os
+import math
+import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn
 
 from lape_harness.errors import InputError
@@ -80,6 +82,9 @@ PLACEHOLDERS = ("src", "tgt")
 EXAMPLE = "steer=-de+2*fr  (deactivate de: a ← 0, then a ← a + 2·μ_fr)"
 _OP_SYMBOL = {"+": "add", "=": "replace", "*": "multiply", "-": "deactivate"}
 _SYMBOL = {op: symbol for symbol, op in _OP_SYMBOL.items()}
+#: Each op's strength under its own name, as :meth:`Term.describe` writes it (and plan files read it).
+STRENGTH_NAMES = {"add": "alpha", "replace": "alpha", "multiply": "beta", "deactivate": "fill"}
+_EXPONENT = re.compile(r"[eE][+-]?\d+")
 
 
 class SteerSyntaxError(InputError):
@@ -119,8 +124,7 @@ class Term:
 
     def describe(self) -> dict[str, Any]:
         """The term as a JSON-able dict with its strength under its own name (alpha/beta/fill)."""
-        name = {"add": "alpha", "replace": "alpha", "multiply": "beta", "deactivate": "fill"}[self.op]
-        entry: dict[str, Any] = {"op": self.op, "language": self.language, name: self.strength}
+        entry: dict[str, Any] = {"op": self.op, "language": self.language, STRENGTH_NAMES[self.op]: self.strength}
         if self.op in ("add", "replace"):
             entry["value"] = self.value
         return entry
@@ -160,9 +164,17 @@ class SteeringPlan:
         return list(dict.fromkeys(names))
 
     def check_languages(self, neurons) -> None:
-        """Raise an :class:`InputError` listing the file's languages when a language is missing."""
+        """Raise an :class:`InputError` when a language is missing from ``neurons`` (listing the file's
+        languages) or has no neurons there (its terms would change nothing)."""
         for language in self.languages:
-            neurons[language]
+            if len(neurons[language]) == 0:
+                rate = (getattr(neurons, "meta", None) or {}).get("thresholds", {}).get("top_rate")
+                made = f" (made with top rate {rate:g})" if isinstance(rate, (int, float)) else ""
+                raise InputError(
+                    f"steer={self}: language {language!r} has no neurons in this neuron set{made}, so its terms "
+                    "would change nothing; use a set with a higher top rate (e.g. lape-top3.safetensors from "
+                    f"`lape-harness identify --top-rate 0.03`) or leave {language!r} out of the plan"
+                )
 
 
 NO_STEERING = SteeringPlan()
@@ -205,33 +217,27 @@ class AutoPlan:
 # Parsing
 
 
-def parse_steer(spec: Any) -> SteeringPlan | AutoPlan:
-    """Parse a ``steer=`` value (string, ``None`` from lm-eval's ``none``, or a plan file path).
+def parse_text(spec: str) -> SteeringPlan | AutoPlan:
+    """Parse the text of a ``steer=`` value: ``none``, ``auto``, ``auto:<template>`` or a plan
+    (files and ``None`` are :func:`lape_harness.steering.parse_steer`'s).
 
-    >>> str(parse_steer("-en=-1.5-fr+de"))
+    >>> str(parse_text("-en=-1.5-fr+de"))
     '-en=-1.5-fr+de'
-    >>> str(parse_steer("+de-en"))
-    '-en+de'
+    >>> str(parse_text("+de-en")), str(parse_text("-de=1e3"))
+    ('-en+de', '-de=1000')
     """
-    if spec is None or spec is False:
-        return NO_STEERING
-    if isinstance(spec, (SteeringPlan, AutoPlan)):
-        return spec
-    if not isinstance(spec, str):
-        raise SteerSyntaxError(f"steer={spec!r} is not a steering spec; valid example: {EXAMPLE}")
     text = spec.strip()
-    if text.lower().endswith((".yaml", ".yml", ".json")) or (os.sep in text and Path(text).is_file()):
-        return _parse_file(Path(text))
     if text.lower() == "none":
         return NO_STEERING
     if text.lower() == "auto":
         return AutoPlan()
     if text.lower().startswith("auto:"):
-        return AutoPlan(_parse_terms(text, start=5, placeholders=True))
-    return _parse_terms(text, start=0, placeholders=False)
+        return AutoPlan(parse_terms(text, start=5, placeholders=True))
+    return parse_terms(text, start=0, placeholders=False)
 
 
-def _parse_terms(text: str, start: int, placeholders: bool) -> SteeringPlan:
+def parse_terms(text: str, start: int = 0, placeholders: bool = False) -> SteeringPlan:
+    """The terms of ``text`` from position ``start`` on (``placeholders``: an auto template's)."""
     scanner = _Scanner(text, start)
     terms = []
     while not scanner.done():
@@ -303,14 +309,28 @@ class _Scanner:
             value = self._word()
             if value not in VALUES:
                 self.fail(f"unknown value {value!r}; use .mean, .diff or .p", at=value_at)
-        if op == "deactivate" and self._peek() == "=" and not self.text[self.position + 1 : self.position + 2].isalpha():
-            self.position += 1
-            fill_at = self.position
-            fill = self._read_number(signed=True)
-            if fill is None:
-                self.fail("expected a number after '=' (the fill value, e.g. -de=-1.5)", at=fill_at)
-            strength = fill
+        if op == "deactivate" and self._peek() == "=":
+            strength = self._fill(language, placeholders)
         return Term(op, language, strength, value)
+
+    def _fill(self, language: str, placeholders: bool) -> float | None:
+        """After ``-LANG``: ``=c`` (the fill), or None when ``=`` starts a replace term ``=LANG2``."""
+        fill_at = self.position + 1
+        word = re.match(r"[A-Za-z_]\w*", self.text[fill_at:])
+        if word:
+            if _is_language(word.group(), placeholders):
+                return None  # -de=fr: deactivate de, then replace with fr
+            self.fail(
+                f"expected a number after '=' (the fill value, e.g. -{language}=-1.5), found {word.group()!r}",
+                at=fill_at,
+                hint=f"{word.group()!r} is not a language code either; to deactivate {language} and replace with a "
+                     f"language only your neuron file knows, write ={word.group()}-{language}",
+            )
+        self.position += 1
+        fill = self._read_number(signed=True)
+        if fill is None:
+            self.fail(f"expected a number after '=' (the fill value, e.g. -{language}=-1.5)", at=fill_at)
+        return fill
 
     def _peek(self) -> str:
         return self.text[self.position] if self.position < len(self.text) else ""
@@ -335,10 +355,18 @@ class _Scanner:
         if self.position == digits:
             self.position = begin
             return None
+        exponent = _EXPONENT.match(self.text, self.position)  # 1e3, 2.5E-1 (but +2en is 2·en)
+        if exponent:
+            self.position = exponent.end()
+        written = self.text[begin : self.position]
         try:
-            return float(self.text[begin : self.position])
+            number = float(written)
         except ValueError:
-            self.fail(f"{self.text[begin:self.position]!r} is not a number", at=begin)
+            self.fail(f"{written!r} is not a number", at=begin)
+        if not math.isfinite(number):
+            self.fail(f"{written} is not a finite number (it overflows to {number}); strengths must be finite",
+                      at=begin)
+        return number
 
 
 def _language_code(word: str, placeholders: bool, scanner: _Scanner, at: int) -> str:
@@ -348,10 +376,24 @@ def _language_code(word: str, placeholders: bool, scanner: _Scanner, at: int) ->
         return word
     if word in PLACEHOLDERS:
         scanner.fail(f"{word!r} is only meaningful in an auto template (steer=auto:-src+tgt)", at=at)
-    return _known_code(word)
+    return known_code(word)
 
 
-def _known_code(word: str) -> str:
+def _is_language(word: str, placeholders: bool) -> bool:
+    """Whether ``word`` names a language here: ``src``/``tgt`` in an auto template, else a code of
+    the language table (:mod:`lape_harness.languages`)."""
+    if placeholders:
+        return word in PLACEHOLDERS
+    from lape_harness.languages import UnknownLanguageError, normalize_code
+
+    try:
+        normalize_code(word)
+    except UnknownLanguageError:
+        return False
+    return True
+
+
+def known_code(word: str) -> str:
     """The ISO code of a known language (``deu_Latn`` → ``de``), else ``word`` as written: a
     language only the neuron file knows, checked against the file later."""
     from lape_harness.languages import UnknownLanguageError, normalize_code
@@ -360,57 +402,6 @@ def _known_code(word: str) -> str:
         return normalize_code(word)
     except UnknownLanguageError:
         return word
-
-
-def _parse_file(path: Path) -> SteeringPlan | AutoPlan:
-    if not path.is_file():
-        raise SteerSyntaxError(f"steer plan file {str(path)!r} does not exist; check the path")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            content = json.loads(text)
-        else:
-            import yaml
-
-            content = yaml.safe_load(text)
-    except Exception as error:  # noqa: BLE001 - any parser error means the same to the user
-        raise SteerSyntaxError(f"steer plan file {str(path)!r} is not valid {path.suffix[1:].upper()}: {error}") from None
-    if isinstance(content, dict) and isinstance(content.get("steer"), str):
-        return parse_steer(content["steer"])
-    if not isinstance(content, dict) or not isinstance(content.get("terms"), list):
-        raise SteerSyntaxError(
-            f"steer plan file {str(path)!r} must hold 'steer: <spec>' or 'terms: [...]', e.g.\n"
-            "terms:\n  - -en=-1.5\n  - {op: add, language: de, strength: 2, value: diff}"
-        )
-    terms: list[Term] = []
-    for entry in content["terms"]:
-        if isinstance(entry, str):
-            terms.extend(_parse_terms(entry if entry[:1] in _OP_SYMBOL else "+" + entry, 0, False).terms)
-        elif isinstance(entry, dict):
-            terms.append(_term_from_mapping(entry, path))
-        else:
-            raise SteerSyntaxError(f"{str(path)!r}: term {entry!r} must be a string like '-de' or a mapping")
-    return SteeringPlan(tuple(terms))
-
-
-def _term_from_mapping(entry: dict[str, Any], path: Path) -> Term:
-    op = entry.get("op")
-    if op not in OPS or "language" not in entry:
-        raise SteerSyntaxError(
-            f"{str(path)!r}: term {entry!r} needs 'op' (one of {', '.join(OPS)}) and 'language'"
-        )
-    value = entry.get("value", "mean")
-    if value not in VALUES or (value != "mean" and op not in ("add", "replace")):
-        raise SteerSyntaxError(f"{str(path)!r}: term {entry!r}: 'value' is one of {VALUES}, for add/replace only")
-    default = 0.0 if op == "deactivate" else 1.0
-    strength = entry.get("strength", default)
-    if op == "multiply" and "strength" not in entry:
-        raise SteerSyntaxError(f"{str(path)!r}: multiply term {entry!r} needs a 'strength' (the factor β)")
-    try:
-        strength = float(strength)
-    except (TypeError, ValueError):
-        raise SteerSyntaxError(f"{str(path)!r}: term {entry!r}: strength must be a number") from None
-    return Term(op, _known_code(str(entry["language"])), strength, value)
 
 
 def format_number(value: float) -> str:
