@@ -97,6 +97,18 @@ class HFSteeredLM(SteeredLM, HFLM):
         self.steering.remove()
         self.steering = SteeringHooks(self.model, neuron_set, scope=self.steer_scope)
 
+    def _detect_batch_size(self, requests=None, pos: int = 0):
+        """``batch_size=auto``: lm-eval detects the largest batch that fits at every call of a request
+        method, and ``steer=auto`` calls them once per plan group (441 groups for forcing): each
+        detection is several full-length forward passes, and a cross-rank ``all_gather`` that hangs
+        when ranks hold different groups. The full-length detection does not depend on the plan,
+        so it runs once; the per-length one (``auto:N``) is already kept by lm-eval."""
+        if requests is not None:
+            return super()._detect_batch_size(requests, pos)
+        if getattr(self, "_full_length_batch_size", None) is None:
+            self._full_length_batch_size = super()._detect_batch_size()
+        return self._full_length_batch_size
+
     # ---------------------------------------------------------------- the two places every forward pass goes through
 
     def _model_call(self, inps, attn_mask=None, labels=None):

@@ -30,7 +30,13 @@ from typing import Any
 
 from lm_eval.api.model import CachingLM
 
+from lape_harness.errors import LapeError
+
 REQUEST_METHODS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+
+
+class RequestCacheError(LapeError):
+    """A request cache is in use that lape-harness cannot key by plan."""
 
 #: ``requests -> [(plan, positions of the requests under that plan), ...]``
 GroupByPlan = Callable[[list], list[tuple[Any, list[int]]]]
@@ -72,10 +78,18 @@ def key_by_plan(model: Any, cache_hook: Any, caller: FrameType | None, group_by_
 
     ``group_by_plan`` splits requests by plan; ``namespace`` names a plan's key prefix. Returns
     the :class:`PlanKeyedCache` now between ``CachingLM`` (and ``cache_hook``) and the database,
-    or None when the model is not being wrapped (a plain ``set_cache_hook`` call).
+    or None when the model is not being wrapped (a plain ``set_cache_hook`` call). A hook that
+    carries a cache database from a caller that is not a ``CachingLM`` (a subclass or an lm-eval
+    refactor that calls differently) is a :class:`RequestCacheError`: never a silently shared cache.
     """
     caching = _caching_lm(caller, model)
     if caching is None:
+        if getattr(cache_hook, "dbdict", None) is not None:
+            raise RequestCacheError(
+                "lm-eval's request cache (--use_cache) is in use, but lape-harness cannot find the CachingLM "
+                "that holds it, so one plan's cached answers could be served to another: run without --use_cache "
+                "(or with a cache folder per plan) and report your lm-eval version"
+            )
         return None
     store = PlanKeyedCache(caching.dbdict)
     caching.dbdict = store

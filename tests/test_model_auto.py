@@ -101,3 +101,19 @@ def test_auto_template(auto_lm):
         auto_lm.set_plan("auto")
     for request, answer, a, b in zip(requests, got, forced, monolingual):
         assert answer == (a if request.task_name == "lape_forcing_de_to_fr" else b)
+
+
+def test_batch_size_auto_is_detected_once_for_every_plan_group(tiny_llama, auto_lm, monkeypatch):
+    """steer=auto with batch_size=auto: lm-eval's detection (full-length forward passes, a
+    cross-rank all_gather) runs once, not once per plan group."""
+    from lm_eval.models.huggingface import HFLM
+
+    calls = []
+    detect = HFLM._detect_batch_size
+    monkeypatch.setattr(HFLM, "_detect_batch_size", lambda self, *args, **kwargs: calls.append(args) or detect(self, *args, **kwargs))
+    lm = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size="auto", max_batch_size=4,
+                     neurons=auto_lm.neurons_path, steer="auto")
+    lm.generate_until(mixed_requests("generate_until"))
+    lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (context,), i, (task, i, 1))
+                              for i, (task, context) in enumerate(zip(TASKS, CONTEXTS * 2))])
+    assert len({plan for plan in TASKS.values()}) > 1 and calls == [()]

@@ -139,6 +139,36 @@ def test_a_failing_hook_warns_once_and_lm_eval_keeps_working():
     assert "simulated plugin bug" in result.stderr
 
 
+def test_a_task_manager_without_the_expected_arguments_is_left_alone_with_one_warning(recwarn):
+    """An lm-eval whose TaskManager renamed include_path/include_defaults: no wrapper that would break
+    every TaskManager(...), one warning that names the --include_path to pass."""
+    import types
+
+    from lape_harness import _boot, registration
+
+    class TaskManager:
+        def __init__(self, verbosity=None, paths=None):
+            self.paths = paths
+
+    monkey = types.SimpleNamespace(TaskManager=TaskManager)
+    original = TaskManager.__init__
+    warned, _boot._warned = _boot._warned, False
+    try:
+        registration.on_task_manager(monkey)
+    finally:
+        _boot._warned = warned
+    assert TaskManager.__init__ is original and TaskManager(paths=["x"]).paths == ["x"]
+    assert [str(w.message) for w in recwarn if "include_path" in str(w.message)]
+
+
+def test_the_entry_points_name_the_registered_models():
+    """lm-eval releases that read the lm_eval.models entry points find the same classes."""
+    import tomllib
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["lm_eval.models"]
+    assert declared == MODELS
+
+
 def test_the_variable_switches_the_plugin_off():
     out = python("""
         from lm_eval.api.registry import get_model, model_registry

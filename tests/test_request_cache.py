@@ -85,6 +85,24 @@ def test_a_plain_set_cache_hook_call_changes_nothing():
     assert model.cache_hook is hook and hook.dbdict is None
 
 
+def test_a_cache_that_cannot_be_keyed_by_plan_is_an_error():
+    """A cache hook holding a database, set by something other than CachingLM's constructor
+    (e.g. an lm-eval refactor): plans would share cached answers, so it fails loudly."""
+    from lm_eval.api.model import CacheHook
+
+    from lape_harness.request_cache import RequestCacheError
+
+    class Wrapper:
+        def __init__(self, model, dbdict):
+            self.dbdict = dbdict
+            hook = CacheHook(None)
+            hook.dbdict = dbdict
+            model.set_cache_hook(hook)
+
+    with pytest.raises(RequestCacheError, match="--use_cache"):
+        Wrapper(PlanEcho({}), {})
+
+
 # ---------------------------------------------------------------------------------------------
 # hf-steered
 
