@@ -129,6 +129,7 @@ def bake_checkpoint(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lape_harness.embedded import resolve_pretrained
+    from lape_harness.hf_loading import load_pretrained
 
     plan = parse_steer(steer)
     check_bakeable(plan)
@@ -139,7 +140,7 @@ def bake_checkpoint(
         raise InputError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
     path = resolve_pretrained(model)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    loaded = load_pretrained(AutoModelForCausalLM, path, dtype=torch_dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     record = {**bake_model(loaded, neuron_set, plan), "source_model": model, "neurons": str(neurons)}
     setattr(loaded.config, CONFIG_ATTRIBUTE, record)

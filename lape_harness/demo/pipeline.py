@@ -190,6 +190,7 @@ def _profile(run: DemoRun, device: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lape_harness.corpora import open_corpus
+    from lape_harness.hf_loading import load_pretrained
     from lape_harness.neurons import ActivationStats
     from lape_harness.profile import profile_model
 
@@ -202,7 +203,7 @@ def _profile(run: DemoRun, device: str | None):
             return stats
     sources = open_corpus(run.corpus / "train", run.languages)
     partial = run.folder / "stats.partial"
-    model = AutoModelForCausalLM.from_pretrained(run.path, dtype="auto").eval()
+    model = load_pretrained(AutoModelForCausalLM, run.path, dtype="auto").eval()
     if device:
         model.to(torch.device(device))
     stats = profile_model(
