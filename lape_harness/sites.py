@@ -80,6 +80,31 @@ class NeuronSite:
     def dtype(self) -> torch.dtype:
         return _first_parameter(self.down_proj).dtype
 
+    @property
+    def execution_device(self) -> torch.device:
+        """Where this layer computes (see :func:`execution_device`)."""
+        return execution_device(self.down_proj)
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """Where ``module`` computes: its weights' device, except for a module that accelerate offloads
+    (``device_map`` with CPU or disk offload, ``cpu_offload``), whose weights wait on ``meta`` while
+    accelerate's hook brings them to its ``execution_device`` for each forward pass. A ``meta``
+    module without such a hook stays ``meta``.
+
+    >>> execution_device(nn.Linear(2, 2))
+    device(type='cpu')
+    """
+    device = _first_parameter(module).device
+    if device.type != "meta":
+        return device
+    hook = getattr(module, "_hf_hook", None)
+    for candidate in getattr(hook, "hooks", None) or [hook]:  # accelerate's SequentialHook holds several
+        target = getattr(candidate, "execution_device", None)
+        if target is not None and str(target) != "meta":
+            return torch.device(target)
+    return device
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The transformers model inside wrappers (PEFT, DDP/accelerate, ``torch.compile``)."""

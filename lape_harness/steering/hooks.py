@@ -82,7 +82,7 @@ class SteeringHooks:
             placed = [None] * self.num_layers
             for layer, edit in compile_plan(plan, self.neurons, self.num_layers, self.width).items():
                 site = self.sites[layer]
-                placed[layer] = edit.to(_execution_device(site), site.dtype)
+                placed[layer] = edit.to(site.execution_device, site.dtype)
             if len(self._placed) >= 64:  # bounded: a long sweep does not pile up device memory
                 self._placed.pop(next(iter(self._placed)))
             self._placed[plan] = placed
@@ -144,11 +144,3 @@ class SteeringHooks:
         if self._phase == "prefill":
             self._set_phase("decode")
 
-
-def _execution_device(site) -> torch.device:
-    """Where the layer computes: accelerate's execution device for offloaded layers, else its weights'."""
-    hook = getattr(site.down_proj, "_hf_hook", None)
-    device = getattr(hook, "execution_device", None)
-    if device is not None and site.device.type == "meta":
-        return torch.device(device)
-    return site.device
