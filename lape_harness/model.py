@@ -8,7 +8,9 @@ Every ``hf`` argument keeps working; three more select the steering::
 
 * ``neurons=``: a neuron-set file from ``lape-harness identify``;
 * ``steer=``: a plan in the grammar of :mod:`lape_harness.steering` (``none``, ``auto``, ``-de+fr``, ...);
-* ``steer_scope=all|prompt|generated``: which token positions are steered.
+* ``steer_scope=all|prompt|generated``: which token positions are steered;
+* ``steer_bos=true|false``: whether the start token's positions are steered too (default true,
+  as the paper's code does; false leaves them as profiling does, which never counts them).
 
 The spec and the neuron file are checked before any weights load; the file's layer count and
 width are checked against the loaded model. Steering applies in ``loglikelihood``,
@@ -22,7 +24,7 @@ Example:
     >>> lm = HFSteeredLM(pretrained="lape:gemma-3-270m", neurons="lape-top1.safetensors", steer="de")  # doctest: +SKIP
     >>> lm.set_plan("-de+2*fr")            # no reload: swaps per-layer tensors       # doctest: +SKIP
     >>> lm.steering_signature()["signature"]                                           # doctest: +SKIP
-    'lape-steer|plan:-de+2*fr|methods:deactivate,additive|scope:all|neurons:lape-top1.safetensors@3f2a9c1e0b7d|v:0.1.0'
+    'lape-steer|plan:-de+2*fr|methods:deactivate,additive|scope:all|steer_bos:true|neurons:lape-top1.safetensors@3f2a9c1e0b7d|v:0.1.0'
 """
 
 from __future__ import annotations
@@ -71,10 +73,11 @@ class HFSteeredLM(HFLM):
     task_languages: Callable[[str | None], Any] = staticmethod(default_task_languages)
 
     def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",
-                 **kwargs) -> None:
+                 steer_bos: Any = True, **kwargs) -> None:
         spec = parse_steer(steer)
         if steer_scope not in SCOPES:
             raise InputError(f"steer_scope={steer_scope!r} is not one of {', '.join(SCOPES)}; e.g. steer_scope=generated")
+        self.steer_bos = _flag("steer_bos", steer_bos)
         neuron_set = self._load_neurons(neurons, spec)
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
@@ -82,7 +85,7 @@ class HFSteeredLM(HFLM):
         self._split_requests_across_cpu_processes()
         self.neurons_path = None if neurons is None else str(neurons)
         self.neurons_hash = None if neuron_set is None else neuron_set.content_hash()
-        self.steering = SteeringHooks(self.model, neuron_set, scope=steer_scope)
+        self.steering = SteeringHooks(self.model, neuron_set, scope=steer_scope, start_tokens=self._start_tokens())
         self.plans_by_task: dict[str, str] = {}
         self._warned_tasks: set[str | None] = set()
         self.set_plan(spec)
@@ -96,6 +99,16 @@ class HFSteeredLM(HFLM):
         if accelerator is not None and accelerator.num_processes > 1 and self.world_size == 1 and self.device.type == "cpu":
             self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
 
+    def _start_tokens(self) -> tuple[int, ...]:
+        """The token ids left unedited under ``steer_bos=false``: lm-eval's prefix token (BOS, or EOS
+        for a model without one) and the special tokens the tokenizer puts before text (what
+        profiling never counts)."""
+        if self.steer_bos:
+            return ()
+        from lape_harness.corpora import special_prefix
+
+        return tuple(dict.fromkeys([self.prefix_token_id, *special_prefix(self.tokenizer)]))
+
     # ---------------------------------------------------------------- plans
 
     def set_neurons(self, path: str) -> None:
@@ -106,9 +119,9 @@ class HFSteeredLM(HFLM):
         """
         neuron_set = NeuronSet.load(path)
         neuron_set.validate_for(self.steering.num_layers, self.steering.width)
-        scope = self.steering.scope
+        scope, start_tokens = self.steering.scope, self.steering.start_tokens
         self.steering.remove()
-        self.steering = SteeringHooks(self.model, neuron_set, scope=scope)
+        self.steering = SteeringHooks(self.model, neuron_set, scope=scope, start_tokens=start_tokens)
         self.neurons_path, self.neurons_hash = str(path), neuron_set.content_hash()
         self.set_plan("none")
 
@@ -198,13 +211,15 @@ class HFSteeredLM(HFLM):
         neurons = "none" if self.neurons_path is None else f"{Path(self.neurons_path).name}@{self.neurons_hash[:12]}"
         signature = "|".join([
             "lape-steer", f"plan:{spec}", f"methods:{','.join(spec.methods) or 'none'}",
-            f"scope:{self.steering.scope}", f"neurons:{neurons}", f"v:{__version__}",
+            f"scope:{self.steering.scope}", f"steer_bos:{str(self.steer_bos).lower()}", f"neurons:{neurons}",
+            f"v:{__version__}",
         ])
         return {
             "plan": str(spec),
             "methods": spec.methods,
             "terms": [] if template is None else [term.describe() for term in template.terms],
             "scope": self.steering.scope,
+            "steer_bos": self.steer_bos,
             "neurons": self.neurons_path,
             "neurons_sha256": self.neurons_hash,
             "plans_by_task": dict(sorted(self.plans_by_task.items())),
@@ -216,8 +231,10 @@ class HFSteeredLM(HFLM):
         return {**super().get_model_info(), "steering": self.steering_signature()}
 
     def cache_namespace(self, plan: SteeringPlan) -> str:
-        """Prefix of this plan's keys in lm-eval's request cache: plan, scope and neuron file identity."""
-        return plan_namespace(plan, self.steering.scope, self.neurons_hash)
+        """Prefix of this plan's keys in lm-eval's request cache: plan, scope (with steer_bos=false) and
+        neuron file identity."""
+        scope = self.steering.scope if self.steer_bos else f"{self.steering.scope}|steer_bos:false"
+        return plan_namespace(plan, scope, self.neurons_hash)
 
     def set_cache_hook(self, cache_hook) -> None:
         """When lm-eval wraps this model in its request cache (``--use_cache``), key the cache by plan
@@ -239,3 +256,12 @@ class HFSteeredLM(HFLM):
             spec.check_languages(neuron_set)
         return neuron_set
 
+
+def _flag(name: str, value: Any) -> bool:
+    """A boolean model argument: a bool, or true/false (lm-eval converts those) in any case."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    raise InputError(f"{name}={value!r} is not true or false; e.g. {name}=false")
