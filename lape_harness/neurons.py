@@ -62,16 +62,22 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
     inner = unwrap(model)
     config = inner.config
     sites = find_sites(inner)
-    config_dict = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
-    config_hash = hashlib.sha256(json.dumps(config_dict, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {
         "model_id": str(getattr(config, "_name_or_path", "") or ""),
         "revision": getattr(config, "_commit_hash", None),
         "model_type": config.model_type,
-        "config_hash": config_hash,
+        "config_hash": config_hash(config),
         "num_layers": len(sites),
         "width": sites[0].width,
     }
+
+
+def config_hash(config) -> str:
+    """A short hash of a transformers config, without what does not change the model (dtype,
+    transformers version, quantization, cache settings, path): the ``config_hash`` of
+    :func:`model_identity`, computable without loading weights."""
+    config_dict = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
+    return hashlib.sha256(json.dumps(config_dict, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 _VOLATILE_CONFIG_KEYS = {"torch_dtype", "dtype", "transformers_version", "quantization_config", "use_cache", "name_or_path"}
