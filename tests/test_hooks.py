@@ -294,3 +294,28 @@ def test_a_non_float_activation_is_refused(tiny_llama):
         with torch.no_grad(), hooks.active():
             model(torch.tensor([[5, 6, 7]]))
     hooks.remove()
+
+
+def test_offloaded_layers_steer_where_they_compute(tiny_llama, tmp_path):
+    """Layers that accelerate offloads (weights on meta, moved in per forward pass) get their edits
+    on accelerate's execution device, and steer exactly as the loaded model does."""
+    from accelerate import dispatch_model
+
+    neurons = make_neuron_set(2, 128)
+    ids = torch.randint(4, 300, (2, 9))
+    logits = {}
+    for name in ("loaded", "offloaded"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+        if name == "offloaded":
+            device_map = {"model.embed_tokens": "cpu", "model.layers.0": "disk", "model.layers.1": "disk",
+                          "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+            model = dispatch_model(model, device_map=device_map, main_device="cpu", offload_dir=str(tmp_path))
+        hooks = SteeringHooks(model, neurons)
+        hooks.use(parse_steer("-de=-1.5+2*fr"))
+        if name == "offloaded":
+            assert hooks.sites[0].device.type == "meta"
+            assert all(edit.index.device.type == "cpu" for edit in hooks.edits().values())
+        with torch.no_grad(), hooks.active():
+            logits[name] = model(ids).logits
+        hooks.remove()
+    torch.testing.assert_close(logits["offloaded"], logits["loaded"], rtol=1e-6, atol=1e-6)
