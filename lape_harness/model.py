@@ -1,6 +1,6 @@
 """``hf-steered``: lm-eval's ``hf`` model with language arithmetics on the MLP neurons.
 
-Every ``hf`` argument keeps working; three more select the steering::
+Every ``hf`` argument keeps working; four more select the steering::
 
     lm_eval --model hf-steered \\
         --model_args pretrained=meta-llama/Llama-3.1-8B,neurons=neuron_cache/llama-3.1-8b/lape-top1.safetensors,steer=-en+de \\
