@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,12 +56,21 @@ class _OldTransformersModel:
         raise AssertionError("the model must be loaded where it runs, not moved there afterwards")
 
 
+class _Tokenizer:
+    @classmethod
+    def from_pretrained(cls, path, **kwargs):
+        return "tokenizer"
+
+
 @pytest.fixture
 def old_transformers(monkeypatch):
+    # The module lape-harness imports now: loading a model can put a new transformers module into
+    # sys.modules, so the one this file imported at collection time may be stale.
+    current = sys.modules["transformers"]
     _OldTransformersModel.calls = []
-    monkeypatch.setattr(transformers, "__version__", "4.55.4")
-    monkeypatch.setattr(transformers, "AutoModelForCausalLM", _OldTransformersModel)
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(lambda cls, path, **kw: "tokenizer"))
+    monkeypatch.setattr(current, "__version__", "4.55.4")
+    monkeypatch.setattr(current, "AutoModelForCausalLM", _OldTransformersModel)
+    monkeypatch.setattr(current, "AutoTokenizer", _Tokenizer)
     return _OldTransformersModel.calls
 
 
