@@ -251,7 +251,7 @@ def no_host_sync(model, device, sizes, neurons) -> dict:
                 except RuntimeError as error:
                     frames = [f"{frame.filename}:{frame.lineno}" for frame in traceback.extract_tb(error.__traceback__)]
                     ours = [frame for frame in frames if "lape_harness" in frame]
-                    cases[name] = f"sync at {(ours or frames)[-1]}" + ("" if ours else " (not lape-harness code)")
+                    cases[name] = f"sync at {ours[-1]}" if ours else _syncs_outside_us(run, frames[-1])
                 finally:
                     torch.cuda.set_sync_debug_mode(0)
             finally:
@@ -260,6 +260,23 @@ def no_host_sync(model, device, sizes, neurons) -> dict:
         return check(None, "(CUDA only)", None, cases=cases)
     ours = [name for name, result in cases.items() if result != "no sync" and "not lape-harness" not in result]
     return check(not ours, "no host sync in lape-harness hooks", not ours, cases=cases)
+
+
+def _syncs_outside_us(run, first: str) -> str:
+    """The model itself synchronized (at ``first``), which stopped the "error" run before the hooks
+    were all seen: rerun in "warn" mode and report every synchronizing call site."""
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    sites = sorted({f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message).lower()})
+    ours = [site for site in sites if "lape_harness" in site]
+    if ours:
+        return f"sync at {ours[0]} (and {len(sites) - 1} other call sites)"
+    return f"no sync in lape-harness code; the model synchronizes at {', '.join(sites) or first} (not lape-harness code)"
 
 
 def decode_step_time(model, device, sizes, neurons, gpu: bool) -> dict:
