@@ -59,10 +59,11 @@ def measure_throughput(model_path: str, label: str, tokens: int, repeats: int, d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lape_harness.corpora import Packing, open_corpus
+    from lape_harness.hf_loading import load_pretrained
     from lape_harness.profile import profile_model
     from lape_harness.sites import find_sites
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
+    model = load_pretrained(AutoModelForCausalLM, model_path, dtype=getattr(torch, dtype)).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     with tempfile.TemporaryDirectory() as folder:
         write_text(Path(folder) / "en.txt", tokens)

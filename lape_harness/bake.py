@@ -135,6 +135,7 @@ def bake_checkpoint(
     from lape_harness.embedded import resolve_pretrained
     from lape_harness.identity import pretrained_identity
     from lape_harness.path_checks import check_output_dir
+    from lape_harness.hf_loading import load_pretrained
 
     plan = parse_steer(steer)
     check_bakeable(plan)
@@ -148,7 +149,7 @@ def bake_checkpoint(
         neuron_set.check_model(identity, allow_other_model, str(neurons))
     path = resolve_pretrained(model)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    loaded = load_pretrained(AutoModelForCausalLM, path, dtype=torch_dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     record = {**bake_model(loaded, neuron_set, plan), "source_model": model, "neurons": str(neurons)}
     setattr(loaded.config, CONFIG_ATTRIBUTE, record)

@@ -356,11 +356,13 @@ class Packing:
                 break
             for ids in tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]:
                 buffer.extend(ids)
-            while len(buffer) >= self.chunk_len and remaining > 0:
+            start = 0  # chunks are cut at an offset; the buffer is shortened once per batch (linear time)
+            while len(buffer) - start >= self.chunk_len and remaining > 0:
                 take = int(min(self.chunk_len, remaining))
-                yield buffer[:take]
-                del buffer[:take]
+                yield buffer[start : start + take]
+                start += take
                 remaining -= take
+            del buffer[:start]
         if buffer and remaining > 0:
             yield buffer[: int(min(len(buffer), remaining))]
 

@@ -118,15 +118,17 @@ def _convert(package, model: EmbeddedModel, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lape_harness.hf_loading import from_config, load_pretrained
+
     with tempfile.TemporaryDirectory(prefix=".gguf.", dir=out.parent) as gguf_dir:
         package.assemble(output_path=Path(gguf_dir) / model.gguf_file)
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=model.gguf_file)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=model.gguf_file, dtype=torch.float32)
+        loaded = load_pretrained(AutoModelForCausalLM, gguf_dir, gguf_file=model.gguf_file, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config and weights.
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    plain = from_config(AutoModelForCausalLM, config, dtype=torch.bfloat16)
     plain.load_state_dict(loaded.state_dict())
     del loaded
     plain.save_pretrained(out)

@@ -1,6 +1,6 @@
 """``hf-steered``: lm-eval's ``hf`` model with language arithmetics on the MLP neurons.
 
-Every ``hf`` argument keeps working; three more select the steering::
+Every ``hf`` argument keeps working; four more select the steering::
 
     lm_eval --model hf-steered \\
         --model_args pretrained=meta-llama/Llama-3.1-8B,neurons=neuron_cache/llama-3.1-8b/lape-top1.safetensors,steer=-en+de \\
@@ -11,6 +11,8 @@ Every ``hf`` argument keeps working; three more select the steering::
 * ``steer_scope=all|prompt|generated``: which token positions are steered;
 * ``allow_other_model=True``: steer with a neuron set made for another model on purpose
   (otherwise an error, see :mod:`lape_harness.identity`).
+* ``steer_bos=true|false``: whether the start token's positions are steered too (default true,
+  as the paper's code does; false leaves them as profiling does, which never counts them).
 
 The spec, the neuron file, the plan's languages (each must have neurons in the file) and the
 model the file was made for (its id and configuration hash against the model's configuration)
@@ -27,7 +29,7 @@ Example:
     >>> lm = HFSteeredLM(pretrained="lape:gemma-3-270m", neurons="lape-top1.safetensors", steer="de")  # doctest: +SKIP
     >>> lm.set_plan("-de+2*fr")            # no reload: swaps per-layer tensors       # doctest: +SKIP
     >>> lm.steering_signature()["signature"]                                           # doctest: +SKIP
-    'lape-steer|plan:-de+2*fr|methods:deactivate,additive|scope:all|neurons:lape-top1.safetensors@3f2a9c1e0b7d|v:0.1.0'
+    'lape-steer|plan:-de+2*fr|methods:deactivate,additive|scope:all|steer_bos:true|neurons:lape-top1.safetensors@3f2a9c1e0b7d|v:0.1.0'
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ class HFSteeredLM(SteeredLM, HFLM):
 
     @plain_errors
     def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",
-                 allow_other_model: bool = False, **kwargs) -> None:
-        spec = self.check_steering_args(neurons, steer, steer_scope, allow_other_model)
+                 allow_other_model: bool = False, steer_bos: Any = True, **kwargs) -> None:
+        spec = self.check_steering_args(neurons, steer, steer_scope, allow_other_model, steer_bos)
         checked = isinstance(pretrained, str) and self.check_neurons_model(pretrained, kwargs)
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
@@ -73,7 +75,7 @@ class HFSteeredLM(SteeredLM, HFLM):
             if self.neuron_set is not None:
                 self.neuron_set.check_model(self.identity, allow_other_model, self.neurons_path)
         self._split_requests_across_cpu_processes()
-        self.steering = SteeringHooks(self.model, self.neuron_set, scope=steer_scope)
+        self.steering = SteeringHooks(self.model, self.neuron_set, scope=steer_scope, start_tokens=self._start_tokens())
         self.set_plan(spec)
 
     def _split_requests_across_cpu_processes(self) -> None:
@@ -85,6 +87,16 @@ class HFSteeredLM(SteeredLM, HFLM):
         if accelerator is not None and accelerator.num_processes > 1 and self.world_size == 1 and self.device.type == "cpu":
             self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
 
+    def _start_tokens(self) -> tuple[int, ...]:
+        """The token ids left unedited under ``steer_bos=false``: lm-eval's prefix token (BOS, or EOS
+        for a model without one) and the special tokens the tokenizer puts before text (what
+        profiling never counts)."""
+        if self.steer_bos:
+            return ()
+        from lape_harness.corpora import special_prefix
+
+        return tuple(dict.fromkeys([self.prefix_token_id, *special_prefix(self.tokenizer)]))
+
     # ---------------------------------------------------------------- plans
 
     def apply_plan(self, plan: SteeringPlan) -> None:
@@ -94,8 +106,9 @@ class HFSteeredLM(SteeredLM, HFLM):
     def use_neurons(self, neuron_set: NeuronSet) -> None:
         """New hooks for ``neuron_set`` (checked against the model's layers and width)."""
         neuron_set.validate_for(self.steering.num_layers, self.steering.width)
+        start_tokens = self.steering.start_tokens
         self.steering.remove()
-        self.steering = SteeringHooks(self.model, neuron_set, scope=self.steer_scope)
+        self.steering = SteeringHooks(self.model, neuron_set, scope=self.steer_scope, start_tokens=start_tokens)
 
     def _detect_batch_size(self, requests=None, pos: int = 0):
         """``batch_size=auto``: lm-eval detects the largest batch that fits at every call of a request

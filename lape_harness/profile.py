@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import signal
 import threading
 import time
@@ -36,77 +35,40 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from lape_harness.atomic import atomic_path
 from lape_harness.corpora import Packing, TextSource
 from lape_harness.errors import HookNeverFiredError, InputError
 from lape_harness.neurons import ActivationStats, model_identity
-from lape_harness.sites import NeuronSite, find_sites, unwrap
+from lape_harness.profile_state import CHECKPOINT_FORMAT, Checkpoints, Distributed, Tally
+from lape_harness.sites import NeuronSite, execution_device, find_sites, unwrap
 
-CHECKPOINT_FORMAT = 1
+__all__ = ["CHECKPOINT_FORMAT", "Checkpoints", "Distributed", "HookNeverFiredError", "NeuronRecorder", "Tally",
+           "count_positive", "profile_model"]
 
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place among the profiling processes (``rank`` of ``world``)."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device | None = None  # where collective ops run (CUDA for nccl), None = CPU
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls, use_cuda: bool) -> Distributed:
-        """Join the process group that ``torchrun`` / ``accelerate launch`` describe in the environment
-        (gloo on CPU, nccl on CUDA); a single process when ``WORLD_SIZE`` is unset or 1."""
-        import os
-
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as torch_dist
-
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", local_rank) if use_cuda else None
-        if device is not None:
-            torch.cuda.set_device(device)
-        if not torch_dist.is_initialized():
-            torch_dist.init_process_group("nccl" if use_cuda else "gloo")
-        return cls(torch_dist.get_rank(), torch_dist.get_world_size(), device)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as torch_dist
-
-            torch_dist.barrier()
+# Elements compared per step when counting activations > 0: bounds the temporary bool and int32
+# tensors of one layer's hook to 80 MB whatever the batch size, sequence length and width.
+COUNT_CHUNK = 1 << 24
 
 
-@dataclass
-class Tally:
-    """One language's running statistics on each layer's device, plus the stream position."""
+def count_positive(values: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
+    """``out`` ← how many entries of ``values`` are > 0 along ``dim`` (``out`` is int32).
 
-    over_zero: list[torch.Tensor]  # per layer: int64 [width]
-    activation_sum: list[torch.Tensor]  # per layer: float64 [width]
-    tokens: int = 0
-    position: int = 0  # sequences of the (global) stream consumed so far
-    stream_sha256: str = ""  # hash of the token ids of those sequences
-    done: bool = False
+    torch's ``(values > 0).sum(dtype=torch.int32)`` first copies the whole boolean tensor to
+    int32 (4 bytes per activation: 1.9 GB per layer at batch 8 × 4,096 tokens × 14,336 neurons), so
+    the positions along ``dim`` are taken :data:`COUNT_CHUNK` elements at a time. Exact: integer sums.
 
-    @classmethod
-    def empty(cls, sites: list[NeuronSite]) -> Tally:
-        return cls(
-            [torch.zeros(site.width, dtype=torch.int64, device=site.device) for site in sites],
-            [torch.zeros(site.width, dtype=torch.float64, device=site.device) for site in sites],
-        )
-
-    def cpu(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(over_zero [L, I], activation_sum [L, I])`` on the CPU."""
-        return torch.stack([t.cpu() for t in self.over_zero]), torch.stack([t.cpu() for t in self.activation_sum])
+    >>> values = torch.tensor([[[1.0, -1.0], [2.0, 0.0], [-3.0, 4.0]]])
+    >>> count_positive(values, 1, torch.empty(1, 2, dtype=torch.int32)).tolist()
+    [[2, 1]]
+    """
+    length = values.shape[dim]
+    step = max(1, COUNT_CHUNK // max(1, values.numel() // max(1, length)))
+    if step >= length:
+        return torch.sum(values > 0, dim=dim, dtype=torch.int32, out=out)
+    out.zero_()
+    for start in range(0, length, step):
+        out += torch.sum(values.narrow(dim, start, min(step, length - start)) > 0, dim=dim, dtype=torch.int32)
+    return out
 
 
 class NeuronRecorder:
@@ -156,17 +118,23 @@ class NeuronRecorder:
                     f"{site.name} produced shape {tuple(output.shape)}, expected [{rows}, {self.seq_len}, {site.width}]: "
                     "it is not this architecture's neuron activation; correct its entry in lape_harness.sites.SITE_TABLE"
                 )
+            if output.device.type == "meta":
+                raise InputError(
+                    f"{site.name} ran on the meta device: the model's weights were never loaded there (a model "
+                    "built on meta without accelerate's offload hooks); load it with from_pretrained, with "
+                    "--device-map for CPU/disk offload"
+                )
             activation = output.reshape(rows, self.seq_len, site.width)
             full = self.lengths.count(self.seq_len)
             counts = torch.empty(rows, site.width, dtype=torch.int32, device=output.device)
             sums = torch.empty(rows, site.width, dtype=torch.float32, device=output.device)
             if full:
                 counted = activation[:full, self.start :]
-                torch.sum(counted > 0, dim=1, dtype=torch.int32, out=counts[:full])  # int32: ~3x faster than int64
+                count_positive(counted, 1, counts[:full])  # int32: ~3x faster than int64
                 torch.sum(counted, dim=1, dtype=torch.float32, out=sums[:full])
             for row in range(full, rows):
                 counted = activation[row, self.start : self.lengths[row]]
-                torch.sum(counted > 0, dim=0, dtype=torch.int32, out=counts[row])
+                count_positive(counted, 0, counts[row])
                 torch.sum(counted, dim=0, dtype=torch.float32, out=sums[row])
             self.pending[site.layer] = (counts, sums)
 
@@ -181,87 +149,12 @@ class NeuronRecorder:
                 "neuron activations; load the model with plain transformers modules (no fused MLP kernels)"
             )
         for layer, (counts, sums) in enumerate(self.pending):
-            tally.over_zero[layer] += counts.sum(dim=0, dtype=torch.int64)
-            sums = sums.double()
+            device = tally.over_zero[layer].device  # where the layer computes (no copy) or the CPU
+            tally.over_zero[layer] += counts.sum(dim=0, dtype=torch.int64).to(device)
+            sums = sums.to(device, torch.float64)
             for row in sums:  # sequence by sequence, in stream order: independent of the batch size
                 tally.activation_sum[layer] += row
         self.pending = [None] * len(self.sites)
-
-
-class Checkpoints:
-    """Per-language, per-rank partial statistics in ``folder`` (atomic safetensors files)."""
-
-    def __init__(self, folder: str | Path, dist: Distributed):
-        self.folder = Path(folder)
-        self.dist = dist
-        foreign = sorted(
-            path.name for path in self.folder.glob("*.rank*-of-*.safetensors")
-            if not path.name.endswith(f"-of-{dist.world}.safetensors")
-        ) if self.folder.is_dir() else []
-        if foreign:
-            raise InputError(
-                f"the checkpoints in {str(self.folder)!r} ({foreign[0]}, ...) come from a run with another number "
-                f"of processes; resume with that number, or delete {str(self.folder)!r} to start over"
-            )
-
-    def path(self, language: str) -> Path:
-        return self.folder / f"{language}.rank{self.dist.rank}-of-{self.dist.world}.safetensors"
-
-    def save(self, language: str, tally: Tally, run: dict[str, Any]) -> None:
-        over_zero, activation_sum = tally.cpu()
-        meta = {
-            "format": CHECKPOINT_FORMAT, "run": run, "tokens": tally.tokens, "position": tally.position,
-            "stream_sha256": tally.stream_sha256, "done": tally.done,
-        }
-        with atomic_path(self.path(language)) as temporary:
-            save_file(
-                {"over_zero": over_zero, "activation_sum": activation_sum}, str(temporary),
-                metadata={"lape_harness_checkpoint": json.dumps(meta, sort_keys=True)},
-            )
-
-    def load(self, language: str, sites: list[NeuronSite], run: dict[str, Any]) -> Tally | None:
-        path = self.path(language)
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = json.loads(handle.metadata()["lape_harness_checkpoint"])
-                over_zero, activation_sum = handle.get_tensor("over_zero"), handle.get_tensor("activation_sum")
-        except (SafetensorError, OSError, KeyError, TypeError, ValueError):
-            raise InputError(f"checkpoint {str(path)!r} is unreadable; delete it to redo {language!r} from the start") from None
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(f"checkpoint {str(path)!r} has another format; delete {str(self.folder)!r} to start over")
-        changed = {key: (meta["run"].get(key), value) for key, value in run.items() if meta["run"].get(key) != value}
-        if "input_sha256" in changed:
-            raise InputError(
-                f"the corpus for {language!r} ({run['source']}) changed since the interrupted run checkpointed it in "
-                f"{str(self.folder)!r}; restore the corpus, or delete {str(self.folder)!r} to start over"
-            )
-        if changed:
-            described = "; ".join(f"{key}: {old!r} then, {new!r} now" for key, (old, new) in changed.items())
-            raise InputError(
-                f"the checkpoint for {language!r} in {str(self.folder)!r} was made with other settings ({described}); "
-                f"rerun with the same settings, or delete {str(self.folder)!r} to start over"
-            )
-        return Tally(
-            [over_zero[layer].to(site.device) for layer, site in enumerate(sites)],
-            [activation_sum[layer].to(site.device) for layer, site in enumerate(sites)],
-            tokens=int(meta["tokens"]), position=int(meta["position"]),
-            stream_sha256=str(meta["stream_sha256"]), done=bool(meta["done"]),
-        )
-
-    def clear(self, languages: list[str]) -> None:
-        """Remove this rank's checkpoints (and the folder once empty) after the result is written,
-        with the temporary files of checkpoint writes that a killed run left behind."""
-        for language in languages:
-            self.path(language).unlink(missing_ok=True)
-        if self.folder.is_dir():  # every rank is past its last write (a barrier comes first)
-            for orphan in self.folder.glob(".*.rank*-of-*.safetensors.*.tmp"):
-                orphan.unlink(missing_ok=True)
-        try:
-            self.folder.rmdir()
-        except OSError:
-            pass  # other ranks' files are still there, or it is already gone
 
 
 def profile_model(
@@ -291,7 +184,7 @@ def profile_model(
     sites = find_sites(model)
     packing = Packing.for_tokenizer(tokenizer, seq_len)
     body = unwrap(model).base_model
-    input_device = body.get_input_embeddings().weight.device
+    input_device = execution_device(body.get_input_embeddings())  # not meta when accelerate offloads it
     identity = model_identity(model)
     dtype = str(sites[0].dtype).replace("torch.", "")
     checkpoints = Checkpoints(checkpoint_dir, dist) if checkpoint_dir is not None else None

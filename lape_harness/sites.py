@@ -24,28 +24,42 @@ from lape_harness.errors import InputError
 
 @dataclass(frozen=True)
 class SiteSpec:
-    """Module paths for one architecture: the decoder layer list (from the top-level
-    model), and, relative to a layer, the activation module and the down projection."""
+    """Module paths for one architecture: the decoder layer list (from the top-level model; the
+    first of several alternatives that exists), and, relative to a layer, the activation module
+    and the down projection."""
 
-    layers: str
+    layers: str | tuple[str, ...]
     activation: str
     down_proj: str
     gated: bool
 
+    @property
+    def layer_paths(self) -> tuple[str, ...]:
+        return (self.layers,) if isinstance(self.layers, str) else self.layers
+
 
 _GATED_LLAMA_LIKE = SiteSpec("model.layers", "mlp.act_fn", "mlp.down_proj", gated=True)
+# Fused gate and up projection (``gate_up_proj``), activation module ``activation_fn``: Phi-3, GLM, GLM-4.
+_GATED_FUSED = SiteSpec("model.layers", "mlp.activation_fn", "mlp.down_proj", gated=True)
+# Multimodal checkpoints whose text decoder is Llama-like (Gemma-3 4B/12B/27B, Mistral-Small-3.1/3.2):
+# transformers ≥ 4.52 nests it as model.language_model, 4.50-4.51 as language_model.model.
+_GATED_MULTIMODAL = SiteSpec(
+    ("model.language_model.layers", "language_model.model.layers", "language_model.layers"),
+    "mlp.act_fn", "mlp.down_proj", gated=True,
+)
 
-# One table: model_type -> where its neurons are.
+# One table: model_type -> where its neurons are. tests/test_sites.py builds a tiny random model of
+# every entry and checks its sites, so an entry cannot land untested.
 SITE_TABLE: dict[str, SiteSpec] = {
     **{
         name: _GATED_LLAMA_LIKE
         for name in (
-            "llama", "mistral", "mixtral_dense", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
-            "cohere", "cohere2", "olmo", "olmo2", "granite", "smollm3", "ministral", "exaone4", "glm",
-            "helium", "stablelm",
+            "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "cohere", "cohere2", "olmo",
+            "olmo2", "olmo3", "granite", "smollm3", "ministral", "exaone4", "helium", "stablelm",
         )
     },
-    "phi3": SiteSpec("model.layers", "mlp.activation_fn", "mlp.down_proj", gated=True),
+    **{name: _GATED_FUSED for name in ("phi3", "glm", "glm4")},
+    **{name: _GATED_MULTIMODAL for name in ("gemma3", "mistral3")},
     "phi": SiteSpec("model.layers", "mlp.activation_fn", "mlp.fc2", gated=False),
     "gpt2": SiteSpec("transformer.h", "mlp.act", "mlp.c_proj", gated=False),
     "gpt_bigcode": SiteSpec("transformer.h", "mlp.act", "mlp.c_proj", gated=False),
@@ -56,6 +70,9 @@ SITE_TABLE: dict[str, SiteSpec] = {
     "opt": SiteSpec("model.decoder.layers", "activation_fn", "fc2", gated=False),
     "starcoder2": SiteSpec("model.layers", "mlp.act", "mlp.c_proj", gated=False),
 }
+
+# Config attributes that only mixture-of-experts models have (Mixtral, Qwen-MoE, OLMoE, DeepSeek, ...).
+_EXPERT_ATTRIBUTES = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok")
 
 
 class UnsupportedArchitectureError(InputError):
@@ -79,6 +96,31 @@ class NeuronSite:
     @property
     def dtype(self) -> torch.dtype:
         return _first_parameter(self.down_proj).dtype
+
+    @property
+    def execution_device(self) -> torch.device:
+        """Where this layer computes (see :func:`execution_device`)."""
+        return execution_device(self.down_proj)
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """Where ``module`` computes: its weights' device, except for a module that accelerate offloads
+    (``device_map`` with CPU or disk offload, ``cpu_offload``), whose weights wait on ``meta`` while
+    accelerate's hook brings them to its ``execution_device`` for each forward pass. A ``meta``
+    module without such a hook stays ``meta``.
+
+    >>> execution_device(nn.Linear(2, 2))
+    device(type='cpu')
+    """
+    device = _first_parameter(module).device
+    if device.type != "meta":
+        return device
+    hook = getattr(module, "_hf_hook", None)
+    for candidate in getattr(hook, "hooks", None) or [hook]:  # accelerate's SequentialHook holds several
+        target = getattr(candidate, "execution_device", None)
+        if target is not None and str(target) != "meta":
+            return torch.device(target)
+    return device
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -106,6 +148,12 @@ def site_spec(model: nn.Module) -> SiteSpec:
     """The :class:`SiteSpec` for ``model``, or a clear :class:`UnsupportedArchitectureError`."""
     kind = model_type(model)
     spec = SITE_TABLE.get(kind)
+    if spec is None and _is_mixture_of_experts(model):
+        raise UnsupportedArchitectureError(
+            f"model_type {kind!r} is a mixture-of-experts model: its MLP neurons belong to experts that each see "
+            "only the tokens routed to them, so LAPE's per-neuron statistics over all tokens (and steering every "
+            "token's neurons) do not apply; lape-harness supports dense models (see docs/profile.md, 'Models')"
+        )
     if spec is None:
         raise UnsupportedArchitectureError(
             f"lape-harness does not know where the MLP neurons of model_type {kind!r} are; "
@@ -115,24 +163,32 @@ def site_spec(model: nn.Module) -> SiteSpec:
     return spec
 
 
+def _is_mixture_of_experts(model: nn.Module) -> bool:
+    config = getattr(unwrap(model), "config", None)
+    configs = [config, getattr(config, "text_config", None)]
+    return any(getattr(c, name, None) for c in configs if c is not None for name in _EXPERT_ATTRIBUTES)
+
+
 def find_sites(model: nn.Module) -> list[NeuronSite]:
     """Every decoder layer's neuron site, in layer order."""
     inner = unwrap(model)
     spec = site_spec(inner)
-    try:
-        layers = inner.get_submodule(spec.layers)
-    except AttributeError as error:
-        raise UnsupportedArchitectureError(
-            f"model_type {model_type(inner)!r}: expected its decoder layers at {spec.layers!r} ({error})"
-        ) from None
+    layers, path = _decoder_layers(inner, spec)
     sites = []
     for index, layer in enumerate(layers):
-        activation = layer.get_submodule(spec.activation)
-        down_proj = layer.get_submodule(spec.down_proj)
+        try:
+            activation = layer.get_submodule(spec.activation)
+            down_proj = layer.get_submodule(spec.down_proj)
+        except AttributeError as error:
+            raise UnsupportedArchitectureError(
+                f"model_type {model_type(inner)!r}: layer {index} has no {spec.activation!r} / {spec.down_proj!r} "
+                f"({error}); this transformers version builds its MLP differently: correct its entry in "
+                "lape_harness.sites.SITE_TABLE"
+            ) from None
         sites.append(
             NeuronSite(
                 layer=index,
-                name=f"{spec.layers}.{index}.{spec.activation}",
+                name=f"{path}.{index}.{spec.activation}",
                 activation=activation,
                 down_proj=down_proj,
                 width=down_projection_width(down_proj),
@@ -140,10 +196,22 @@ def find_sites(model: nn.Module) -> list[NeuronSite]:
         )
     if not sites:
         raise UnsupportedArchitectureError(
-            f"model_type {model_type(inner)!r} has no decoder layers at {spec.layers!r}; correct its entry in "
+            f"model_type {model_type(inner)!r} has no decoder layers at {path!r}; correct its entry in "
             "lape_harness.sites.SITE_TABLE"
         )
     return sites
+
+
+def _decoder_layers(inner: nn.Module, spec: SiteSpec) -> tuple[nn.Module, str]:
+    for path in spec.layer_paths:
+        try:
+            return inner.get_submodule(path), path
+        except AttributeError:
+            continue
+    raise UnsupportedArchitectureError(
+        f"model_type {model_type(inner)!r}: expected its decoder layers at {' or '.join(map(repr, spec.layer_paths))}"
+        "; correct its entry in lape_harness.sites.SITE_TABLE"
+    )
 
 
 def down_projection_width(down_proj: nn.Module) -> int:

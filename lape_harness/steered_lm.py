@@ -51,15 +51,22 @@ class SteeredLM:
     task_languages: Callable[[str | None], Any] = staticmethod(default_task_languages)
     #: the ``steer_scope`` values this engine can honour.
     supported_scopes: tuple[str, ...] = SCOPES
+    #: whether this engine can leave the start token's positions unedited (``steer_bos=false``).
+    supports_steer_bos_false: bool = True
 
     neuron_set: NeuronSet | None
     neurons_path: str | None
     neurons_hash: str | None
     steer_scope: str
 
-    def check_steering_args(self, neurons: str | None, steer: Any, steer_scope: str, allow_other_model: bool = False):
-        """Parse ``steer=``, check ``steer_scope=`` and load the neuron file: every problem an
-        :class:`InputError` before any weights load. Returns the parsed spec."""
+    def check_steering_args(self, neurons: str | None, steer: Any, steer_scope: str, allow_other_model: bool = False,
+                            steer_bos: Any = True):
+        """Parse ``steer=``, check ``steer_scope=`` and ``steer_bos=`` and load the neuron file: every
+        problem an :class:`InputError` before any weights load. Returns the parsed spec."""
+        self.steer_bos = _flag("steer_bos", steer_bos)
+        if not self.steer_bos and not self.supports_steer_bos_false:
+            raise InputError("steer_bos=false is not supported by this engine (it steers every position); "
+                             "use hf-steered for steer_bos=false")
         if not isinstance(allow_other_model, bool):
             raise InputError(f"allow_other_model={allow_other_model!r}: write allow_other_model=True or False")
         self.allow_other_model = allow_other_model
@@ -202,13 +209,15 @@ class SteeredLM:
         neurons = "none" if self.neurons_path is None else f"{Path(self.neurons_path).name}@{self.neurons_hash[:12]}"
         signature = "|".join([
             "lape-steer", f"plan:{spec}", f"methods:{','.join(spec.methods) or 'none'}",
-            f"scope:{self.steer_scope}", f"neurons:{neurons}", f"v:{__version__}",
+            f"scope:{self.steer_scope}", f"steer_bos:{str(self.steer_bos).lower()}", f"neurons:{neurons}",
+            f"v:{__version__}",
         ])
         return {
             "plan": str(spec),
             "methods": spec.methods,
             "terms": [] if template is None else [term.describe() for term in template.terms],
             "scope": self.steer_scope,
+            "steer_bos": self.steer_bos,
             "neurons": self.neurons_path,
             "neurons_sha256": self.neurons_hash,
             "plans_by_task": dict(sorted(self.plans_by_task.items())),
@@ -221,8 +230,10 @@ class SteeredLM:
         return {**(engine_info() if engine_info else {}), "steering": self.steering_signature()}
 
     def cache_namespace(self, plan: SteeringPlan) -> str:
-        """Prefix of this plan's keys in lm-eval's request cache: plan, scope and neuron file identity."""
-        return plan_namespace(plan, self.steer_scope, self.neurons_hash)
+        """Prefix of this plan's keys in lm-eval's request cache: plan, scope (with steer_bos=false) and
+        neuron file identity."""
+        scope = self.steer_scope if self.steer_bos else f"{self.steer_scope}|steer_bos:false"
+        return plan_namespace(plan, scope, self.neurons_hash)
 
     def set_cache_hook(self, cache_hook) -> None:
         """When lm-eval wraps this model in its request cache (``--use_cache``), key the cache by plan
@@ -243,3 +254,13 @@ def _load_neurons(neurons: str | None, spec) -> NeuronSet | None:
     if isinstance(spec, SteeringPlan):
         spec.check_languages(neuron_set)
     return neuron_set
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A boolean model argument: a bool, or true/false (lm-eval converts those) in any case."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    raise InputError(f"{name}={value!r} is not true or false; e.g. {name}=false")

@@ -336,14 +336,22 @@ def _load_model(engine: str, args: dict[str, Any], batch_size, max_batch_size, d
 
 def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path, task_manager,
                    before_commit: Callable[[], None], options: dict[str, Any]) -> Path | None:
-    """Run lm-eval for the current plan into a temporary folder, then rename it into place."""
+    """Run lm-eval for the current plan into a temporary folder, then rename it into place.
+
+    Only rank 0 of a multi-process run touches the output folder: the other ranks evaluate their
+    share and return None (were they to clean up stale partial folders too, they would delete the
+    one rank 0 is writing)."""
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
 
+    if getattr(lm, "rank", 0) != 0:  # a non-zero rank of a multi-process run: rank 0 alone writes
+        simple_evaluate(model=lm, model_args=_args_string(plan_args), task_manager=task_manager,
+                        evaluation_tracker=EvaluationTracker(), **options)
+        return None
     output.mkdir(parents=True, exist_ok=True)
     final = output / entry.folder
     for stale in output.glob(f".{entry.folder}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run (only rank 0 has one)
     partial = Path(tempfile.mkdtemp(prefix=f".{entry.folder}.partial-", dir=output))
     umask = os.umask(0)
     os.umask(umask)
@@ -353,7 +361,7 @@ def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path
         model_args = _args_string(plan_args)
         results = simple_evaluate(model=lm, model_args=model_args, task_manager=task_manager,
                                   evaluation_tracker=tracker, **options)
-        if results is None:  # a non-zero rank of a multi-process run: rank 0 writes
+        if results is None:  # only rank 0 gets results
             return None
         # What `lm_eval --model hf-steered|vllm-steered --model_args ...` would have recorded.
         model_name = ENGINES[_engine_of(lm)]

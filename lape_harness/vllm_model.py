@@ -21,7 +21,7 @@ Checks: the model's MLPs must be of a form the workers could wrap and match the 
 (layers, width across ranks); at start-up, zeroing every MLP neuron must change a probe
 prompt's next-token log-probabilities (else :class:`~lape_harness.errors.HookNeverFiredError`:
 the steering would be a silent no-op); each plan switch must reach exactly the plan's neurons.
-Only ``steer_scope=all`` is supported; ``data_parallel_size > 1`` (independent Ray engines) is
+Only ``steer_scope=all`` and ``steer_bos=true`` are supported; ``data_parallel_size > 1`` (independent Ray engines) is
 refused.
 
 Example:
@@ -54,6 +54,7 @@ class VLLMSteeredLM(SteeredLM, VLLM):
     """lm-eval's ``VLLM`` whose workers steer language neurons by a plan (see module docstring)."""
 
     supported_scopes = ("all",)
+    supports_steer_bos_false = False
 
     @plain_errors
     def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",

@@ -72,7 +72,8 @@ class ReferenceActivation(torch.nn.Module):
         edited = reference_edit(a, self.layer, self.steps, self.neurons)
         if self.positions is None:
             return edited
-        keep = self.positions(a.shape[-2]).view(1, -1, 1)
+        keep = self.positions(a.shape[-2])
+        keep = keep.view(1, -1, 1) if keep.dim() == 1 else keep.unsqueeze(-1)  # [T] or [B, T]
         return torch.where(keep, edited, a)
 
 
@@ -92,6 +93,27 @@ def patch_reference(model, steps, neurons, positions=None):
             setattr(parent, attribute, original)
 
     return undo
+
+
+def unedited_tokens(model, tokens):
+    """``positions`` for :func:`patch_reference` that leave the input positions holding ``tokens``
+    unedited (a [B, T] mask from each forward pass's input ids; decode steps, one token long, are
+    edited everywhere). Returns ``(positions, remove)``."""
+    current = {}
+
+    def remember(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        current["keep"] = torch.ones_like(ids, dtype=torch.bool) if ids.shape[-1] == 1 else ~torch.isin(
+            ids, torch.tensor(list(tokens)))
+
+    handle = model.register_forward_pre_hook(remember, with_kwargs=True)
+
+    def positions(n):
+        keep = current["keep"]
+        assert keep.shape[-1] == n
+        return keep
+
+    return positions, handle.remove
 
 
 # (spec, the same plan as reference steps in execution order: (op, language, strength, value))

@@ -110,3 +110,29 @@ def test_long_paragraphs_are_split_at_lines(tmp_path, monkeypatch):
     (tmp_path / "en.txt").write_text("line one is long\nline two is long\nthree\n", encoding="utf-8")
     documents = list(open_corpus(tmp_path, ["en"])["en"].documents())
     assert documents == ["line one is long\nline two is long", "three"]
+
+
+class _CountingTokenizer:
+    """Token ids 0, 1, 2, ... for each document, ``length`` of them (a stand-in for a tokenizer)."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __call__(self, batch, add_special_tokens=False, verbose=False):
+        return {"input_ids": [list(range(self.length)) for _ in batch]}
+
+
+@pytest.mark.timeout(30)
+def test_packing_a_long_paragraph_takes_linear_time():
+    """One paragraph of 1 M tokens cut into 500 k two-token chunks: cutting each chunk off the front
+    of the buffer (``del buffer[:take]``) moves the rest every time, ~10^12 element moves (many
+    minutes); cutting at an offset is linear (well under a second)."""
+    packing = Packing(seq_len=2, prefix=[])
+    count = 0
+    last = None
+    for chunk in packing.chunks(["one long paragraph"], _CountingTokenizer(1_000_000)):
+        count += 1
+        last = chunk
+    assert count == 500_000 and last == [999_998, 999_999]
+    limited = list(Packing(seq_len=4, prefix=[1]).chunks(["a", "b"], _CountingTokenizer(5), max_tokens=8))
+    assert limited == [[0, 1, 2], [3, 4, 0], [1, 2]]

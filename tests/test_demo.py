@@ -145,3 +145,42 @@ def test_demo_on_gemma(tmp_path):
     summary = run_demo(mode, corpus=write_corpus(tmp_path / "corpus"), out=tmp_path / "run", log=lambda _: None)
     assert summary["neurons"]["top3"]["de"] > 0
     assert (tmp_path / "run" / "report.md").is_file()
+
+
+def test_demo_reuses_statistics_only_for_the_same_model_and_text(tiny_llama, tmp_path):
+    """The profile stage reuses stats.safetensors only when languages and lengths, the model (name
+    and config) and the training text (its fingerprint) all match; else it profiles again."""
+    from dataclasses import replace
+
+    from lape_harness.demo.pipeline import DemoRun, _profile
+    from tiny_models import build_tiny_model
+
+    corpus = write_corpus(tmp_path / "corpus")
+    mode = replace(TINY, profile_tokens=64, seq_len=32)
+    lines = []
+
+    def profile(model_path, name=None):
+        run = DemoRun(tmp_path / "run", mode, name or str(model_path), str(model_path), corpus, list(TINY.languages),
+                      [], log=lines.append)
+        run.folder.mkdir(exist_ok=True)
+        lines.clear()
+        stats = _profile(run, "cpu")
+        return stats, any("reusing" in line and "not reusing" not in line for line in lines)
+
+    first, reused = profile(tiny_llama)
+    assert not reused
+    assert profile(tiny_llama)[1]  # same model, same text: reused
+
+    (tmp_path / "run" / "results").mkdir()  # results computed from the first statistics
+    language = TINY.languages[0]
+    train = corpus / "train" / f"{language}.txt"
+    train.write_text(train.read_text(encoding="utf-8") + "\n\nNew text.\n", encoding="utf-8")
+    changed, reused = profile(tiny_llama)
+    assert not reused and any(f"the training text of {language} changed" in line for line in lines)
+    assert not (tmp_path / "run" / "results").exists()  # stale results go with the stale statistics
+
+    other = build_tiny_model(tmp_path / "other", arch="llama", layers=3)
+    assert not profile(other, name=str(tiny_llama))[1]  # another model (config) under the same name
+    assert any("another model" in line for line in lines)
+    assert profile(other, name=str(tiny_llama))[1]
+    assert not profile(other, name="renamed")[1]  # the model's name is part of its identity too

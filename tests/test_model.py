@@ -195,3 +195,53 @@ def test_results_record_signature_and_cache_per_plan(steered, tmp_path):
     finally:
         steered.set_plan("none")
     assert outputs["+3*de"] != outputs["-de=-2.5"]
+
+
+def test_steer_bos_false_leaves_the_start_token_alone(tiny_llama, neuron_file, plain):
+    """steer_bos=false: every position holding the start token is unedited (log-likelihood, the
+    rolling windows' prefix token, generation's prompt), all others as with steer_bos=true; checked
+    against a hand-patched model that edits by the input ids."""
+    from steering_reference import unedited_tokens
+
+    neurons = neuron_file[1]
+    steps = [("deactivate", "de", -1.5, "mean"), ("add", "fr", 3.0, "mean")]
+    lm = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3,
+                     neurons=str(neuron_file[0]), steer="-de=-1.5+3*fr", steer_bos="false")
+    assert lm.steering.start_tokens == (lm.tokenizer.bos_token_id,)
+    got = run_all(lm)
+    everywhere = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3,
+                             neurons=str(neuron_file[0]), steer="-de=-1.5+3*fr")
+    assert got["loglikelihood_rolling"] != pytest.approx(run_all(everywhere)["loglikelihood_rolling"])
+    positions, remove = unedited_tokens(plain.model, [lm.tokenizer.bos_token_id])
+    undo = patch_reference(plain.model, steps, neurons, positions)
+    try:
+        want = run_all(plain)
+    finally:
+        undo()
+        remove()
+    for (got_ll, got_greedy), (want_ll, want_greedy) in zip(got["loglikelihood"], want["loglikelihood"]):
+        assert got_ll == pytest.approx(want_ll, rel=1e-5, abs=1e-4) and got_greedy == want_greedy
+    assert got["loglikelihood_rolling"] == pytest.approx(want["loglikelihood_rolling"], rel=1e-5, abs=1e-4)
+    assert got["generate_until"] == want["generate_until"]
+    signature = lm.steering_signature()
+    assert signature["steer_bos"] is False and "|scope:all|steer_bos:false|" in signature["signature"]
+    assert lm.cache_namespace(lm._spec) != everywhere.cache_namespace(everywhere._spec)
+    with pytest.raises(InputError, match="steer_bos='maybe' is not true or false"):
+        HFSteeredLM(pretrained=str(tiny_llama), steer_bos="maybe")
+
+
+def test_scope_generated_steers_every_new_token(tiny_llama, neuron_file, plain):
+    """generate_until under steer_scope=generated equals a hand-patched model that edits the last
+    prompt position in the prefill and every decode step (lm-eval left-pads: the last position is
+    every row's last prompt token)."""
+    steps = [("deactivate", "de", 0.0, "mean"), ("add", "fr", 3.0, "mean")]
+    lm = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3,
+                     neurons=str(neuron_file[0]), steer="-de+3*fr", steer_scope="generated")
+    got = lm.generate_until(requests("generate_until"))
+    undo = patch_reference(plain.model, steps, neuron_file[1],
+                           lambda n: torch.arange(n) == n - 1 if n > 1 else torch.ones(1, dtype=torch.bool))
+    try:
+        want = plain.generate_until(requests("generate_until"))
+    finally:
+        undo()
+    assert got == want

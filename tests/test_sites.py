@@ -87,3 +87,95 @@ def test_a_down_projection_without_weights_is_a_user_error():
     with pytest.raises(UnsupportedArchitectureError, match="has no parameters.*load the model with plain") as error:
         site.device
     assert isinstance(error.value, LapeError)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every architecture of the site table, on a tiny random model built from transformers' own config
+
+from lape_harness.sites import SITE_TABLE  # noqa: E402
+
+TINY = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+            eos_token_id=2)
+_GPT = dict(vocab_size=128, n_embd=32, n_inner=48, n_layer=2, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2)
+_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+               patch_size=14)
+# Per model_type, what differs from TINY (a new SITE_TABLE entry whose config takes TINY needs nothing here).
+TINY_CONFIGS = {
+    "gpt2": _GPT,
+    "gpt_bigcode": _GPT,
+    "gptj": {**_GPT, "rotary_dim": 4},
+    "bloom": dict(vocab_size=128, hidden_size=32, n_layer=2, n_head=4),  # MLP width is 4 × hidden
+    "falcon": dict(vocab_size=128, hidden_size=32, ffn_hidden_size=48, num_hidden_layers=2, num_attention_heads=4),
+    "opt": dict(vocab_size=128, hidden_size=32, ffn_dim=48, num_hidden_layers=2, num_attention_heads=4,
+                word_embed_proj_dim=32, max_position_embeddings=64, pad_token_id=0),
+    "gemma3": dict(text_config=TINY, vision_config=_VISION, mm_tokens_per_image=4),
+    "mistral3": dict(text_config={**TINY, "model_type": "mistral"},
+                     vision_config={**_VISION, "model_type": "pixtral", "head_dim": 8}, image_token_index=127),
+}
+
+
+def tiny_model(kind: str):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(kind, **TINY_CONFIGS.get(kind, TINY))
+    try:
+        model = AutoModelForCausalLM.from_config(config)
+    except ValueError:  # a multimodal checkpoint that transformers loads only as image-text-to-text (Mistral-3)
+        model = AutoModelForImageTextToText.from_config(config)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", sorted(SITE_TABLE))
+def test_every_architecture_in_the_site_table(kind):
+    """One site per decoder layer, as wide as the MLP, each an activation module that runs once per
+    forward pass; neuron j of a site is input column j of the down projection (gated: multiplied by
+    the up projection, non-gated: the activation itself)."""
+    model = tiny_model(kind)
+    assert model.config.model_type == kind
+    sites = find_sites(model)
+    spec = SITE_TABLE[kind]
+    assert len(sites) == 2
+    assert all(site.width == (128 if kind == "bloom" else 48) for site in sites)
+    assert all(not list(site.activation.parameters()) for site in sites)  # the activation function itself
+    input_ids = torch.tensor([[5, 9, 13, 17, 21, 25]])
+    for site in sites:
+        column = 7
+        seen, calls = {}, []
+
+        def edit(module, inputs, output):
+            calls.append(site.layer)
+            seen["activation"] = output.clone()
+            output = output.clone()
+            output[..., column] = 0.0
+            return output
+
+        handles = [site.activation.register_forward_hook(edit),
+                   site.down_proj.register_forward_pre_hook(lambda m, i: seen.__setitem__("down_input", i[0]))]
+        try:
+            with torch.no_grad():
+                model(input_ids=input_ids)
+        finally:
+            for handle in handles:
+                handle.remove()
+        assert calls == [site.layer]  # one call per forward pass: the module is not shared between layers
+        activation, down_input = seen["activation"], seen["down_input"]
+        assert activation.shape[-1] == down_input.shape[-1] == site.width
+        assert torch.all(down_input[..., column] == 0)  # neuron j feeds input column j of the down projection
+        others = torch.arange(site.width) != column
+        if spec.gated:
+            assert not torch.allclose(down_input[..., others], activation[..., others])  # × up projection
+        else:
+            assert torch.equal(down_input[..., others], activation[..., others])
+
+
+@pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe", "olmoe"])
+def test_mixture_of_experts_models_get_a_clear_error(kind):
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(kind)
+    model = torch.nn.Linear(2, 2)
+    model.config = config
+    with pytest.raises(UnsupportedArchitectureError, match=f"model_type '{kind}' is a mixture-of-experts model"):
+        find_sites(model)

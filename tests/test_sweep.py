@@ -196,3 +196,28 @@ def test_a_language_missing_from_the_neuron_set_fails_before_the_model_loads(neu
         run_sweep(f"pretrained=/nonexistent/model,neurons={neurons_file}", ["none", "-ko"], ["t"], tmp_path / "out")
     with pytest.raises(InputError, match="no neuron set is given"):
         run_sweep("pretrained=/nonexistent/model", ["-de"], ["t"], tmp_path / "out")
+
+
+def test_only_rank_zero_touches_the_output_folder(tmp_path, monkeypatch):
+    """Under accelerate/torchrun every rank runs the sweep; a non-zero rank must neither delete the
+    partial folder rank 0 is writing (it used to clean up 'stale' ones) nor make one of its own."""
+    import lm_eval
+
+    from lape_harness import sweep
+
+    output = tmp_path / "out"
+    output.mkdir()
+    entry = PlanEntry("-en")
+    writing = output / f".{entry.folder}.partial-rank0"  # rank 0's folder, being written
+    writing.mkdir()
+    (writing / "results.json").write_text("{}")
+    calls = []
+    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda **kwargs: calls.append(kwargs) or None)
+
+    class OtherRank:
+        rank = 1
+
+    assert sweep._evaluate_plan(OtherRank(), entry, {"steer": "-en"}, output, None, lambda: None, {"tasks": ["t"]}) is None
+    assert len(calls) == 1 and calls[0]["tasks"] == ["t"]  # it still evaluates its share
+    assert sorted(path.name for path in output.iterdir()) == [writing.name]
+    assert (writing / "results.json").is_file()

@@ -141,16 +141,20 @@ def _parse_device_map(value: str | None):
 
 
 def _load(name: str, revision: str | None, dtype, device, device_map):
+    """The model placed where it runs, straight from the checkpoint: with ``device_map`` as given, else
+    onto ``device``. Under torchrun every rank loads its own copy; loading it into host memory first
+    and moving it afterwards would need world size × model size of host RAM."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lape_harness.embedded import resolve_pretrained
+    from lape_harness.hf_loading import load_pretrained
 
     path = resolve_pretrained(name)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-    kwargs = {"dtype": dtype, "revision": revision}
+    kwargs = {"revision": revision, "low_cpu_mem_usage": True}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if device_map is None:
-        model.to(device)
+    elif device.type != "cpu":
+        kwargs["device_map"] = {"": str(device)}
+    model = load_pretrained(AutoModelForCausalLM, path, dtype=dtype, **kwargs)
     return model.eval(), tokenizer

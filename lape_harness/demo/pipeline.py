@@ -186,23 +186,28 @@ def _load_model(run: DemoRun, batch_size: int, device: str | None):
 
 
 def _profile(run: DemoRun, device: str | None):
+    """The run folder's statistics when they were made from this model and this training text with
+    the mode's settings; else profile again (and drop the results computed from the old ones)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lape_harness.corpora import open_corpus
+    from lape_harness.hf_loading import load_pretrained
     from lape_harness.neurons import ActivationStats
     from lape_harness.profile import profile_model
 
     path = run.folder / "stats.safetensors"
+    sources = open_corpus(run.corpus / "train", run.languages)
     if path.is_file():
         stats = ActivationStats.load(path)
-        same = (stats.languages, stats.meta.get("seq_len"), stats.meta.get("max_tokens"))
-        if same == (run.languages, run.mode.seq_len, run.mode.profile_tokens):
+        stale = _why_stale(stats, run, sources)
+        if stale is None:
             run.log(f"[demo] reusing {path}")
             return stats
-    sources = open_corpus(run.corpus / "train", run.languages)
+        run.log(f"[demo] not reusing {path}: {stale}; profiling again")
+        shutil.rmtree(run.folder / "results", ignore_errors=True)  # computed from the old statistics
     partial = run.folder / "stats.partial"
-    model = AutoModelForCausalLM.from_pretrained(run.path, dtype="auto").eval()
+    model = load_pretrained(AutoModelForCausalLM, run.path, dtype="auto").eval()
     if device:
         model.to(torch.device(device))
     stats = profile_model(
@@ -214,6 +219,30 @@ def _profile(run: DemoRun, device: str | None):
     stats.save(path)
     shutil.rmtree(partial, ignore_errors=True)
     return stats
+
+
+def _why_stale(stats, run: DemoRun, sources: dict) -> str | None:
+    """Why existing statistics do not fit this run (None: they do): other languages or lengths,
+    another model (name or config), or other training text (its fingerprint)."""
+    from transformers import AutoConfig
+
+    from lape_harness.identity import config_hash
+
+    if (stats.languages, stats.meta.get("seq_len"), stats.meta.get("max_tokens")) != (
+        run.languages, run.mode.seq_len, run.mode.profile_tokens
+    ):
+        return "they were made for other languages or token budgets"
+    made_with = stats.meta.get("model") or {}
+    if made_with.get("model_id") != run.model or made_with.get("config_hash") != config_hash(
+        AutoConfig.from_pretrained(run.path)
+    ):
+        return f"they were made with another model ({made_with.get('model_id')!r})"
+    recorded = stats.meta.get("sources") or {}
+    changed = [lang for lang, source in sources.items()
+               if (recorded.get(lang) or {}).get("sha256") != source.fingerprint()]  # fmt: skip
+    if changed:
+        return f"the training text of {', '.join(changed)} changed"
+    return None
 
 
 def _identify(run: DemoRun, stats) -> dict:

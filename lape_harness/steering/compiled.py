@@ -65,13 +65,35 @@ class LayerEdit:
         when autograd allows, and return it: one indexed kernel, no full-width temporaries."""
         if activation.requires_grad:  # keep autograd valid; inference (no_grad) edits in place
             activation = activation.clone()
+        return self.apply_(activation)
+
+    def apply_(self, activation: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Edit ``activation`` in place and return it; with ``keep`` (bool, ``activation``'s shape
+        without the last dimension), only the positions where ``keep`` is True. The masked form
+        works on the edited columns only (gather, edit, select, scatter) and never synchronizes
+        with the host.
+
+        >>> edit = LayerEdit(torch.tensor([1]), torch.tensor([0.0]), torch.tensor([9.0]), "set")
+        >>> edit.apply_(torch.zeros(1, 2, 3), keep=torch.tensor([[False, True]])).tolist()
+        [[[0.0, 0.0, 0.0], [0.0, 9.0, 0.0]]]
+        """
+        if keep is None:
+            if self.kind == "add":
+                activation.index_add_(-1, self.index, self.shift.expand(*activation.shape[:-1], -1))
+            elif self.kind == "set":
+                activation.index_copy_(-1, self.index, self.shift.expand(*activation.shape[:-1], -1))
+            else:
+                edited = torch.addcmul(self.shift, activation.index_select(-1, self.index), self.scale)
+                activation.index_copy_(-1, self.index, edited)
+            return activation
+        columns = activation.index_select(-1, self.index)
         if self.kind == "add":
-            activation.index_add_(-1, self.index, self.shift.expand(*activation.shape[:-1], -1))
+            edited = columns + self.shift
         elif self.kind == "set":
-            activation.index_copy_(-1, self.index, self.shift.expand(*activation.shape[:-1], -1))
+            edited = self.shift.expand_as(columns)
         else:
-            edited = torch.addcmul(self.shift, activation.index_select(-1, self.index), self.scale)
-            activation.index_copy_(-1, self.index, edited)
+            edited = torch.addcmul(self.shift, columns, self.scale)
+        activation.index_copy_(-1, self.index, torch.where(keep.unsqueeze(-1), edited, columns))
         return activation
 
 
