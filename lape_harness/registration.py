@@ -72,11 +72,11 @@ def on_task_manager(manager) -> None:
     ours = task_folder()
     signature = inspect.signature(original)
     if not {"include_path", "include_defaults"} <= set(signature.parameters):
-        from lape_harness._boot import warn_once
+        import warnings
 
-        warn_once(f"lape-harness: this lm-eval's TaskManager{signature} takes no include_path/include_defaults, "
-                  f"so the lape_ tasks are not added to it; pass --include_path {ours} (hf-steered and "
-                  "vllm-steered are unaffected)")
+        warnings.warn(f"lape-harness: this lm-eval's TaskManager{signature} takes no include_path/include_defaults, "
+                      f"so the lape_ tasks are not added to it; pass --include_path {ours} (hf-steered and "
+                      "vllm-steered are unaffected)", RuntimeWarning, stacklevel=2)
         return
 
     @functools.wraps(original)

@@ -144,7 +144,7 @@ def test_a_task_manager_without_the_expected_arguments_is_left_alone_with_one_wa
     every TaskManager(...), one warning that names the --include_path to pass."""
     import types
 
-    from lape_harness import _boot, registration
+    from lape_harness import registration
 
     class TaskManager:
         def __init__(self, verbosity=None, paths=None):
@@ -152,11 +152,7 @@ def test_a_task_manager_without_the_expected_arguments_is_left_alone_with_one_wa
 
     monkey = types.SimpleNamespace(TaskManager=TaskManager)
     original = TaskManager.__init__
-    warned, _boot._warned = _boot._warned, False
-    try:
-        registration.on_task_manager(monkey)
-    finally:
-        _boot._warned = warned
+    registration.on_task_manager(monkey)
     assert TaskManager.__init__ is original and TaskManager(paths=["x"]).paths == ["x"]
     assert [str(w.message) for w in recwarn if "include_path" in str(w.message)]
 
