@@ -4,8 +4,6 @@ path (the cache itself: test_request_cache.py)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from lm_eval.api.instance import Instance
@@ -14,6 +12,7 @@ from lm_eval.models.huggingface import HFLM
 from lape_harness.errors import InputError
 from lape_harness.model import HFSteeredLM
 from lape_harness.steering import SteerSyntaxError
+from local_task import choice_task
 from steering_reference import make_neuron_set, patch_reference
 
 torch.set_num_threads(1)  # see test_hooks.py
@@ -173,16 +172,7 @@ def test_signature(steered, neuron_file):
 def test_results_record_signature_and_cache_per_plan(steered, tmp_path):
     """The real evaluator path: a local multiple-choice task, --use_cache, two plans."""
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
-    docs = tmp_path / "docs.jsonl"
-    docs.write_text("\n".join(json.dumps({"text": c, "gold": 0}) for c in CONTEXTS) + "\n")
-    (tmp_path / "task.yaml").write_text(
-        "task: lape_steer_probe\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-        f"    test: {docs}\ntest_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{{{text}}}}'\n"
-        "doc_to_choice: [' mat', ' Matte', ' tapis']\ndoc_to_target: gold\nmetric_list:\n  - metric: acc\n"
-    )
-    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    manager = choice_task(tmp_path, "lape_steer_probe", CONTEXTS)
     outputs = {}
     try:
         for spec in ("+3*de", "-de=-2.5"):

@@ -29,6 +29,7 @@ if find_spec("vllm") is None:
 from lm_eval.api.instance import Instance
 
 from lape_harness.errors import HookNeverFiredError, InputError
+from local_task import choice_task
 from steering_reference import make_neuron_set
 from tiny_models import build_tiny_model
 
@@ -165,16 +166,8 @@ def _languages(code: str):
 def test_results_record_signature_and_cache_per_plan(engine, tmp_path):
     """The real evaluator path: a local multiple-choice task, --use_cache, two plans."""
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
-    docs = tmp_path / "docs.jsonl"
-    docs.write_text("\n".join(json.dumps({"text": c, "gold": 0}) for c in CONTEXTS) + "\n")
-    (tmp_path / "task.yaml").write_text(
-        "task: lape_steer_probe\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-        f"    test: {docs}\ntest_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{{{text}}}}'\n"
-        "doc_to_choice: [' mat', ' Matte', ' tapis']\ndoc_to_target: gold\nmetric_list:\n  - metric: acc\n"
-    )
-    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    manager = choice_task(tmp_path, "lape_steer_probe", CONTEXTS)
     outputs = {}
     try:
         for spec in ("+3*de", "-de=-2.5", "+3*de"):
@@ -284,21 +277,12 @@ def test_each_tensor_parallel_rank_writes_its_shard(monkeypatch):
 
 def test_sweep_runs_every_plan_on_one_engine(engine, model_dir, tmp_path):
     """`lape-harness sweep --engine vllm` reuses one engine; PLAN@FILE switches neuron sets on it."""
-    from lm_eval.tasks import TaskManager
-
     from lape_harness.results import load_runs
     from lape_harness.sweep import run_sweep
 
     other = tmp_path / "lape-top2.safetensors"
     make_neuron_set(num_layers=2, width=128, languages=["de", "fr", "en"], seed=1).save(other)
-    docs = tmp_path / "docs.jsonl"
-    docs.write_text("\n".join(json.dumps({"text": c, "gold": 0}) for c in CONTEXTS) + "\n")
-    (tmp_path / "task.yaml").write_text(
-        "task: lape_sweep_probe\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-        f"    test: {docs}\ntest_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{{{text}}}}'\n"
-        "doc_to_choice: [' mat', ' Matte', ' tapis']\ndoc_to_target: gold\nmetric_list:\n  - metric: acc\n"
-    )
-    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    manager = choice_task(tmp_path, "lape_sweep_probe", CONTEXTS)
     first_neurons = engine.neurons_path
     try:
         outcomes = run_sweep(f"pretrained={model_dir},neurons={first_neurons}", ["none", "-de", f"-de@{other}"],
