@@ -57,9 +57,9 @@ def _requests(count: int):
 
 def _overhead(pretrained: str, neurons: str, rounds: int, prompts: int) -> tuple[float, str]:
     from lape_harness.vllm_model import VLLMSteeredLM
-    from lape_harness.vllm_setup import lm_eval_vllm_class
+    from lape_harness.vllm_setup import cpu_defaults, lm_eval_vllm_class
 
-    engine = dict(dtype="bfloat16", max_model_len=1024)
+    engine = cpu_defaults(dict(dtype="bfloat16", max_model_len=1024, gpu_memory_utilization=0.3))  # two engines
     plain = lm_eval_vllm_class()(pretrained=_resolved(pretrained), **engine)
     steered = VLLMSteeredLM(pretrained=pretrained, neurons=neurons, steer="-de+2*fr", **engine)
     times = {"plain": [], "steered": []}
