@@ -3,8 +3,7 @@
 One steered engine and one plain engine are shared by the module (each start costs about a
 minute on CPU). Both engines and the HF reference run in float32, so they agree to float32
 rounding: log-likelihoods within 1e-3 nats over a continuation (on Gemma-3-270m at most 3.3e-5,
-BENCHMARKS.md) and the
-same greedy text. vLLM's prefix caching is on (block size 32, prompts longer than a block), so
+BENCHMARKS.md) and the same greedy text. vLLM's prefix caching is on (block size 32, prompts longer than a block), so
 a plan switch that served KV computed under the previous plan would break the parity.
 
 The worker-side pieces (the two wrappers, shard slicing) are also tested without an engine.
