@@ -27,6 +27,9 @@ calls = []
 def stop_after_two_batches(module, args):
     calls.append(1)
     if len(calls) > 2:
+        # both ranks past their second batch before either exits: torchrun ends the other rank as
+        # soon as one fails, and a rank still loading would have nothing to checkpoint yet
+        torch.distributed.barrier()
         raise SystemExit(3)
 model.base_model.register_forward_pre_hook(stop_after_two_batches)
 profile_model(model, AutoTokenizer.from_pretrained(model_path), open_corpus(folder, sys.argv[4:]), seq_len=%d,
