@@ -130,10 +130,7 @@ def family_of(code: str) -> str:
     >>> family_of("de"), family_of("xx")
     ('Germanic', 'other')
     """
-    try:
-        return get_language(code).family
-    except InputError:
-        return "other"
+    return _known(code).family
 
 
 def script_of(code: str) -> str:
@@ -142,10 +139,17 @@ def script_of(code: str) -> str:
     >>> script_of("ru"), script_of("xx")
     ('Cyrl', '?')
     """
+    return _known(code).script
+
+
+_UNKNOWN = Language(code="?", flores="?", name="unknown", script="?", family="other")
+
+
+def _known(code: str) -> Language:
     try:
-        return get_language(code).script
+        return get_language(code)
     except InputError:
-        return "?"
+        return _UNKNOWN
 
 
 def order_by_family(codes) -> list[str]:
