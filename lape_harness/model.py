@@ -61,6 +61,8 @@ def pick_device(device: str | None = None) -> str:
 class HFSteeredLM(SteeredLM, HFLM):
     """``HFLM`` whose forward passes steer language neurons by a plan (see module docstring)."""
 
+    model_name = "hf-steered"
+
     @plain_errors
     def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",
                  allow_other_model: bool = False, steer_bos: Any = True, **kwargs) -> None:

@@ -49,6 +49,8 @@ class SteeredLM:
 
     #: task name -> TaskLanguages | None, used by ``steer=auto`` (replaceable, e.g. in tests).
     task_languages: Callable[[str | None], Any] = staticmethod(default_task_languages)
+    #: the name lm-eval knows this model by (``--model``).
+    model_name: str = ""
     #: the ``steer_scope`` values this engine can honour.
     supported_scopes: tuple[str, ...] = SCOPES
     #: whether this engine can leave the start token's positions unedited (``steer_bos=false``).

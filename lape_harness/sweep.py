@@ -364,7 +364,7 @@ def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path
         if results is None:  # only rank 0 gets results
             return None
         # What `lm_eval --model hf-steered|vllm-steered --model_args ...` would have recorded.
-        model_name = ENGINES[_engine_of(lm)]
+        model_name = getattr(lm, "model_name", "") or "hf-steered"
         tracker.general_config_tracker.model_source = model_name
         results["config"]["model"] = model_name
         results["lape_sweep"] = {
@@ -389,7 +389,3 @@ def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
     return finished_results(final)
-
-
-def _engine_of(lm) -> str:
-    return "vllm" if type(lm).__module__ == "lape_harness.vllm_model" else "hf"

@@ -53,6 +53,7 @@ PROBE_TEXT = "The capital of France is"
 class VLLMSteeredLM(SteeredLM, VLLM):
     """lm-eval's ``VLLM`` whose workers steer language neurons by a plan (see module docstring)."""
 
+    model_name = "vllm-steered"
     supported_scopes = ("all",)
     supports_steer_bos_false = False
 

@@ -124,11 +124,9 @@ def steered_modules(model: nn.Module) -> list[nn.Module]:
 def layout(model: nn.Module) -> dict:
     """What this rank can steer: decoder layers, steered layers, the shard's width and offset,
     and the MLP forms seen (for the lm-eval side's checks and error messages)."""
-    from vllm.distributed import get_tensor_model_parallel_rank
-
     mlps = decoder_mlps(model)
     modules = steered_modules(model)
-    rank = get_tensor_model_parallel_rank()
+    rank = _rank()
     width = modules[0].width if modules else 0
     forms = sorted({f"{type(mlp).__name__}({type(getattr(mlp, 'act_fn', getattr(mlp, 'act', None))).__name__})"
                     for _name, mlp in mlps})
