@@ -161,9 +161,11 @@ class Checkpoints:
         with the temporary files of checkpoint writes that a killed run left behind."""
         for language in languages:
             self.path(language).unlink(missing_ok=True)
-        if self.folder.is_dir():  # every rank is past its last write (a barrier comes first)
-            for orphan in self.folder.glob(".*.rank*-of-*.safetensors.*.tmp"):
+        try:  # every rank is past its last write (a barrier comes first); another rank may remove the folder
+            for orphan in list(self.folder.glob(".*.rank*-of-*.safetensors.*.tmp")):
                 orphan.unlink(missing_ok=True)
+        except FileNotFoundError:
+            return
         try:
             self.folder.rmdir()
         except OSError:

@@ -238,3 +238,21 @@ def test_recorder_wants_full_rows_first():
 
     with pytest.raises(InputError, match="shorter rows must come last"):
         NeuronRecorder([]).expect(0, [2, 4], seq_len=4)
+
+
+def test_clearing_checkpoints_while_another_rank_removes_the_folder(tmp_path, monkeypatch):
+    """Rank 0 may remove the emptied folder between another rank's own deletions and its scan for
+    orphan temporaries: that rank must finish quietly, not fail the whole run."""
+    from pathlib import Path
+
+    from lape_harness.profile_state import Checkpoints, Distributed
+
+    folder = tmp_path / "stats.partial"
+    folder.mkdir()
+    checkpoints = Checkpoints(folder, Distributed(rank=1, world=2))
+
+    def vanished(self, pattern):
+        raise FileNotFoundError(str(self))
+
+    monkeypatch.setattr(Path, "glob", vanished)
+    checkpoints.clear(["de"])  # no exception
