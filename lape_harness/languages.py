@@ -42,7 +42,9 @@ class UnknownLanguageError(InputError):
 _TABLE: dict[str, Language] = {}
 _BY_FLORES: dict[str, Language] = {}
 # Other spellings seen in datasets and language identifiers, mapped onto table codes.
-_ALIASES: dict[str, str] = {"nb": "no", "nob": "no", "zh-cn": "zh", "zh-hans": "zh", "zh-tw": "zh", "zh-hant": "zh"}
+# FLORES+ names Chinese by its individual language: cmn_Hans.
+_ALIASES: dict[str, str] = {"nb": "no", "nob": "no", "zh-cn": "zh", "zh-hans": "zh", "zh-tw": "zh", "zh-hant": "zh",
+                            "cmn": "zh", "cmn_hans": "zh"}
 
 
 def register_language(code: str, flores: str, name: str, script: str, family: str) -> Language:

@@ -26,6 +26,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
+from lape_harness.errors import LapeError
 from lape_harness.langid import UNKNOWN, identify_language
 
 # --------------------------------------------------------------------------------------------
@@ -132,19 +133,27 @@ def corpus_chrf_pp(items: Sequence[Sequence[str]]) -> float:
 
 
 def translation_signature(items: Sequence[Sequence[str]]) -> str:
-    """The sacrebleu signatures of the three translation scores, over the same items as :func:`corpus_bleu`."""
+    """The sacrebleu signatures of the three translation scores over ``(hypothesis, reference,
+    target_language[, data source])`` items, then ``data: <source>`` when the items name one.
+    Items from two data sources are an error: their scores would not be comparable."""
     from sacrebleu.metrics import BLEU, CHRF
 
-    hypotheses, references, targets = (list(column) for column in zip(*items))
+    columns = [list(column) for column in zip(*items)]
+    hypotheses, references, targets = columns[:3]
+    data = sorted(set(columns[3])) if len(columns) > 3 else []
+    if len(data) > 1:
+        raise LapeError(f"one translation task scored sentences from several data sources ({', '.join(data)}); "
+                        "score each source separately")
     sentence, corpus, chrf = BLEU(effective_order=True), BLEU(tokenize=bleu_tokenizer(targets[0])), CHRF(word_order=2)
     sentence.sentence_score(hypotheses[0], [references[0]])  # signatures need the number of references
     corpus.corpus_score(hypotheses, [references])
     chrf.corpus_score(hypotheses, [references])
     signatures = (metric.get_signature().format() for metric in (sentence, corpus, chrf))
-    return "; ".join(
+    parts = [
         f"{name}: {signature}"
         for name, signature in zip(("paper_sentence_bleu", "corpus_bleu", "corpus_chrf_pp"), signatures)
-    )
+    ]
+    return "; ".join(parts + [f"data: {source}" for source in data])
 
 
 # --------------------------------------------------------------------------------------------

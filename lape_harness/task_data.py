@@ -54,6 +54,19 @@ def _read_local(path: Path):
     return datasets.Dataset.from_list(rows)
 
 
+def local_split_path(dataset: str, config: str, split: str) -> Path | None:
+    """The local copy of one split under ``$LAPE_HARNESS_DATA`` (``.parquet``, ``.jsonl`` or
+    ``.json``), None when there is none or the setting is unset."""
+    root = local_root()
+    if root is None:
+        return None
+    for extension in _EXTENSIONS:
+        path = root / dataset / config / f"{split}.{extension}"
+        if path.is_file():
+            return path
+    return None
+
+
 def load_split(dataset: str, config: str, split: str):
     """One split of a hub dataset as a ``datasets.Dataset``, from the local copy when
     ``$LAPE_HARNESS_DATA`` is set."""
@@ -62,11 +75,10 @@ def load_split(dataset: str, config: str, split: str):
         import datasets
 
         return datasets.load_dataset(dataset, config, split=split)
+    path = local_split_path(dataset, config, split)
+    if path is not None:
+        return _read_local(path)
     folder = root / dataset / config
-    for extension in _EXTENSIONS:
-        path = folder / f"{split}.{extension}"
-        if path.is_file():
-            return _read_local(path)
     raise InputError(
         f"no local copy of {dataset} ({config}, split {split}): expected {folder}/{split}.parquet "
         f"(or .jsonl/.json) because {DATA_ENV}={root}; write it with "

@@ -14,6 +14,7 @@ import pytest
 import sacrebleu
 import torch
 
+from lape_harness import flores
 from lape_harness.langid import identify_language
 from lape_harness.metrics import extract_belebele_answer, extract_xnli_label
 from lape_harness.task_data import DATA_ENV
@@ -45,6 +46,7 @@ def evaluation(tiny_llama):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(DATA_ENV, str(FIXTURES))
+        patch.setattr(flores, "_chosen", None)  # FLORES: auto picks the local FLORES-200 copy
         results = simple_evaluate(
             model="hf",
             model_args=f"pretrained={tiny_llama},dtype=float32",
@@ -113,6 +115,7 @@ def test_flores(evaluation):
         sacrebleu.corpus_chrf(hypotheses, [german], word_order=2).score
     )
     assert f"version:{sacrebleu.__version__}" in result["signature,none"]
+    assert result["signature,none"].endswith(f"; data: facebook/flores@local:{FIXTURES}")
 
 
 def test_xquad(evaluation):

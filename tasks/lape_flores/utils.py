@@ -1,34 +1,36 @@
-"""FLORES-200 translation: per-language parquet configs of facebook/flores joined by id."""
+"""FLORES devtest translation: the source and target sentences of a pair joined by id, from
+FLORES-200 (facebook/flores) or FLORES+ (see lape_harness.flores)."""
 
 import datasets
 
 from lape_harness.errors import InputError
+from lape_harness.flores import load_pair
 from lape_harness.languages import get_language
 from lape_harness.metrics import corpus_bleu, corpus_chrf_pp, paper_sentence_bleu, translation_signature  # noqa: F401
-from lape_harness.task_data import load_split, prompt_name
+from lape_harness.task_data import prompt_name
 
 
 def load_flores(languages, **_metadata):
     source, target = get_language(languages["source"]), get_language(languages["target"])
-    source_rows = load_split("facebook/flores", source.flores, "devtest")
-    target_rows = load_split("facebook/flores", target.flores, "devtest")
-    references = {row["id"]: row["sentence"] for row in target_rows}
-    missing = [row["id"] for row in source_rows if row["id"] not in references]
+    pair = load_pair(source.code, target.code)
+    references = {row["id"]: row[pair.column] for row in pair.target_rows}
+    missing = [row["id"] for row in pair.source_rows if row["id"] not in references]
     if missing:
         raise InputError(
-            f"FLORES {source.flores} and {target.flores} devtest rows do not align: ids {missing[:5]} have no "
-            "translation; use the complete devtest split of both languages"
+            f"FLORES {source.code} and {target.code} devtest rows ({pair.provenance}) do not align: ids "
+            f"{missing[:5]} have no translation; use the complete devtest split of both languages"
         )
     rows = [
         {
             "id": row["id"],
-            "source": row["sentence"],
+            "source": row[pair.column],
             "target": references[row["id"]],
             "source_name": prompt_name(source.code),
             "target_name": prompt_name(target.code),
             "target_language": target.code,
+            "data_source": pair.provenance,
         }
-        for row in source_rows
+        for row in pair.source_rows
     ]
     return {"devtest": datasets.Dataset.from_list(rows)}
 
@@ -39,5 +41,5 @@ def process_results(doc, results):
         "paper_sentence_bleu": paper_sentence_bleu(hypothesis, doc["target"]),
         "corpus_bleu": (hypothesis, doc["target"], doc["target_language"]),
         "corpus_chrf_pp": (hypothesis, doc["target"]),
-        "signature": (hypothesis, doc["target"], doc["target_language"]),
+        "signature": (hypothesis, doc["target"], doc["target_language"], doc["data_source"]),
     }
