@@ -101,7 +101,7 @@ def build_leaderboard(runs: list[Run], metric: dict[str, str] | None = None, not
 
     rows: list[Row] = []
     for (model, plan, task), (run, _label) in sorted(chosen.items()):
-        placed = classify_task(task)
+        placed = classify_task(task, run.declared.get(task))
         if placed is None:
             unknown_tasks.add(task)
             continue

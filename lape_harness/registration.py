@@ -60,12 +60,14 @@ def on_registry(registry) -> None:
 
 
 def on_task_manager(manager) -> None:
-    """Make every ``TaskManager`` in ``manager`` (the executed ``lm_eval.tasks.manager``) index our tasks.
+    """Make every ``TaskManager`` in ``manager`` (the executed ``lm_eval.tasks.manager``) index our
+    tasks, and record the metadata of every task it loads (``steer=auto`` reads the languages there).
 
     The task folder goes after lm-eval's own tasks and before the user's ``include_path``, so a
     user's folder can still override a task; ``include_defaults=False`` leaves it out as well.
     """
     task_manager = manager.TaskManager
+    _record_loaded_tasks(task_manager)
     original = task_manager.__init__
     if getattr(original, "_lape_harness", False):
         return
@@ -89,6 +91,33 @@ def on_task_manager(manager) -> None:
 
     __init__._lape_harness = True
     task_manager.__init__ = __init__
+
+
+def _record_loaded_tasks(task_manager) -> None:
+    """Wrap ``TaskManager.load`` so that each loaded task's ``metadata`` is recorded under the name its
+    requests carry (:func:`lape_harness.task_languages.record_loaded_task`)."""
+    original = getattr(task_manager, "load", None)
+    if original is None:
+        import warnings
+
+        warnings.warn("lape-harness: this lm-eval's TaskManager has no load(); steer=auto and the leaderboard "
+                      "read task languages from task names only", RuntimeWarning, stacklevel=2)
+        return
+    if getattr(original, "_lape_harness", False):
+        return
+
+    @functools.wraps(original)
+    def load(self, *args, **kwargs):
+        from lape_harness.task_languages import record_loaded_task
+
+        loaded = original(self, *args, **kwargs)
+        for name, task in (loaded.get("tasks") or {}).items():
+            config = getattr(task, "config", None)
+            record_loaded_task(getattr(config, "task", None) or name, getattr(config, "metadata", None))
+        return loaded
+
+    load._lape_harness = True
+    task_manager.load = load
 
 
 def _with_folder(include_path, folder: Path) -> list:

@@ -64,6 +64,8 @@ class Run:
     higher_is_better: dict[str, dict[str, bool]]
     n_samples: dict[str, int | None]
     groups: set[str] = field(default_factory=set)
+    #: task -> the TaskLanguages its config's ``metadata.languages`` declares (tasks that declare them)
+    declared: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- reading
@@ -109,6 +111,7 @@ def read_run(path: str | os.PathLike) -> Run:
     n_samples = {task: (info or {}).get("effective") for task, info in (data.get("n-samples") or {}).items()}
     groups = set(data.get("groups") or {}) | {g for g, subtasks in (data.get("group_subtasks") or {}).items() if subtasks}
     return Run(
+        declared=_declared_languages(path, data.get("configs")),
         path=path,
         model=model,
         plan=plan,
@@ -119,6 +122,21 @@ def read_run(path: str | os.PathLike) -> Run:
         n_samples=n_samples,
         groups=groups,
     )
+
+
+def _declared_languages(path: Path, configs) -> dict[str, Any]:
+    """task -> TaskLanguages from each task config's ``metadata.languages`` in a results file."""
+    from lape_harness.task_languages import TaskLanguagesError, declared_languages
+
+    declared = {}
+    for task, config in (configs if isinstance(configs, dict) else {}).items():
+        try:
+            languages = declared_languages((config or {}).get("metadata") if isinstance(config, dict) else None)
+        except TaskLanguagesError as error:
+            raise TaskLanguagesError(f"{str(path)!r}, task {task!r}: {error}") from None
+        if languages is not None:
+            declared[task] = languages
+    return declared
 
 
 def load_runs(paths, problems: list[str] | None = None) -> list[Run]:
@@ -234,11 +252,12 @@ def deactivated_language(plan: str) -> str | None:
 # --------------------------------------------------------------------------- tasks and metrics
 
 
-def classify_task(task: str) -> tuple[str, str] | None:
+def classify_task(task: str, declared=None) -> tuple[str, str] | None:
     """``(family, language label)`` of a task, or None when its language is unknown.
 
-    The label is the language, or ``"src→tgt"`` for a task with a source and a target
-    language (forcing, translation).
+    The languages are ``declared`` (the task config's ``metadata.languages``, see
+    :attr:`Run.declared`), else read from the name. The label is the language, or ``"src→tgt"``
+    for a task with a source and a target language (forcing, translation).
 
     >>> classify_task("lape_forcing_de_to_fr")
     ('lape_forcing', 'de→fr')
@@ -247,7 +266,7 @@ def classify_task(task: str) -> tuple[str, str] | None:
     """
     from lape_harness.task_languages import task_family, task_languages
 
-    languages = task_languages(task)
+    languages = declared or task_languages(task)
     if languages is None:
         return None
     label = f"{languages.source}→{languages.target}" if languages.source else languages.target
@@ -287,7 +306,7 @@ def family_scores(run: Run, family: str, metric: str) -> dict[str, float]:
     """``{language label: score}`` of ``run``'s tasks in ``family`` (e.g. ``lape_ppl``)."""
     found = {}
     for task, values in run.metrics.items():
-        placed = classify_task(task)
+        placed = classify_task(task, run.declared.get(task))
         if placed is None or placed[0] != family:
             continue
         key = metric_key(values, metric)

@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 
 def default_task_languages(task_name: str | None):
-    """The :class:`~lape_harness.task_languages.TaskLanguages` of an lm-eval task name, or None."""
+    """The :class:`~lape_harness.task_languages.TaskLanguages` of an lm-eval task (its config's
+    ``metadata.languages``, else its name), or None."""
     from lape_harness.task_languages import task_languages
 
     return task_languages(task_name) if task_name else None

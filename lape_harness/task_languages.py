@@ -1,12 +1,26 @@
-"""Which languages an lm-eval task is about, read from its name.
+"""Which languages an lm-eval task is about: declared in its config's ``metadata.languages``,
+else read from its name.
 
 Used by ``steer=auto`` (steer towards the task's target language) and by the leaderboard
-(group results by family). Understands the lape task suite and lm-eval's built-in
-multilingual families; returns None when the name does not tell (callers warn).
+(group results by family). A task declares its languages in its YAML::
+
+    metadata:
+      languages: {source: de, target: fr, kind: forcing}   # or {target: de}, or just: de
+
+``target`` is required; ``source`` and ``kind`` (monolingual, forcing or translation) are
+optional: with a source the kind defaults to ``translation`` (steer towards the target only),
+without one to ``monolingual``; ``forcing`` also deactivates the source. Codes are any the
+language table knows (``de``, ``deu_Latn``, ``nb``...). Tasks lm-eval's ``TaskManager`` loads are
+recorded here (:func:`record_loaded_task`, called by :mod:`lape_harness.registration`), so a
+request's task name finds its declaration. Without one, the name decides: the lape task suite
+and lm-eval's built-in multilingual families are understood; None when it does not tell
+(callers warn).
 
 Example:
     >>> task_languages("lape_forcing_de_to_fr")
     TaskLanguages(kind='forcing', source='de', target='fr')
+    >>> task_languages("my_task", {"languages": {"source": "en", "target": "deu_Latn"}})
+    TaskLanguages(kind='translation', source='en', target='de')
     >>> task_languages("belebele_deu_Latn")
     TaskLanguages(kind='monolingual', source=None, target='de')
     >>> task_family("lape_xnli_de")
@@ -101,8 +115,53 @@ def _match(task_name: str) -> tuple[str, re.Match[str]] | None:
     return None
 
 
-def task_languages(task_name: str) -> TaskLanguages | None:
-    """The languages of ``task_name``, or None when the name does not tell.
+class TaskLanguagesError(InputError):
+    """A task's ``metadata.languages`` that cannot be read."""
+
+
+def declared_languages(metadata) -> TaskLanguages | None:
+    """The languages a task config's ``metadata`` declares, None when it declares none.
+
+    >>> declared_languages({"languages": "nb"})
+    TaskLanguages(kind='monolingual', source=None, target='no')
+    >>> declared_languages({"version": 1.0}) is None
+    True
+    """
+    if not isinstance(metadata, dict) or metadata.get("languages") is None:
+        return None
+    declared = metadata["languages"]
+    if isinstance(declared, str):
+        declared = {"target": declared}
+    if not isinstance(declared, dict) or not declared.get("target") or set(declared) - {"source", "target", "kind"}:
+        raise TaskLanguagesError(
+            f"metadata.languages {declared!r} is not understood; write {{target: de}} for a monolingual task or "
+            "{source: de, target: fr, kind: forcing|translation} (kind optional; default translation)"
+        )
+    source = declared.get("source")
+    kind = declared.get("kind") or ("translation" if source else "monolingual")
+    if kind not in KINDS or (kind == "monolingual") != (not source):
+        raise TaskLanguagesError(
+            f"metadata.languages {declared!r}: kind {kind!r} does not fit; use monolingual (target only), "
+            "or forcing/translation (source and target)"
+        )
+    try:
+        return TaskLanguages(kind, normalize_code(str(source)) if source else None, normalize_code(str(declared["target"])))
+    except InputError as error:
+        raise TaskLanguagesError(f"metadata.languages {declared!r}: {error}") from None
+
+
+#: task name -> the ``metadata`` of the task lm-eval loaded under that name in this process.
+_LOADED: dict[str, dict] = {}
+
+
+def record_loaded_task(task_name: str, metadata) -> None:
+    """Remember the metadata of a task lm-eval loaded (its languages are read when asked for)."""
+    _LOADED[task_name] = metadata if isinstance(metadata, dict) else {}
+
+
+def task_languages(task_name: str, metadata=None) -> TaskLanguages | None:
+    """The languages of ``task_name``: from ``metadata`` (else the metadata lm-eval loaded the task
+    with), else from the name; None when neither tells.
 
     >>> task_languages("lape_flores_en-de")
     TaskLanguages(kind='translation', source='en', target='de')
@@ -110,6 +169,21 @@ def task_languages(task_name: str) -> TaskLanguages | None:
     TaskLanguages(kind='monolingual', source=None, target='ja')
     >>> task_languages("hellaswag") is None
     True
+    """
+    if metadata is None:
+        metadata = _LOADED.get(task_name)
+    try:
+        declared = declared_languages(metadata)
+    except TaskLanguagesError as error:
+        raise TaskLanguagesError(f"task {task_name!r}: {error}") from None
+    return declared or name_languages(task_name)
+
+
+def name_languages(task_name: str) -> TaskLanguages | None:
+    """The languages the name ``task_name`` tells (metadata aside), or None.
+
+    >>> name_languages("lape_xnli_de")
+    TaskLanguages(kind='monolingual', source=None, target='de')
     """
     found = _match(task_name)
     if found is None:

@@ -39,8 +39,12 @@ def _write(path: Path, config: dict) -> None:
     path.write_text(HEADER + yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-def _task(folder: Path, family: str, name: str, source: str | None, target: str) -> str:
+def _task(folder: Path, family: str, name: str, source: str | None, target: str, kind: str | None = None) -> str:
+    """One task YAML; its ``metadata.languages`` is what ``steer=auto`` and the leaderboard read
+    (``kind`` only where the default, translation with a source and monolingual without, does not fit)."""
     languages = {"source": source, "target": target} if source else {"target": target}
+    if kind:
+        languages["kind"] = kind
     config = {
         "include": f"_{family}_template_yaml",
         "task": name,
@@ -74,7 +78,7 @@ def generate() -> int:
     source_groups = []
     for source in PAPER_CODES:
         tasks = [
-            _task(folder, "lape_forcing", f"lape_forcing_{source}_to_{target}", source, target)
+            _task(folder, "lape_forcing", f"lape_forcing_{source}_to_{target}", source, target, "forcing")
             for target in PAPER_CODES
         ]
         _group(folder, f"lape_forcing_{source}", tasks, FORCING_METRICS)

@@ -11,9 +11,10 @@ import json
 from pathlib import Path
 
 
-def choice_task(folder: Path, name: str, texts: list[str]):
+def choice_task(folder: Path, name: str, texts: list[str], metadata: dict | None = None):
     """Write task ``name`` (choices ' mat', ' Matte', ' tapis'; gold 0) over ``texts`` into
-    ``folder`` and return a ``TaskManager`` that knows only it."""
+    ``folder`` (with ``metadata`` in its YAML when given) and return a ``TaskManager`` that knows only it."""
+    import yaml
     from lm_eval.tasks import TaskManager
 
     docs = folder / f"{name}.jsonl"
@@ -22,5 +23,6 @@ def choice_task(folder: Path, name: str, texts: list[str]):
         f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
         f"    test: {docs}\ntest_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{{{text}}}}'\n"
         "doc_to_choice: [' mat', ' Matte', ' tapis']\ndoc_to_target: gold\nmetric_list:\n  - metric: acc\n"
+        + (yaml.safe_dump({"metadata": metadata}) if metadata else "")
     )
     return TaskManager(include_path=str(folder), include_defaults=False)

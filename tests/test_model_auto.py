@@ -117,3 +117,50 @@ def test_batch_size_auto_is_detected_once_for_every_plan_group(tiny_llama, auto_
     lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (context,), i, (task, i, 1))
                               for i, (task, context) in enumerate(zip(TASKS, CONTEXTS * 2))])
     assert len({plan for plan in TASKS.values()}) > 1 and calls == [()]
+
+
+def test_auto_steers_a_user_task_by_its_metadata(tiny_llama, tmp_path):
+    """A task in the user's own --include_path folder, with a name no pattern knows, declares its
+    language in metadata: steer=auto steers it exactly as the explicit plan does, and the
+    leaderboard places it."""
+    import json
+
+    from lm_eval import simple_evaluate
+    from lm_eval.utils import handle_non_serializable
+    from transformers import AutoConfig
+
+    from lape_harness.leaderboard import build_leaderboard
+    from lape_harness.results import classify_task, load_runs
+    from lape_harness.task_languages import TaskLanguages, name_languages
+    from local_task import choice_task
+
+    name = "quiz_of_mine"
+    assert name_languages(name) is None
+    neurons = tmp_path / "lape-top1.safetensors"
+    config = AutoConfig.from_pretrained(tiny_llama)
+    make_neuron_set(config.num_hidden_layers, config.intermediate_size).save(neurons)
+    folder = tmp_path / "my_tasks"
+    folder.mkdir()
+    manager = choice_task(folder, name, list(CONTEXTS), metadata={"version": 1.0, "languages": {"target": "fra_Latn"}})
+
+    def run(steer):
+        return simple_evaluate(model="hf-steered", device="cpu", task_manager=manager, tasks=[name], log_samples=True,
+                               model_args=f"pretrained={tiny_llama},dtype=float32,neurons={neurons},steer={steer}")
+
+    def loglikelihoods(results):
+        return [[response[0][0] for response in sample["resps"]] for sample in results["samples"][name]]
+
+    auto, explicit, plain = run("auto"), run("+fr"), run("none")
+    assert auto["config"]["steering"]["plans_by_task"] == {name: "+fr"}
+    assert loglikelihoods(auto) == loglikelihoods(explicit)
+    assert loglikelihoods(auto) != loglikelihoods(plain)
+
+    path = tmp_path / "runs" / "results_auto.json"
+    path.parent.mkdir()
+    auto.pop("samples")
+    path.write_text(json.dumps(auto, default=handle_non_serializable))
+    [loaded] = load_runs([path])
+    assert loaded.declared == {name: TaskLanguages("monolingual", None, "fr")}
+    assert classify_task(name, loaded.declared[name]) == (name, "fr")
+    rows = [row for row in build_leaderboard([loaded]).rows if row.task == name]
+    assert [(row.family, row.language, row.plan) for row in rows] == [(name, "fr", "auto")]

@@ -1,4 +1,5 @@
-"""Task-name resolver: the lape suite, lm-eval's multilingual families, and unknown names."""
+"""Task languages: declared in metadata.languages, else from the name (the lape suite, lm-eval's
+multilingual families, and unknown names)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import dataclasses
 
 import pytest
 
-from lape_harness.task_languages import TaskLanguages, task_family, task_languages
+from lape_harness import task_languages as task_languages_module
+from lape_harness.task_languages import (
+    TaskLanguages,
+    TaskLanguagesError,
+    declared_languages,
+    record_loaded_task,
+    task_family,
+    task_languages,
+)
 
 M, F, T = "monolingual", "forcing", "translation"
 
@@ -84,3 +93,51 @@ def test_task_languages_is_frozen():
     resolved = task_languages("lape_xnli_de")
     with pytest.raises(dataclasses.FrozenInstanceError):
         resolved.target = "fr"  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------- metadata.languages
+
+
+@pytest.mark.parametrize(
+    "declared, expected",
+    [
+        ({"target": "de"}, (M, None, "de")),
+        ("deu_Latn", (M, None, "de")),  # the shorthand for a monolingual task
+        ({"source": "en", "target": "nb"}, (T, "en", "no")),  # a source without a kind: translation
+        ({"source": "de", "target": "fr", "kind": "forcing"}, (F, "de", "fr")),
+        ({"source": "eng_Latn", "target": "cmn_Hans", "kind": "translation"}, (T, "en", "zh")),
+        ({"target": "fr", "kind": "monolingual"}, (M, None, "fr")),
+    ],
+)
+def test_declared_languages(declared, expected):
+    assert declared_languages({"version": 1.0, "languages": declared}) == TaskLanguages(*expected)
+
+
+@pytest.mark.parametrize(
+    "declared, complaint",
+    [
+        ({"source": "de"}, "not understood"),  # no target
+        ({"target": "de", "langauge": "fr"}, "not understood"),  # a misspelt key
+        (["de"], "not understood"),
+        ({"target": "de", "kind": "forcing"}, "does not fit"),  # forcing needs a source
+        ({"source": "de", "target": "fr", "kind": "monolingual"}, "does not fit"),
+        ({"target": "de", "kind": "chat"}, "does not fit"),
+        ({"target": "xx"}, "unknown language 'xx'"),
+    ],
+)
+def test_bad_declarations_are_named(declared, complaint):
+    with pytest.raises(TaskLanguagesError, match=complaint):
+        declared_languages({"languages": declared})
+    with pytest.raises(TaskLanguagesError, match="task 'my_task'"):
+        task_languages("my_task", {"languages": declared})
+
+
+def test_metadata_comes_before_the_name_and_loaded_tasks_are_remembered(monkeypatch):
+    monkeypatch.setattr(task_languages_module, "_LOADED", {})
+    assert task_languages("xnli_de", {"languages": {"target": "fr"}}) == TaskLanguages(M, None, "fr")
+    assert task_languages("xnli_de", {"version": 1}) == TaskLanguages(M, None, "de")  # declares none: the name
+    assert task_languages("quiz_of_mine") is None
+    record_loaded_task("quiz_of_mine", {"languages": {"source": "de", "target": "fr", "kind": "forcing"}})
+    assert task_languages("quiz_of_mine") == TaskLanguages(F, "de", "fr")
+    record_loaded_task("quiz_of_mine", None)  # reloaded without a declaration: nothing stale is kept
+    assert task_languages("quiz_of_mine") is None

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lape_harness import flores
 from lape_harness.errors import InputError
 from lape_harness.languages import PAPER_CODES
 from lape_harness.task_data import DATA_ENV, forcing_questions, heldout_documents, load_split
-from lape_harness.task_languages import task_languages
+from lape_harness.task_languages import declared_languages, name_languages
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "tasks"
@@ -58,17 +59,16 @@ def test_family_sizes_and_forcing_grid():
     assert "lape_flores_en-de" in flores and "lape_flores_de-en" in flores and "lape_flores_en-en" not in flores
 
 
-def test_declared_languages_agree_with_the_resolver():
+def test_declared_languages_agree_with_the_names():
     for name, config in _task_yamls().items():
-        declared = config["metadata"]["languages"]
-        resolved = task_languages(name)
-        assert resolved is not None, name
-        assert resolved.target == declared["target"], name
-        assert resolved.source == declared.get("source"), name
+        declared = declared_languages(config["metadata"])
+        assert declared == name_languages(name), name
+        assert declared.target == config["metadata"]["languages"]["target"], name
+        assert declared.source == config["metadata"]["languages"].get("source"), name
         expected_kind = (
             "forcing" if name.startswith("lape_forcing_") else "translation" if name.startswith("lape_flores_") else "monolingual"
         )
-        assert resolved.kind == expected_kind, name
+        assert declared.kind == expected_kind, name
 
 
 def test_lm_eval_finds_every_task_and_group(task_manager):
@@ -125,13 +125,16 @@ def test_process_results_score_known_answers():
     assert scores["target_rate"] == 1 and scores["detected_language"] == "fr"
 
     flores = _utils("lape_flores")["process_results"]
-    scores = flores({"target": "Das Museum öffnet um neun Uhr.", "target_language": "de"}, [" Das Museum öffnet um neun Uhr.\n"])
+    doc = {"target": "Das Museum öffnet um neun Uhr.", "target_language": "de", "data_source": "facebook/flores@abc"}
+    scores = flores(doc, [" Das Museum öffnet um neun Uhr.\n"])
     assert scores["paper_sentence_bleu"] == pytest.approx(1.0)
     assert scores["corpus_bleu"] == ("Das Museum öffnet um neun Uhr.", "Das Museum öffnet um neun Uhr.", "de")
+    assert scores["signature"][3] == "facebook/flores@abc"
 
 
 def test_flores_loader_joins_by_id_and_names_languages(monkeypatch):
     monkeypatch.setenv(DATA_ENV, str(FIXTURES))
+    monkeypatch.setattr(flores, "_chosen", None)
     rows = _utils("lape_flores")["load_flores"](languages={"source": "de", "target": "en"}, version=1.0)["devtest"]
     english = [json.loads(line)["sentence"] for line in (FIXTURES / "facebook/flores/eng_Latn/devtest.jsonl").open()]
     assert rows["target"] == english
