@@ -14,10 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from lape_harness.errors import InputError
@@ -120,20 +122,71 @@ def prompt_name(language: str) -> str:
     return _PROMPT_NAMES.get(code, get_language(code).name)
 
 
+@dataclass(frozen=True)
+class QuestionFile:
+    """A forcing question file ``{"<code>": ["question", ...]}``: questions by table code, and the
+    file's identity as results record it (``"<name>@sha256:<hex>"``)."""
+
+    path: Path
+    questions: dict[str, list[str]]
+    sha256: str
+
+    @property
+    def identity(self) -> str:
+        return f"{self.path.name}@sha256:{self.sha256}"
+
+    def for_language(self, language: str) -> list[str]:
+        """The questions of ``language`` (any code the language table knows)."""
+        try:
+            code = get_language(language).code
+        except InputError:
+            code = language
+        if not self.questions.get(code):
+            raise InputError(
+                f"{self.path} has no questions for {language!r} (it has: {', '.join(sorted(self.questions))}); "
+                "add a list of questions under that code, or run only the forcing tasks of the languages it has"
+            )
+        return list(self.questions[code])
+
+
+def read_questions(path: str | os.PathLike) -> QuestionFile:
+    """Read and check a forcing question file; language keys may be any code the table knows
+    (``"deu_Latn"``, ``"nb"``) and are stored under the table's code."""
+    path = Path(path).expanduser()
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read the forcing question file {path} ({error.strerror or error}); "
+                         'pass an existing JSON file {"de": ["question", ...], ...}') from None
+    try:
+        content = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is not UTF-8 JSON ({error}); write it as {{\"de\": [\"question\", ...]}}") from None
+    if not isinstance(content, dict):
+        raise InputError(f"{path} must hold a JSON object {{language code: [questions]}}; got {type(content).__name__}")
+    questions: dict[str, list[str]] = {}
+    for key, items in content.items():
+        if not isinstance(items, list) or not all(isinstance(item, str) and item.strip() for item in items):
+            raise InputError(f"{path}: the value of {key!r} must be a list of non-empty question strings")
+        try:
+            code = get_language(key).code
+        except InputError as error:
+            raise InputError(f"{path}: {error}") from None
+        if code in questions:
+            raise InputError(f"{path}: {key!r} and another key both name {code!r}; merge their questions")
+        questions[code] = items
+    return QuestionFile(path, questions, hashlib.sha256(raw).hexdigest())
+
+
 def forcing_questions(path: Path, language: str) -> list[str]:
     """The forcing questions of ``language`` from a JSON file ``{"<code>": ["question", ...]}``."""
-    questions = json.loads(Path(path).read_text(encoding="utf-8"))
-    if language not in questions or not questions[language]:
-        raise InputError(
-            f"{path} has no questions for {language!r} (it has: {', '.join(sorted(questions))}); "
-            "add a list of questions under that code"
-        )
-    return list(questions[language])
+    return read_questions(path).for_language(language)
 
 
 class _LapeCustomDatasetNotice(logging.Filter):
     """lm-eval logs a notice about ``--metadata`` for every task with a custom loader; for the
-    lape tasks (hundreds of them) it is noise, since their loaders take no user arguments."""
+    lape tasks (hundreds of them) it is noise: the one user argument (the forcing ``questions``
+    file) is documented in docs/tasks.md."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

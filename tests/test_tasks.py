@@ -3,6 +3,7 @@ data, and its scores equal what this test recomputes from the logged samples."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -96,6 +97,8 @@ def test_forcing(evaluation):
     assert result["clean_target_rate,none"] == pytest.approx(clean / LIMIT)
     counts = Counter(detected)
     assert sorted(result["detected_language,none"].split()) == sorted(f"{k}:{v}" for k, v in counts.items())
+    package_questions = (REPO / "tasks" / "lape_forcing" / "questions.json").read_bytes()
+    assert result["questions_file,none"] == f"questions.json@sha256:{hashlib.sha256(package_questions).hexdigest()}"
 
 
 def test_flores(evaluation):

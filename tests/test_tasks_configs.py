@@ -121,8 +121,10 @@ def test_process_results_score_known_answers():
     assert xnli({"label": 0}, ["Neutral"]) == {"acc": 0.0}
 
     forcing = _utils("lape_forcing")["process_results"]
-    scores = forcing({"source_language": "de", "target_language": "fr"}, [" Je viens de Lyon et je travaille à Paris."])
+    doc = {"source_language": "de", "target_language": "fr", "questions_file": "questions.json@sha256:ab"}
+    scores = forcing(doc, [" Je viens de Lyon et je travaille à Paris."])
     assert scores["target_rate"] == 1 and scores["detected_language"] == "fr"
+    assert scores["questions_file"] == "questions.json@sha256:ab"
 
     flores = _utils("lape_flores")["process_results"]
     doc = {"target": "Das Museum öffnet um neun Uhr.", "target_language": "de", "data_source": "facebook/flores@abc"}
