@@ -82,8 +82,13 @@ class FloresPair:
 
     source_rows: list[dict]
     target_rows: list[dict]
-    column: str
+    source: FloresSource
     provenance: str  # "<dataset>@<revision>" or "<dataset>@local:<folder>"
+
+    @property
+    def column(self) -> str:
+        """The column holding the sentences (``sentence`` or ``text``)."""
+        return self.source.column
 
 
 def requested_source() -> FloresSource | None:
@@ -109,7 +114,7 @@ def load_pair(source_language: str, target_language: str) -> FloresPair:
         pair = _load(_local_source(root, source_language, target_language), source_language, target_language)
     else:
         pair = _load_from_hub(source_language, target_language)
-    _chosen = FLORES_PLUS if pair.column == FLORES_PLUS.column else FLORES_200
+    _chosen = pair.source
     return pair
 
 
@@ -122,7 +127,7 @@ def _load(source: FloresSource, source_language: str, target_language: str) -> F
                 f"'id' and {source.column!r}; FLORES-200 copies (column sentence) belong under facebook/flores/, "
                 "FLORES+ copies (column text) under openlanguagedata/flores_plus/"
             )
-    return FloresPair(rows[0].to_list(), rows[1].to_list(), source.column, _provenance(source, rows[0]))
+    return FloresPair(rows[0].to_list(), rows[1].to_list(), source, _provenance(source, rows[0]))
 
 
 def _load_chosen(chosen: FloresSource, source_language: str, target_language: str) -> FloresPair:

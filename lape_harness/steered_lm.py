@@ -142,7 +142,8 @@ class SteeredLM:
         languages = self.task_languages(task_name)
         if languages is None:
             self._warn_once(task_name, f"steer=auto: the language of task {task_name!r} is unknown; "
-                                       "it runs WITHOUT steering (name the plan explicitly with steer=...)")
+                                       "it runs WITHOUT steering (declare `metadata: languages: {target: <code>}` "
+                                       "in its YAML, or name the plan explicitly with steer=...)")
             return NO_STEERING
         plan = self._spec.for_task(languages)
         neurons = self.neuron_set.neurons
