@@ -52,27 +52,53 @@ def test_bad_question_files_are_named(tmp_path, content, complaint):
         read_questions(tmp_path / "missing.json")
 
 
+def _lm_eval(tiny_llama, out: Path, *args: str) -> dict:
+    """Run the plain lm_eval CLI on the tiny model; the results JSON and the logged prompts per task."""
+    command = [str(LM_EVAL), "--model", "hf", "--model_args", f"pretrained={tiny_llama},dtype=float32",
+               "--device", "cpu", "--gen_kwargs", "max_gen_toks=4", "--output_path", str(out), "--log_samples", *args]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=out.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [results_file] = out.rglob("results_*.json")
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    prompts = {}
+    for task in results["results"]:
+        [samples_file] = out.rglob(f"samples_{task}_*.jsonl")
+        samples = [json.loads(line) for line in samples_file.read_text(encoding="utf-8").splitlines()]
+        prompts[task] = [sample["arguments"]["gen_args_0"]["arg_0"] for sample in samples]
+    return {"results": results, "prompts": prompts}
+
+
 def test_own_questions_through_the_plain_lm_eval_cli(tiny_llama, tmp_path):
     questions = tmp_path / "mine.json"
     questions.write_text(json.dumps(MINE, ensure_ascii=False), encoding="utf-8")
     tasks = ["lape_forcing_de_to_fr", "lape_forcing_fr_to_de", "lape_forcing_de_to_de"]
-    command = [str(LM_EVAL), "--model", "hf", "--model_args", f"pretrained={tiny_llama},dtype=float32",
-               "--device", "cpu", "--tasks", ",".join(tasks), "--gen_kwargs", "max_gen_toks=4",
-               "--metadata", json.dumps({"questions": str(questions)}),
-               "--output_path", str(tmp_path / "out"), "--log_samples"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    [results_file] = (tmp_path / "out").rglob("results_*.json")
-    results = json.loads(results_file.read_text(encoding="utf-8"))
+    run = _lm_eval(tiny_llama, tmp_path / "out", "--tasks", ",".join(tasks),
+                   "--metadata", json.dumps({"questions": str(questions)}))
     identity = f"mine.json@sha256:{hashlib.sha256(questions.read_bytes()).hexdigest()}"
     for task in tasks:
-        assert results["results"][task]["questions_file,none"] == identity
-        assert results["configs"][task]["metadata"]["questions"] == str(questions)
+        assert run["results"]["results"][task]["questions_file,none"] == identity
+        assert run["results"]["configs"][task]["metadata"]["questions"] == str(questions)
     for task, source in (("lape_forcing_de_to_fr", "deu_Latn"), ("lape_forcing_fr_to_de", "fr")):
-        [samples_file] = (tmp_path / "out").rglob(f"samples_{task}_*.jsonl")
-        samples = [json.loads(line) for line in samples_file.read_text(encoding="utf-8").splitlines()]
-        assert [sample["arguments"]["gen_args_0"]["arg_0"] for sample in samples] == [
-            f"Q: {question} \nA:" for question in MINE[source]
-        ]
+        assert run["prompts"][task] == [f"Q: {question} \nA:" for question in MINE[source]]
+
+
+def test_a_forcing_task_of_ones_own_for_any_language(tiny_llama, tmp_path):
+    """A language outside the paper's 21 (Swahili): the user's task YAML includes the package
+    template and names the question file in its metadata, as docs/tasks.md shows."""
+    from lape_harness.registration import task_folder
+
+    questions = tmp_path / "swahili.json"
+    questions.write_text(json.dumps({"sw": ["Jina lako ni nani?", "Unaishi wapi?"]}), encoding="utf-8")
+    folder = tmp_path / "my_tasks"
+    folder.mkdir()
+    (folder / "my_forcing_sw_to_en.yaml").write_text(
+        f"include: {task_folder() / 'lape_forcing' / '_lape_forcing_template_yaml'}\n"
+        "task: my_forcing_sw_to_en\n"
+        "metadata:\n  version: 1.0\n  languages: {source: sw, target: en, kind: forcing}\n"
+        f"  questions: {questions}\n", encoding="utf-8")
+    run = _lm_eval(tiny_llama, tmp_path / "out", "--tasks", "my_forcing_sw_to_en", "--include_path", str(folder))
+    assert run["prompts"]["my_forcing_sw_to_en"] == ["Q: Jina lako ni nani? \nA:", "Q: Unaishi wapi? \nA:"]
+    result = run["results"]["results"]["my_forcing_sw_to_en"]
+    assert result["questions_file,none"] == f"swahili.json@sha256:{hashlib.sha256(questions.read_bytes()).hexdigest()}"
+    assert set(result) >= {"target_rate,none", "source_rate,none", "detected_language,none"}
