@@ -119,8 +119,9 @@ def load_pair(source_language: str, target_language: str) -> FloresPair:
 
 
 def _load(source: FloresSource, source_language: str, target_language: str) -> FloresPair:
-    rows = [load_split(source.dataset, source.config(language), SPLIT) for language in (source_language, target_language)]
-    for language, split in zip((source_language, target_language), rows):
+    languages = (source_language, target_language)
+    rows = [load_split(source.dataset, source.config(language), SPLIT) for language in languages]
+    for language, split in zip(languages, rows):
         if not {"id", source.column} <= set(split.column_names):
             raise InputError(
                 f"{source.dataset} {source.config(language)} {SPLIT} has columns {split.column_names}, not "
