@@ -131,3 +131,26 @@ def test_bad_input(tmp_path):
     assert parse_metric_overrides(["lape_forcing=clean_target_rate", "acc"]) == {"lape_forcing": "clean_target_rate", "*": "acc"}
     with pytest.raises(InputError, match="FAMILY=METRIC"):
         parse_metric_overrides(["forcing="])
+
+
+def _one_task_results(path: Path, task: str, metadata: dict) -> Path:
+    path.write_text(json.dumps({
+        "results": {task: {"acc,none": 0.5, "acc_stderr,none": 0.1}},
+        "configs": {task: {"task": task, "metadata": metadata}},
+        "config": {"model_args": "pretrained=m"},
+    }))
+    return path
+
+
+def test_declared_languages_come_before_the_name(tmp_path):
+    # a task named like lm-eval's German XNLI that declares French: the declaration wins
+    run = read_run(_one_task_results(tmp_path / "results.json", "xnli_de", {"version": 1, "languages": {"target": "fr"}}))
+    assert [(row.family, row.language) for row in build_leaderboard([run]).rows] == [("xnli", "fr")]
+    run = read_run(_one_task_results(tmp_path / "results.json", "xnli_de", {"version": 1}))
+    assert [(row.family, row.language) for row in build_leaderboard([run]).rows] == [("xnli", "de")]
+
+
+def test_a_bad_declaration_names_the_file_and_the_task(tmp_path):
+    path = _one_task_results(tmp_path / "results.json", "my_quiz", {"languages": {"target": "xx"}})
+    with pytest.raises(InputError, match=r"results.json'.*task 'my_quiz'.*unknown language 'xx'"):
+        read_run(path)
