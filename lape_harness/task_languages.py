@@ -11,6 +11,8 @@ Example:
     TaskLanguages(kind='monolingual', source=None, target='de')
     >>> task_family("lape_xnli_de")
     'lape_xnli'
+    >>> task_languages("lape_lcb_crosslingual_okapi_ja")
+    TaskLanguages(kind='crosslingual', source='en', target='ja')
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 from lape_harness.errors import InputError
 from lape_harness.languages import normalize_code
 
-KINDS = ("monolingual", "forcing", "translation")
+# crosslingual: instructed in the source language to answer in the target (LCB's cross-lingual set)
+KINDS = ("monolingual", "forcing", "translation", "crosslingual")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ _BUILTIN_MONOLINGUAL = sorted(
     key=len,
     reverse=True,
 )
+# The source language of names that do not spell it: LCB's cross-lingual prompts are English.
+_IMPLIED_SOURCES = {"crosslingual": "en"}
 # Spellings in lm-eval task names that are not ISO 639-1.
 _NAME_ALIASES = {"jp": "ja", "nb": "no", "zh-cn": "zh"}
 
@@ -72,6 +77,16 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("forcing", re.compile(r"^(?P<family>lape_forcing)_(?P<source>[a-z]{2,3})_to_(?P<target>[a-z]{2,3})$")),
     ("translation", re.compile(r"^(?P<family>lape_flores)_(?P<source>[a-z]{2,3})-(?P<target>[a-z]{2,3})$")),
     ("monolingual", re.compile(r"^(?P<family>lape_(?:xquad|belebele|xnli|ppl))_(?P<target>[a-z]{2,3})$")),
+    # Language Confusion Benchmark: lape_lcb_<setting>_<source dataset>_<lang>; the cross-lingual
+    # prompts are English instructions to answer in <lang>.
+    (
+        "monolingual",
+        re.compile(r"^(?P<family>lape_lcb_monolingual_(?:aya|dolly|okapi|native))_(?P<target>[a-z]{2,3})$"),
+    ),
+    (
+        "crosslingual",
+        re.compile(r"^(?P<family>lape_lcb_crosslingual_(?:okapi|sharegpt|complex_prompts))_(?P<target>[a-z]{2,3})$"),
+    ),
     # lm-eval's own FLORES / WMT pairs: flores_deu_Latn-eng_Latn_prompt_1, wmt16-de-en.
     ("translation", re.compile(rf"^(?P<family>flores)_(?P<source>{_FLORES})-(?P<target>{_FLORES})(?:_.*)?$")),
     ("translation", re.compile(r"^(?P<family>wmt\d\d)-(?P<source>[a-z]{2})-(?P<target>[a-z]{2})(?:-.*)?$")),
@@ -116,7 +131,7 @@ def task_languages(task_name: str) -> TaskLanguages | None:
         return None
     kind, match = found
     target = _code(match["target"])
-    source = _code(match["source"]) if "source" in match.groupdict() else None
+    source = _code(match["source"]) if "source" in match.groupdict() else _IMPLIED_SOURCES.get(kind)
     if target is None or (kind != "monolingual" and source is None):
         return None
     return TaskLanguages(kind, source, target)
