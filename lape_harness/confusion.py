@@ -210,6 +210,24 @@ def benchmark_averages(scores: Mapping[tuple[str, str], Mapping]) -> dict[tuple[
     return report
 
 
+def scores_from_results(results: Mapping[str, Mapping], setting: str) -> dict[tuple[str, str], dict]:
+    """Per-dataset scores ``{(source, language): {"lpr", "wpr"}}`` of one setting (``"monolingual"``
+    or ``"crosslingual"``) from the ``results`` of an lm-eval results file, for
+    :func:`benchmark_averages`.
+
+    >>> scores_from_results({"lape_lcb_crosslingual_complex_prompts_ja": {"lpr,none": 0.5, "wpr,none": 1.0},
+    ...                      "lape_lcb_crosslingual": {"lpr,none": 0.5}}, "crosslingual")
+    {('complex_prompts', 'ja'): {'lpr': 0.5, 'wpr': 1.0}}
+    """
+    prefix = f"lape_lcb_{setting}_"
+    scores = {}
+    for task, values in results.items():
+        if task.startswith(prefix) and "lpr,none" in values:
+            source, language = task.removeprefix(prefix).rsplit("_", 1)
+            scores[(source, language)] = {"lpr": values["lpr,none"], "wpr": values.get("wpr,none")}
+    return scores
+
+
 # lm-eval aggregations: each receives the per-completion verdicts of one task.
 
 

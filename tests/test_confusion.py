@@ -14,10 +14,11 @@ from lape_harness.confusion import (
     english_words,
     lcpr,
     normalize,
+    scores_from_results,
     tokenize,
 )
 from lape_harness.errors import InputError
-from lape_harness.task_data import DATA_ENV, LCB_TEST_SETS, lcb_prompts
+from lape_harness.task_data import DATA_ENV, LCB_TEST_SETS, LCB_ZIP_URL, lcb_prompts
 
 
 def fake_identify(line: str) -> str:
@@ -117,6 +118,21 @@ def test_benchmark_averages_per_language_first():
     assert report[("okapi", "de")]["lcpr"] == 0.5
 
 
+def test_benchmark_table_from_an_lm_eval_results_file():
+    results = {
+        "lape_lcb_monolingual_okapi_ar": {"lpr,none": 0.5, "wpr,none": 1.0, "lcpr,none": 2 / 3},
+        "lape_lcb_monolingual_native_ja": {"lpr,none": 1.0, "wpr,none": 0.5, "lcpr,none": 2 / 3},
+        "lape_lcb_monolingual_okapi_de": {"lpr,none": 0.25, "lcpr,none": 0.25},
+        "lape_lcb_monolingual": {"lpr,none": 0.58, "wpr,none": 0.75},  # a group: left out
+        "lape_lcb_crosslingual_okapi_ja": {"lpr,none": 0.0, "wpr,none": 1.0},  # the other setting
+    }
+    scores = scores_from_results(results, "monolingual")
+    assert scores == {("okapi", "ar"): {"lpr": 0.5, "wpr": 1.0}, ("native", "ja"): {"lpr": 1.0, "wpr": 0.5},
+                      ("okapi", "de"): {"lpr": 0.25, "wpr": None}}
+    overall = benchmark_averages(scores)[("all", "all")]
+    assert overall["lpr"] == pytest.approx((0.5 + 1.0 + 0.25) / 3) and overall["wpr"] == pytest.approx(0.75)
+
+
 def test_real_language_id_on_clear_lines():
     german = "Die Katze sitzt auf der warmen Matte und schläft."
     assert completion_verdict(german, "de")["line_pass"] is True
@@ -165,3 +181,34 @@ def test_missing_copy_and_unknown_set_are_clear_errors(monkeypatch, tmp_path):
     (folder / "de.csv").write_text("question,language\nwas,de\n", encoding="utf-8")
     with pytest.raises(InputError, match="no 'prompt' column"):
         lcb_prompts("monolingual", "okapi", "de")
+
+
+def test_download_once_into_the_cache(monkeypatch, tmp_path):
+    import io
+    import urllib.request
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("test_sets/crosslingual/okapi/ja.csv",
+                        "prompt,location,phrasing,language,source\nReply in Japanese. Hi,Start,x,ja,okapi\n")
+    requested = []
+
+    def fake_urlopen(url, timeout):
+        requested.append(url)
+        return io.BytesIO(archive.getvalue())
+
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.setenv("LAPE_HARNESS_CACHE", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    for _ in range(2):
+        assert lcb_prompts("crosslingual", "okapi", "ja")[0]["prompt"] == "Reply in Japanese. Hi"
+    assert requested == [LCB_ZIP_URL]
+    assert list(tmp_path.rglob("test_sets.zip"))
+
+    def offline(url, timeout):
+        raise OSError("no network")
+
+    monkeypatch.setenv("LAPE_HARNESS_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(InputError, match="could not download.*LAPE_HARNESS_DATA"):
+        lcb_prompts("crosslingual", "okapi", "ja")
