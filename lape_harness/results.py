@@ -47,7 +47,8 @@ PRIMARY_METRICS: dict[str, tuple[str, ...]] = {
     # bytes, not words: comparable across scripts (a Chinese paragraph is one "word")
     "lape_ppl": ("byte_perplexity", "word_perplexity", "bits_per_byte"),
     # Language Confusion Benchmark: one family per setting and source dataset
-    **{f"lape_lcb_{setting}_{source}": ("lcpr", "lpr") for setting, sources in LCB_TEST_SETS.items() for source in sources},
+    **{f"lape_lcb_{setting}_{source}": ("lcpr", "lpr")
+       for setting, sources in LCB_TEST_SETS.items() for source in sources},
     "xquad": ("f1", "exact_match"),
     "mlqa": ("f1", "exact_match"),
 }

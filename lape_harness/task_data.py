@@ -5,8 +5,9 @@ Set ``LAPE_HARNESS_DATA=/dir`` and every family reads local files in the hub's s
 instead of downloading: ``/dir/<dataset>/<config>/<split>.parquet`` (or ``.jsonl``/``.json``),
 e.g. ``/dir/facebook/belebele/deu_Latn/test.parquet``, the held-out perplexity text
 ``/dir/heldout/<lang>.txt``, and the Language Confusion Benchmark's test sets in its
-repository's layout, ``/dir/for-ai/language-confusion/test_sets/<setting>/<source>/<lang>.csv``. Without the setting, held-out text comes from the starter
-corpus (``lape_harness.paths.corpus_dir() / "heldout"``).
+repository's layout, ``/dir/for-ai/language-confusion/test_sets/<setting>/<source>/<lang>.csv``.
+Without the setting, held-out text comes from the starter corpus
+(``lape_harness.paths.corpus_dir() / "heldout"``) and the LCB test sets are downloaded once.
 
 Example:
     >>> rows = load_split("facebook/xnli", "de", "test")        # doctest: +SKIP
