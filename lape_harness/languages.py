@@ -85,7 +85,8 @@ _PAPER = [
     ("no", "nob_Latn", "Norwegian Bokmål", "Latn", "Germanic"),
     ("en", "eng_Latn", "English", "Latn", "Germanic"),
 ]
-# Languages of XQuAD and XNLI that have no neurons in the paper (cross-lingual steering only).
+# Languages of XQuAD, XNLI and the Language Confusion Benchmark that have no neurons in the
+# paper (cross-lingual steering only).
 _EXTRA = [
     ("vi", "vie_Latn", "Vietnamese", "Latn", "Austroasiatic"),
     ("th", "tha_Thai", "Thai", "Thai", "Kra-Dai"),
@@ -94,6 +95,7 @@ _EXTRA = [
     ("bg", "bul_Cyrl", "Bulgarian", "Cyrl", "Slavic"),
     ("sw", "swh_Latn", "Swahili", "Latn", "Niger-Congo"),
     ("ur", "urd_Arab", "Urdu", "Arab", "Indo-Aryan"),
+    ("id", "ind_Latn", "Indonesian", "Latn", "Austronesian"),
 ]
 for _row in _PAPER + _EXTRA:
     register_language(*_row)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lape_harness.errors import InputError
+from lape_harness.task_data import LCB_TEST_SETS
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ PRIMARY_METRICS: dict[str, tuple[str, ...]] = {
     "lape_xnli": ("acc",),
     # bytes, not words: comparable across scripts (a Chinese paragraph is one "word")
     "lape_ppl": ("byte_perplexity", "word_perplexity", "bits_per_byte"),
+    # Language Confusion Benchmark: one family per setting and source dataset
+    **{f"lape_lcb_{setting}_{source}": ("lcpr", "lpr")
+       for setting, sources in LCB_TEST_SETS.items() for source in sources},
     "xquad": ("f1", "exact_match"),
     "mlqa": ("f1", "exact_match"),
 }

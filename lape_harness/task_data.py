@@ -3,9 +3,11 @@ text, the forcing questions, and the language names their prompts use.
 
 Set ``LAPE_HARNESS_DATA=/dir`` and every family reads local files in the hub's schema
 instead of downloading: ``/dir/<dataset>/<config>/<split>.parquet`` (or ``.jsonl``/``.json``),
-e.g. ``/dir/facebook/belebele/deu_Latn/test.parquet``, and the held-out perplexity text
-``/dir/heldout/<lang>.txt``. Without the setting, held-out text comes from the starter
-corpus (``lape_harness.paths.corpus_dir() / "heldout"``).
+e.g. ``/dir/facebook/belebele/deu_Latn/test.parquet``, the held-out perplexity text
+``/dir/heldout/<lang>.txt``, and the Language Confusion Benchmark's test sets in its
+repository's layout, ``/dir/for-ai/language-confusion/test_sets/<setting>/<source>/<lang>.csv``.
+Without the setting, held-out text comes from the starter corpus
+(``lape_harness.paths.corpus_dir() / "heldout"``) and the LCB test sets are downloaded once.
 
 Example:
     >>> rows = load_split("facebook/xnli", "de", "test")        # doctest: +SKIP
@@ -14,17 +16,20 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from lape_harness.errors import InputError
 from lape_harness.languages import get_language
-from lape_harness.paths import corpus_dir
+from lape_harness.paths import cache_dir, corpus_dir
 
 DATA_ENV = "LAPE_HARNESS_DATA"
 _EXTENSIONS = ("parquet", "jsonl", "json")
@@ -110,6 +115,92 @@ def heldout_documents(language: str) -> list[str]:
     if not documents:
         raise InputError(f"held-out text {path} is empty; add paragraphs separated by blank lines")
     return documents
+
+
+# --------------------------------------------------------------------------------------------
+# The Language Confusion Benchmark (github.com/for-ai/language-confusion): one CSV per setting,
+# source dataset and language under test_sets/ (columns: prompt, source, language; the
+# cross-lingual files add location and phrasing). The test sets are read from the repository's
+# test_sets.zip at a fixed commit, so every run sees the same prompts.
+
+LCB_REPOSITORY = "for-ai/language-confusion"
+LCB_COMMIT = "94592802d5dd33e30af2fe57952254a89ab6f683"
+LCB_ZIP_URL = f"https://github.com/{LCB_REPOSITORY}/raw/{LCB_COMMIT}/test_sets.zip"
+_LCB_CROSSLINGUAL = ("fr", "de", "es", "pt", "it", "ja", "ko", "zh", "ar", "tr", "hi", "ru", "id", "vi")
+#: ``{setting: {source: languages}}``: the benchmark's CSV files.
+LCB_TEST_SETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "monolingual": {
+        "aya": ("en", "tr", "ar", "zh", "pt"),
+        "dolly": ("hi", "ru", "fr", "ar", "es"),
+        "okapi": ("en", "fr", "it", "de", "zh", "vi", "es", "id", "pt", "ar"),
+        "native": ("es", "fr", "ja", "ko"),
+    },
+    "crosslingual": {source: _LCB_CROSSLINGUAL for source in ("okapi", "sharegpt", "complex_prompts")},
+}
+
+
+def _lcb_member(setting: str, source: str, language: str) -> str:
+    if language not in LCB_TEST_SETS.get(setting, {}).get(source, ()):
+        known = ", ".join(f"{s}/{src}" for s, sources in LCB_TEST_SETS.items() for src in sources)
+        raise InputError(f"the Language Confusion Benchmark has no {setting}/{source} test set for {language!r} "
+                         f"(its sets: {known}; languages per set in lape_harness.task_data.LCB_TEST_SETS)")
+    return f"test_sets/{setting}/{source}/{language}.csv"
+
+
+def _lcb_zip() -> Path:
+    """The benchmark's test_sets.zip: the local copy, else the download cached under the user cache."""
+    root = local_root()
+    if root is not None:
+        return root / LCB_REPOSITORY / "test_sets.zip"
+    path = cache_dir() / "lcb" / LCB_COMMIT / "test_sets.zip"
+    if not path.is_file():
+        import urllib.request
+
+        from lape_harness.atomic import atomic_path
+
+        try:
+            with urllib.request.urlopen(LCB_ZIP_URL, timeout=60) as response, atomic_path(path) as temporary:
+                temporary.write_bytes(response.read())
+        except OSError as error:
+            raise InputError(
+                f"could not download the Language Confusion Benchmark test sets from {LCB_ZIP_URL} ({error}); "
+                f"offline, copy the repository's test_sets folder (or test_sets.zip) to "
+                f"$LAPE_HARNESS_DATA/{LCB_REPOSITORY}/ and set {DATA_ENV}"
+            ) from None
+    return path
+
+
+def _lcb_text(member: str) -> str:
+    root = local_root()
+    if root is not None and (root / LCB_REPOSITORY / member).is_file():
+        return (root / LCB_REPOSITORY / member).read_text(encoding="utf-8")
+    archive = _lcb_zip()
+    if not archive.is_file():
+        raise InputError(f"no local copy of the Language Confusion Benchmark's {member}: expected "
+                         f"{root / LCB_REPOSITORY / member} (or {archive}) because {DATA_ENV}={root}; copy the "
+                         f"repository's test_sets folder there, or unset {DATA_ENV} to download it")
+    with zipfile.ZipFile(archive) as bundle:
+        # match <setting>/<source>/<lang>.csv whatever folder the archive puts it in
+        tail = "/" + member.removeprefix("test_sets/")
+        names = [name for name in bundle.namelist() if ("/" + name).endswith(tail) and "__MACOSX" not in name]
+        if not names:
+            raise InputError(f"{archive} holds no {member}; delete it to download it again")
+        return bundle.read(names[0]).decode("utf-8")
+
+
+def lcb_prompts(setting: str, source: str, language: str) -> list[dict[str, str]]:
+    """The rows of one test set of the Language Confusion Benchmark (columns as in its CSV).
+
+    >>> rows = lcb_prompts("crosslingual", "okapi", "ja")    # doctest: +SKIP
+    >>> rows[0]["prompt"], rows[0]["language"]               # doctest: +SKIP
+    ('Reply in Japanese. Explain ...', 'ja')
+    """
+    member = _lcb_member(setting, source, language)
+    rows = list(csv.DictReader(io.StringIO(_lcb_text(member))))
+    if not rows or "prompt" not in rows[0]:
+        raise InputError(f"the Language Confusion Benchmark's {member} has no 'prompt' column or no rows; "
+                         "replace it with the repository's file")
+    return rows
 
 
 # The paper's prompts name Norwegian Bokmål just "Norwegian".

@@ -25,6 +25,8 @@ Example:
     TaskLanguages(kind='monolingual', source=None, target='de')
     >>> task_family("lape_xnli_de")
     'lape_xnli'
+    >>> task_languages("lape_lcb_crosslingual_okapi_ja")
+    TaskLanguages(kind='crosslingual', source='en', target='ja')
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from dataclasses import dataclass
 from lape_harness.errors import InputError
 from lape_harness.languages import normalize_code
 
-KINDS = ("monolingual", "forcing", "translation")
+# crosslingual: instructed in the source language to answer in the target (LCB's cross-lingual set)
+KINDS = ("monolingual", "forcing", "translation", "crosslingual")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ _BUILTIN_MONOLINGUAL = sorted(
     key=len,
     reverse=True,
 )
+# The source language of names that do not spell it: LCB's cross-lingual prompts are English.
+_IMPLIED_SOURCES = {"crosslingual": "en"}
 # Spellings in lm-eval task names that are not ISO 639-1.
 _NAME_ALIASES = {"jp": "ja", "nb": "no", "zh-cn": "zh"}
 
@@ -86,6 +91,16 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("forcing", re.compile(r"^(?P<family>lape_forcing)_(?P<source>[a-z]{2,3})_to_(?P<target>[a-z]{2,3})$")),
     ("translation", re.compile(r"^(?P<family>lape_flores)_(?P<source>[a-z]{2,3})-(?P<target>[a-z]{2,3})$")),
     ("monolingual", re.compile(r"^(?P<family>lape_(?:xquad|belebele|xnli|ppl))_(?P<target>[a-z]{2,3})$")),
+    # Language Confusion Benchmark: lape_lcb_<setting>_<source dataset>_<lang>; the cross-lingual
+    # prompts are English instructions to answer in <lang>.
+    (
+        "monolingual",
+        re.compile(r"^(?P<family>lape_lcb_monolingual_(?:aya|dolly|okapi|native))_(?P<target>[a-z]{2,3})$"),
+    ),
+    (
+        "crosslingual",
+        re.compile(r"^(?P<family>lape_lcb_crosslingual_(?:okapi|sharegpt|complex_prompts))_(?P<target>[a-z]{2,3})$"),
+    ),
     # lm-eval's own FLORES / WMT pairs: flores_deu_Latn-eng_Latn_prompt_1, wmt16-de-en.
     ("translation", re.compile(rf"^(?P<family>flores)_(?P<source>{_FLORES})-(?P<target>{_FLORES})(?:_.*)?$")),
     ("translation", re.compile(r"^(?P<family>wmt\d\d)-(?P<source>[a-z]{2})-(?P<target>[a-z]{2})(?:-.*)?$")),
@@ -135,14 +150,14 @@ def declared_languages(metadata) -> TaskLanguages | None:
     if not isinstance(declared, dict) or not declared.get("target") or set(declared) - {"source", "target", "kind"}:
         raise TaskLanguagesError(
             f"metadata.languages {declared!r} is not understood; write {{target: de}} for a monolingual task or "
-            "{source: de, target: fr, kind: forcing|translation} (kind optional; default translation)"
+            "{source: de, target: fr, kind: forcing|translation|crosslingual} (kind optional; default translation)"
         )
     source = declared.get("source")
     kind = declared.get("kind") or ("translation" if source else "monolingual")
     if kind not in KINDS or (kind == "monolingual") != (not source):
         raise TaskLanguagesError(
             f"metadata.languages {declared!r}: kind {kind!r} does not fit; use monolingual (target only), "
-            "or forcing/translation (source and target)"
+            "or forcing/translation/crosslingual (source and target)"
         )
     try:
         return TaskLanguages(kind, normalize_code(str(source)) if source else None, normalize_code(str(declared["target"])))
@@ -190,7 +205,7 @@ def name_languages(task_name: str) -> TaskLanguages | None:
         return None
     kind, match = found
     target = _code(match["target"])
-    source = _code(match["source"]) if "source" in match.groupdict() else None
+    source = _code(match["source"]) if "source" in match.groupdict() else _IMPLIED_SOURCES.get(kind)
     if target is None or (kind != "monolingual" and source is None):
         return None
     return TaskLanguages(kind, source, target)

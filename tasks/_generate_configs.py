@@ -15,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from lape_harness.confusion import WPR_LANGUAGES
 from lape_harness.languages import PAPER_CODES
+from lape_harness.task_data import LCB_TEST_SETS
 
 HERE = Path(__file__).resolve().parent
 VERSION = 1.0
@@ -32,6 +34,9 @@ GROUP_METRICS = {
     "lape_belebele": ("acc",),
     "lape_xnli": ("acc",),
     "lape_ppl": (),  # perplexities of different languages are not averaged
+    # plain means over the test sets; the benchmark's own averages (per language first, LCPR as
+    # the harmonic mean of the averages) come from lape_harness.confusion.benchmark_averages
+    "lape_lcb": ("lpr", "wpr"),
 }
 
 
@@ -39,19 +44,36 @@ def _write(path: Path, config: dict) -> None:
     path.write_text(HEADER + yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-def _task(folder: Path, family: str, name: str, source: str | None, target: str, kind: str | None = None) -> str:
+def _task(folder: Path, family: str, name: str, source: str | None, target: str, kind: str | None = None,
+          template: str | None = None, dataset_kwargs: dict | None = None) -> str:
     """One task YAML; its ``metadata.languages`` is what ``steer=auto`` and the leaderboard read
     (``kind`` only where the default, translation with a source and monolingual without, does not fit)."""
     languages = {"source": source, "target": target} if source else {"target": target}
     if kind:
         languages["kind"] = kind
-    config = {
-        "include": f"_{family}_template_yaml",
-        "task": name,
-        "metadata": {"version": VERSION, "languages": languages},
-    }
+    config: dict = {"include": f"_{template or family}_template_yaml", "task": name}
+    if dataset_kwargs:
+        config["dataset_kwargs"] = dataset_kwargs
+    config["metadata"] = {"version": VERSION, "languages": languages}
     _write(folder / f"{name}.yaml", config)
     return name
+
+
+def _lcb_tasks(folder: Path) -> dict[str, list[str]]:
+    """One task per test set of the Language Confusion Benchmark, by setting; the cross-lingual
+    prompts are English instructions to answer in the target language."""
+    settings: dict[str, list[str]] = {}
+    for setting, sources in LCB_TEST_SETS.items():
+        for source, languages in sources.items():
+            for code in languages:
+                settings.setdefault(setting, []).append(_task(
+                    folder, "lape_lcb", f"lape_lcb_{setting}_{source}_{code}",
+                    "en" if setting == "crosslingual" else None, code,
+                    kind="crosslingual" if setting == "crosslingual" else None,
+                    template="lape_lcb" if code in WPR_LANGUAGES else "lape_lcb_no_wpr",
+                    dataset_kwargs={"setting": setting, "source": source},
+                ))
+    return settings
 
 
 def _group(folder: Path, name: str, tasks: list[str], metrics: tuple[str, ...]) -> None:
@@ -108,9 +130,16 @@ def generate() -> int:
         if family != "lape_forcing":
             _group(HERE / family, family, tasks, GROUP_METRICS[family])
 
+    folder = HERE / "lape_lcb"
+    _clean(folder)
+    settings = _lcb_tasks(folder)
+    for setting, tasks in settings.items():
+        _group(folder, f"lape_lcb_{setting}", tasks, GROUP_METRICS["lape_lcb"])
+    _group(folder, "lape_lcb", [f"lape_lcb_{setting}" for setting in settings], GROUP_METRICS["lape_lcb"])
+
     # The paper's five downstream families (held-out perplexity needs local text, so it stays apart).
     _write(HERE / "_lape.yaml", {"group": "lape", "task": list(GROUP_METRICS)[:5], "metadata": {"version": VERSION}})
-    return sum(len(tasks) for tasks in families.values())
+    return sum(len(tasks) for tasks in [*families.values(), *settings.values()])
 
 
 if __name__ == "__main__":

@@ -154,3 +154,19 @@ def test_a_bad_declaration_names_the_file_and_the_task(tmp_path):
     path = _one_task_results(tmp_path / "results.json", "my_quiz", {"languages": {"target": "xx"}})
     with pytest.raises(InputError, match=r"results.json'.*task 'my_quiz'.*unknown language 'xx'"):
         read_run(path)
+
+
+def test_language_confusion_tasks_are_a_family_with_lcpr_first(tmp_path):
+    task = "lape_lcb_crosslingual_okapi_ja"
+    for name, plan, lcpr in (("results_base.json", None, 0.40), ("results_auto.json", "auto", 0.70)):
+        args = "pretrained=m" + (f",neurons=n.safetensors,steer={plan}" if plan else "")
+        (tmp_path / name).write_text(json.dumps({
+            "results": {task: {"lpr,none": 0.8, "wpr,none": lcpr / 0.8 / 2, "lcpr,none": lcpr}},
+            "higher_is_better": {task: {"lpr": True, "wpr": True, "lcpr": True}},
+            "n-samples": {task: {"original": 100, "effective": 100}},
+            "config": {"model_args": args}, "date": 1.0,
+        }))
+    board = build_leaderboard(load_runs([tmp_path]))
+    (row,) = [row for row in board.rows if row.plan == "auto"]
+    assert (row.family, row.language, row.metric) == ("lape_lcb_crosslingual_okapi", "en→ja", "lcpr")
+    assert row.score == 0.70 and row.baseline == 0.40 and row.delta == pytest.approx(0.30)

@@ -17,7 +17,7 @@ from lape_harness.task_languages import (
     task_languages,
 )
 
-M, F, T = "monolingual", "forcing", "translation"
+M, F, T, C = "monolingual", "forcing", "translation", "crosslingual"
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,12 @@ M, F, T = "monolingual", "forcing", "translation"
         ("lape_belebele_mt", (M, None, "mt"), "lape_belebele"),
         ("lape_xnli_sw", (M, None, "sw"), "lape_xnli"),
         ("lape_ppl_ja", (M, None, "ja"), "lape_ppl"),
+        ("lape_lcb_monolingual_okapi_de", (M, None, "de"), "lape_lcb_monolingual_okapi"),
+        ("lape_lcb_monolingual_native_ja", (M, None, "ja"), "lape_lcb_monolingual_native"),
+        ("lape_lcb_monolingual_okapi_id", (M, None, "id"), "lape_lcb_monolingual_okapi"),
+        ("lape_lcb_crosslingual_okapi_ja", (C, "en", "ja"), "lape_lcb_crosslingual_okapi"),
+        ("lape_lcb_crosslingual_complex_prompts_zh", (C, "en", "zh"), "lape_lcb_crosslingual_complex_prompts"),
+        ("lape_lcb_crosslingual_sharegpt_vi", (C, "en", "vi"), "lape_lcb_crosslingual_sharegpt"),
         # lm-eval's built-in families
         ("belebele_deu_Latn", (M, None, "de"), "belebele"),
         ("belebele_nob_Latn", (M, None, "no"), "belebele"),
@@ -80,6 +86,8 @@ def test_known_names_resolve(name, expected, family):
         ("belebele_afr_prompt_1", "belebele"),
         ("lape_forcing_de_to_xx", "lape_forcing"),
         ("lape_flores_en-zz", "lape_flores"),
+        ("lape_lcb_crosslingual_okapi_xx", "lape_lcb_crosslingual_okapi"),
+        ("lape_lcb_monolingual_unknownset_de", "lape_lcb_monolingual_unknownset_de"),
         # context and question in different languages: no single language
         ("mlqa_de_ar", "mlqa_de_ar"),
     ],

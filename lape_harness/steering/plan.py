@@ -41,7 +41,9 @@ terms gets all of them composed in that order. E.g. with ``-de+fr`` a neuron of 
 ends at ``0 + μ_fr``; with ``+de+fr`` at ``a + μ_de + μ_fr``; with ``+de=fr`` at ``μ_fr``.
 
 ``auto`` steers each request by its task (:func:`lape_harness.task_languages.task_languages`):
-monolingual task in L → ``+L``; language forcing S→T → ``-S+T``; translation into T → ``+T``.
+monolingual task in L → ``+L``; language forcing S→T → ``-S+T``; translation into T → ``+T``;
+a cross-lingual instruction (S prompt asking for an answer in T, the Language Confusion
+Benchmark's cross-lingual set) → ``+T``.
 ``auto:<template>`` uses the template instead, with ``tgt`` = the task's (target) language and
 ``src`` = the source language of a forcing task; ``src`` terms are dropped for other tasks
 (the paper never deactivates the input language of a translation or a monolingual task).
