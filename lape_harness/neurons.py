@@ -273,6 +273,13 @@ class NeuronSet:
             )
         return self.neurons[code]
 
+    @property
+    def has_means(self) -> bool:
+        """Whether the set carries activation values (mean, others' mean, probability) at its
+        neurons. A set imported without statistics (``lape-harness masks import``) or a control
+        drawn without them has none: only deactivate and multiply plans work with it."""
+        return bool(self.meta.get("has_means", True))
+
     def counts(self) -> dict[str, int]:
         return {language: len(self.neurons[language]) for language in self.languages}
 
