@@ -127,13 +127,4 @@ def _values(neuron_set: NeuronSet, stats: ActivationStats | None) -> dict[str, t
             f"the statistics have {stats.num_layers} layers × {stats.width} neurons, the neuron set "
             f"{neuron_set.num_layers} × {neuron_set.width}: they are for different models"
         )
-    stats = stats.select(list(neuron_set.languages))
-    if len(stats.languages) < 2:
-        raise InputError("a control with means needs a neuron set of at least two languages (others_mean)")
-    mean = stats.mean_activation()
-    return {
-        "mean": mean,
-        "others_mean": (mean.sum(dim=0, keepdim=True) - mean) / (len(stats.languages) - 1),
-        "probability": stats.probability(),
-    }
-
+    return stats.select(list(neuron_set.languages)).neuron_values()

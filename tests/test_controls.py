@@ -113,3 +113,18 @@ def test_identify_writes_controls_that_steer(tmp_path, capsys):
     assert control.meta["control"]["of_exclusive"] is True
     edits = compile_plan(parse_steer("-de+2*fr.diff"), control, stats.num_layers, stats.width)
     assert sum(len(edit.index) for edit in edits.values()) > 0
+
+
+def test_control_command_for_existing_sets(tmp_path, capsys):
+    stats, _ = planted_stats()
+    stats.save(tmp_path / "stats.safetensors")
+    real = identify(stats, top_rate=0.3)
+    real.save(tmp_path / "lape-top30.safetensors")
+    argv = ["control", str(tmp_path / "lape-top30.safetensors"), "--seed", "2", "--out-dir", str(tmp_path / "c")]
+    assert main(argv + ["--stats", str(tmp_path / "stats.safetensors")]) == 0
+    control = NeuronSet.load(tmp_path / "c" / "lape-top30-control-s2.safetensors")
+    assert control.content_hash() == random_control(real, stats, 2).content_hash()
+    assert "random control (seed 2) of top 30%" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert not NeuronSet.load(tmp_path / "c" / "lape-top30-control-s2.safetensors").has_means
+    assert "only deactivate and multiply" in capsys.readouterr().err
