@@ -5,6 +5,10 @@ writes them as Markdown, CSV and a heatmap).
 Runs come from :mod:`lape_harness.results`; each family has a primary metric
 (:data:`lape_harness.results.PRIMARY_METRICS`, overridable).
 
+Plans run with a neuron set and with its random control (:mod:`lape_harness.controls`; the
+control file is ``<set>-control-s<SEED>.safetensors``) are paired: :func:`specificity` gives each
+plan's effect next to its control's and their ratio (docs/controls.md).
+
 Nothing is guessed: a plan whose model has no baseline gets no difference, several models
 are compared each with its own baseline, runs whose sample counts differ are not
 subtracted, and a metric a task does not report is skipped; each case becomes a note in
@@ -23,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lape_harness.errors import InputError
 from lape_harness.results import (
@@ -33,6 +37,7 @@ from lape_harness.results import (
     Run,
     as_float,
     classify_task,
+    deactivated_language,
     is_perplexity,
     metric_key,
     plan_labels,
@@ -61,12 +66,33 @@ class Row:
 
 
 @dataclass
+class Specificity:
+    """A plan's effect with a neuron set next to the same plan's effect with its random control.
+
+    ``effect`` is the relative change from the baseline for perplexities, else the difference;
+    on ``language`` (the deactivated language for a single-language deactivation plan, else
+    ``"average"``). ``ratio`` = effect / control_effect (None when the control's effect is 0).
+    """
+
+    model: str
+    family: str
+    metric: str
+    plan: str
+    control: str
+    language: str
+    effect: float
+    control_effect: float
+    ratio: float | None
+
+
+@dataclass
 class Leaderboard:
     rows: list[Row]  # per task; baseline rows have plan "none"
     averages: list[Row]  # per (model, family, metric, plan), language "average"
     notes: list[str]
     models: list[str]
     plans: dict[str, list[str]]  # model -> plans in order (baseline first)
+    specificity: list[Specificity] = field(default_factory=list)
 
 
 def build_leaderboard(runs: list[Run], metric: dict[str, str] | None = None, notes: list[str] | None = None) -> Leaderboard:
@@ -132,7 +158,46 @@ def build_leaderboard(runs: list[Run], metric: dict[str, str] | None = None, not
     for model in models:
         seen = list(dict.fromkeys(row.plan for row in rows if row.model == model))
         plans[model] = sorted(seen, key=lambda plan: (plan != BASELINE, seen.index(plan)))
-    return Leaderboard(rows, averages, notes, models, plans)
+    return Leaderboard(rows, averages, notes, models, plans, specificity(rows, averages))
+
+
+_CONTROL = re.compile(r"^(?P<plan>.+) @(?P<set>.+)-control-s\d+$")
+
+
+def control_of(label: str) -> str | None:
+    """The plan label a control plan label is paired with, else None.
+
+    >>> control_of("-de @lape-top3-control-s0"), control_of("-de @lape-top3")
+    ('-de @lape-top3', None)
+    """
+    found = _CONTROL.match(label)
+    return f"{found['plan']} @{found['set']}" if found else None
+
+
+def specificity(rows: list[Row], averages: list[Row]) -> list[Specificity]:
+    """Each plan that has a control plan, per (model, family, metric): the effect on the
+    deactivated language (plans ``-L``) or on the average (other plans), with the set and with
+    the control, and their ratio."""
+    table = {(r.model, r.family, r.metric, r.plan, r.language): r for r in rows + averages}
+    paired = []
+    for (model, family, metric, plan, language), row in sorted(table.items()):
+        real_plan = control_of(plan)
+        target = deactivated_language(plan.split(" @")[0])
+        if real_plan is None or language != (target if (model, family, metric, plan, target) in table else "average"):
+            continue
+        real = table.get((model, family, metric, real_plan, language))
+        effects = [_effect(r) for r in (real, row)]
+        if real is None or None in effects:
+            continue
+        ratio = effects[0] / effects[1] if effects[1] else None
+        paired.append(Specificity(model, family, metric, real_plan, plan, language, effects[0], effects[1], ratio))
+    return paired
+
+
+def _effect(row: Row | None) -> float | None:
+    if row is None:
+        return None
+    return row.relative if is_perplexity(row.metric) else row.delta
 
 
 def _attach_baselines(rows: list[Row], chosen, notes: list[str]) -> None:

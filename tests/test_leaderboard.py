@@ -131,3 +131,33 @@ def test_bad_input(tmp_path):
     assert parse_metric_overrides(["lape_forcing=clean_target_rate", "acc"]) == {"lape_forcing": "clean_target_rate", "*": "acc"}
     with pytest.raises(InputError, match="FAMILY=METRIC"):
         parse_metric_overrides(["forcing="])
+
+
+def _results(folder, name, plan, neurons, scores):
+    """A minimal lm-eval results file: ``scores`` = {task: {metric: value}}."""
+    args = "pretrained=org/model" + (f",neurons={neurons},steer={plan}" if plan != "none" else "")
+    data = {"results": {task: {f"{m},none": v for m, v in metrics.items()} for task, metrics in scores.items()},
+            "config": {"model_args": args}, "date": 1.0}  # fmt: skip
+    (folder / name).write_text(json.dumps(data))
+
+
+def test_specificity_pairs_each_plan_with_its_control(tmp_path, capsys):
+    real, control = "sets/lape-top3.safetensors", "sets/lape-top3-control-s0.safetensors"
+    ppl = {"none": (10.0, 20.0), "real": (30.0, 22.0), "control": (12.5, 21.0)}  # (de, fr) byte perplexity
+    forcing = {"none": 0.1, "real": 0.7, "control": 0.2}
+    for key, neurons in (("none", None), ("real", real), ("control", control)):
+        _results(tmp_path, f"ppl_{key}.json", "-de" if key != "none" else "none", neurons,
+                 {"lape_ppl_de": {"byte_perplexity": ppl[key][0]}, "lape_ppl_fr": {"byte_perplexity": ppl[key][1]}})
+        _results(tmp_path, f"forcing_{key}.json", "auto:-src+2*tgt" if key != "none" else "none", neurons,
+                 {"lape_forcing_de_to_fr": {"target_rate": forcing[key]}})
+    board = build_leaderboard(load_runs([tmp_path]))
+    found = {(s.family, s.language): s for s in board.specificity}
+    assert set(found) == {("lape_ppl", "de"), ("lape_forcing", "average")}
+    own = found[("lape_ppl", "de")]
+    assert (own.plan, own.control) == ("-de @lape-top3", "-de @lape-top3-control-s0")
+    assert (own.effect, own.control_effect) == pytest.approx((30 / 10 - 1, 12.5 / 10 - 1))
+    assert own.ratio == pytest.approx(2.0 / 0.25)
+    steer = found[("lape_forcing", "average")]
+    assert steer.ratio == pytest.approx((0.7 - 0.1) / (0.2 - 0.1))
+    markdown = to_markdown(board)
+    assert "## Specificity" in markdown and "| +200.0% | +25.0% | 8.00 |" in markdown
