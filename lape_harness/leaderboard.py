@@ -30,6 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from lape_harness.errors import InputError
+from lape_harness.result_matrices import effect_ratio
 from lape_harness.results import (
     BASELINE,
     FALLBACK_METRICS,
@@ -71,7 +72,11 @@ class Specificity:
 
     ``effect`` is the relative change from the baseline for perplexities, else the difference;
     on ``language`` (the deactivated language for a single-language deactivation plan, else
-    ``"average"``). ``ratio`` = effect / control_effect (None when the control's effect is 0).
+    ``"average"``: the mean over the languages both were scored on). ``ratio`` = effect /
+    control_effect, both oriented so that the plan's intended direction is positive (harm for a
+    deactivation: perplexity up, accuracy down; improvement for other plans), ``inf`` where the
+    control has no effect in that direction
+    (:func:`~lape_harness.result_matrices.effect_ratio`).
     """
 
     model: str
@@ -82,7 +87,7 @@ class Specificity:
     language: str
     effect: float
     control_effect: float
-    ratio: float | None
+    ratio: float
 
 
 @dataclass
@@ -158,7 +163,7 @@ def build_leaderboard(runs: list[Run], metric: dict[str, str] | None = None, not
     for model in models:
         seen = list(dict.fromkeys(row.plan for row in rows if row.model == model))
         plans[model] = sorted(seen, key=lambda plan: (plan != BASELINE, seen.index(plan)))
-    return Leaderboard(rows, averages, notes, models, plans, specificity(rows, averages))
+    return Leaderboard(rows, averages, notes, models, plans, specificity(rows))
 
 
 _CONTROL = re.compile(r"^(?P<plan>.+) @(?P<set>.+)-control-s\d+$")
@@ -174,23 +179,30 @@ def control_of(label: str) -> str | None:
     return f"{found['plan']} @{found['set']}" if found else None
 
 
-def specificity(rows: list[Row], averages: list[Row]) -> list[Specificity]:
+def specificity(rows: list[Row]) -> list[Specificity]:
     """Each plan that has a control plan, per (model, family, metric): the effect on the
-    deactivated language (plans ``-L``) or on the average (other plans), with the set and with
-    the control, and their ratio."""
-    table = {(r.model, r.family, r.metric, r.plan, r.language): r for r in rows + averages}
+    deactivated language (plans ``-L``), else the mean effect over the languages both plans were
+    scored on, with the set and with the control, and their ratio."""
+    effects: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(dict)
+    higher = {}
+    for row in rows:
+        if _effect(row) is not None:
+            effects[(row.model, row.family, row.metric, row.plan)][row.language] = _effect(row)
+            higher[(row.model, row.family, row.metric)] = row.higher_is_better and not is_perplexity(row.metric)
     paired = []
-    for (model, family, metric, plan, language), row in sorted(table.items()):
+    for (model, family, metric, plan), control in sorted(effects.items()):
         real_plan = control_of(plan)
+        real = effects.get((model, family, metric, real_plan or ""), {})
         target = deactivated_language(plan.split(" @")[0])
-        if real_plan is None or language != (target if (model, family, metric, plan, target) in table else "average"):
+        shared = [target] if target in control and target in real else [lang for lang in control if lang in real]
+        if real_plan is None or not shared:
             continue
-        real = table.get((model, family, metric, real_plan, language))
-        effects = [_effect(r) for r in (real, row)]
-        if real is None or None in effects:
-            continue
-        ratio = effects[0] / effects[1] if effects[1] else None
-        paired.append(Specificity(model, family, metric, real_plan, plan, language, effects[0], effects[1], ratio))
+        language = shared[0] if shared == [target] else "average"
+        effect, control_effect = (sum(side[lang] for lang in shared) / len(shared) for side in (real, control))
+        # the intended direction counts as positive: harm for a deactivation, improvement otherwise
+        sign = -1.0 if (target is not None) == higher[(model, family, metric)] else 1.0
+        ratio = effect_ratio(sign * effect, sign * control_effect)
+        paired.append(Specificity(model, family, metric, real_plan, plan, language, effect, control_effect, ratio))
     return paired
 
 
