@@ -5,6 +5,10 @@ writes them as Markdown, CSV and a heatmap).
 Runs come from :mod:`lape_harness.results`; each family has a primary metric
 (:data:`lape_harness.results.PRIMARY_METRICS`, overridable).
 
+Plans run with a neuron set and with its random control (:mod:`lape_harness.controls`; the
+control file is ``<set>-control-s<SEED>.safetensors``) are paired: :func:`specificity` gives each
+plan's effect next to its control's and their ratio (docs/controls.md).
+
 Nothing is guessed: a plan whose model has no baseline gets no difference, several models
 are compared each with its own baseline, runs whose sample counts differ are not
 subtracted, and a metric a task does not report is skipped; each case becomes a note in
@@ -23,9 +27,10 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lape_harness.errors import InputError
+from lape_harness.result_matrices import effect_ratio
 from lape_harness.results import (
     BASELINE,
     FALLBACK_METRICS,
@@ -33,6 +38,7 @@ from lape_harness.results import (
     Run,
     as_float,
     classify_task,
+    deactivated_language,
     is_perplexity,
     metric_key,
     plan_labels,
@@ -61,12 +67,37 @@ class Row:
 
 
 @dataclass
+class Specificity:
+    """A plan's effect with a neuron set next to the same plan's effect with its random control.
+
+    ``effect`` is the relative change from the baseline for perplexities, else the difference;
+    on ``language`` (the deactivated language for a single-language deactivation plan, else
+    ``"average"``: the mean over the languages both were scored on). ``ratio`` = effect /
+    control_effect, both oriented so that the plan's intended direction is positive (harm for a
+    deactivation: perplexity up, accuracy down; improvement for other plans), ``inf`` where the
+    control has no effect in that direction
+    (:func:`~lape_harness.result_matrices.effect_ratio`).
+    """
+
+    model: str
+    family: str
+    metric: str
+    plan: str
+    control: str
+    language: str
+    effect: float
+    control_effect: float
+    ratio: float
+
+
+@dataclass
 class Leaderboard:
     rows: list[Row]  # per task; baseline rows have plan "none"
     averages: list[Row]  # per (model, family, metric, plan), language "average"
     notes: list[str]
     models: list[str]
     plans: dict[str, list[str]]  # model -> plans in order (baseline first)
+    specificity: list[Specificity] = field(default_factory=list)
 
 
 def build_leaderboard(runs: list[Run], metric: dict[str, str] | None = None, notes: list[str] | None = None) -> Leaderboard:
@@ -132,7 +163,53 @@ def build_leaderboard(runs: list[Run], metric: dict[str, str] | None = None, not
     for model in models:
         seen = list(dict.fromkeys(row.plan for row in rows if row.model == model))
         plans[model] = sorted(seen, key=lambda plan: (plan != BASELINE, seen.index(plan)))
-    return Leaderboard(rows, averages, notes, models, plans)
+    return Leaderboard(rows, averages, notes, models, plans, specificity(rows))
+
+
+_CONTROL = re.compile(r"^(?P<plan>.+) @(?P<set>.+)-control-s\d+$")
+
+
+def control_of(label: str) -> str | None:
+    """The plan label a control plan label is paired with, else None.
+
+    >>> control_of("-de @lape-top3-control-s0"), control_of("-de @lape-top3")
+    ('-de @lape-top3', None)
+    """
+    found = _CONTROL.match(label)
+    return f"{found['plan']} @{found['set']}" if found else None
+
+
+def specificity(rows: list[Row]) -> list[Specificity]:
+    """Each plan that has a control plan, per (model, family, metric): the effect on the
+    deactivated language (plans ``-L``), else the mean effect over the languages both plans were
+    scored on, with the set and with the control, and their ratio."""
+    effects: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(dict)
+    higher = {}
+    for row in rows:
+        if _effect(row) is not None:
+            effects[(row.model, row.family, row.metric, row.plan)][row.language] = _effect(row)
+            higher[(row.model, row.family, row.metric)] = row.higher_is_better and not is_perplexity(row.metric)
+    paired = []
+    for (model, family, metric, plan), control in sorted(effects.items()):
+        real_plan = control_of(plan)
+        real = effects.get((model, family, metric, real_plan or ""), {})
+        target = deactivated_language(plan.split(" @")[0])
+        shared = [target] if target in control and target in real else [lang for lang in control if lang in real]
+        if real_plan is None or not shared:
+            continue
+        language = shared[0] if shared == [target] else "average"
+        effect, control_effect = (sum(side[lang] for lang in shared) / len(shared) for side in (real, control))
+        # the intended direction counts as positive: harm for a deactivation, improvement otherwise
+        sign = -1.0 if (target is not None) == higher[(model, family, metric)] else 1.0
+        ratio = effect_ratio(sign * effect, sign * control_effect)
+        paired.append(Specificity(model, family, metric, real_plan, plan, language, effect, control_effect, ratio))
+    return paired
+
+
+def _effect(row: Row | None) -> float | None:
+    if row is None:
+        return None
+    return row.relative if is_perplexity(row.metric) else row.delta
 
 
 def _attach_baselines(rows: list[Row], chosen, notes: list[str]) -> None:

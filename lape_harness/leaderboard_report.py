@@ -109,12 +109,32 @@ def to_markdown(board: Leaderboard) -> str:
             name = "**average**" if language == "average" else language
             out.append(f"| {name} | " + " | ".join(cells) + " |")
         out.append("")
+    if board.specificity:
+        out += _specificity_table(board)
     if board.notes:
         out.append("## Notes")
         out.append("")
         out.extend(f"- {note}" for note in board.notes)
         out.append("")
     return "\n".join(out)
+
+
+def _specificity_table(board: Leaderboard) -> list[str]:
+    out = ["## Specificity: each plan against its random control", "",
+           "Effect: the relative change from the baseline for perplexities, else the difference; on the "
+           "deactivated language for a plan `-L`, else on the average. Specificity = effect with the set / "
+           "effect with its random control (same neurons per language and layer, drawn at random), both counted "
+           "in the plan's intended direction (harm for a deactivation, improvement otherwise); inf: the control "
+           "has no effect in that direction (docs/controls.md).", "",
+           "| model | family · metric | plan | language | effect | control effect | specificity |",
+           "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for item in board.specificity:
+        percent = is_perplexity(item.metric)
+        show = (lambda v: f"{v * 100:+.1f}%") if percent else (lambda v: _fmt(v, sign=True))
+        ratio = f"{item.ratio:.2f}"
+        out.append(f"| {item.model} | {item.family} · {item.metric} | `{item.plan}` vs `{item.control}` | "
+                   f"{item.language} | {show(item.effect)} | {show(item.control_effect)} | {ratio} |")
+    return out + [""]
 
 
 def plot_leaderboard(board: Leaderboard, path: str | os.PathLike) -> dict[str, Any]:

@@ -124,8 +124,7 @@ def dominance(matrix: Matrix, languages: Sequence[str] | None = None) -> dict[st
     for i, lang in enumerate(languages):
         others = [change[i][j] for j in range(n) if j != i]
         mean_other = sum(others) / len(others) if others else 0.0
-        own = change[i][i]
-        ratios[lang] = own / mean_other if mean_other > 0 else (math.inf if own > 0 else 0.0)
+        ratios[lang] = effect_ratio(change[i][i], mean_other)
     return {
         "row_dominance": rows,
         "column_dominance": cols,
@@ -133,6 +132,40 @@ def dominance(matrix: Matrix, languages: Sequence[str] | None = None) -> dict[st
         "row_dominance_rate": sum(rows.values()) / n if n else 0.0,
         "column_dominance_rate": sum(cols.values()) / n if n else 0.0,
         "median_own_other_ratio": statistics.median(ratios.values()) if ratios else 0.0,
+    }
+
+
+def effect_ratio(effect: float, reference: float) -> float:
+    """``effect / reference``; ``inf`` when the reference is ≤ 0 and the effect positive, else 0 there.
+
+    >>> effect_ratio(2.0, 0.5), effect_ratio(0.3, -0.1), effect_ratio(-0.2, 0.0)
+    (4.0, inf, 0.0)
+    """
+    return effect / reference if reference > 0 else (math.inf if effect > 0 else 0.0)
+
+
+def control_specificity(real: Matrix, control: Matrix, languages: Sequence[str] | None = None) -> dict[str, Any]:
+    """Own-language change of each deactivation ``-L`` with the neuron set (``real``) and with its
+    random control (``control``, :mod:`lape_harness.controls`), both :func:`ppl_change` matrices;
+    the specificity of L is their ratio (:func:`effect_ratio`), summarized by its median.
+
+    >>> real = ppl_change({"de": 10.0, "fr": 10.0}, {"-de": {"de": 30.0, "fr": 11.0}, "-fr": {"de": 10.0, "fr": 15.0}})
+    >>> control = ppl_change({"de": 10.0, "fr": 10.0}, {"-de": {"de": 12.5, "fr": 10.0}, "-fr": {"de": 10.0, "fr": 12.0}})
+    >>> {code: round(ratio, 6) for code, ratio in control_specificity(real, control)["specificity"].items()}
+    {'de': 8.0, 'fr': 2.5}
+    """
+    def own(matrix: Matrix) -> dict[str, float]:
+        row_of = {deactivated_language(plan): plan for plan in matrix.rows}
+        return {code: float(matrix.take([row_of[code]], [code]).values[0, 0]) for code in languages}
+
+    languages = list(languages or [code for code in real.columns if f"-{code}" in real.rows])
+    real_own, control_own = own(real), own(control)
+    ratios = {code: effect_ratio(real_own[code], control_own[code]) for code in languages}
+    return {
+        "own_change": real_own,
+        "control_own_change": control_own,
+        "specificity": ratios,
+        "median_specificity": statistics.median(ratios.values()) if ratios else 0.0,
     }
 
 

@@ -173,7 +173,8 @@ def run_sweep(
     args = model_args_dict(model_args)
     if "pretrained" not in args and lm is None:
         raise InputError("--model-args needs pretrained=..., e.g. pretrained=lape:gemma-3-270m,neurons=lape-top1.safetensors")
-    default_neurons = args.get("neurons") if lm is None else (lm.neurons_path or args.get("neurons"))
+    # plans without @FILE use the model arguments' set; a passed model may hold another (an earlier sweep's)
+    default_neurons = args.get("neurons") or (lm.neurons_path if lm is not None else None)
     entries = unique_plans([parse_plan_entry(plan) for plan in plans], default_neurons, log)
     if not entries:
         raise InputError("no plans given; pass e.g. --plans none,auto,-en")
@@ -220,7 +221,7 @@ def run_sweep(
             write_json_atomic(output / MANIFEST, settings)
             unwritten[0] = False
 
-    current_neurons = default_neurons = args.get("neurons")
+    current_neurons = lm.neurons_path
     for count, position in enumerate(pending, start=1):
         entry = entries[position]
         neurons = entry.neurons or default_neurons

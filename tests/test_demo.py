@@ -16,6 +16,7 @@ import pytest
 
 from lape_harness.demo import MODES, Mode, Strength, forcing_means, run_demo
 from lape_harness.errors import InputError
+from lape_harness.neurons import NeuronSet
 
 from tiny_models import SAMPLE_TEXT
 
@@ -110,11 +111,34 @@ def test_demo_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
             assert math.isclose(ppl["change"][i][j], expected, rel_tol=1e-9)
     assert any(abs(value) > 0 for row in ppl["change"] for value in row)  # deactivation changed something
 
+    # The same deactivations with the random control: its own-language change, and the ratio, from its results.
+    control = ppl["control"]
+    for lang in TINY.languages:
+        (path,) = (out / "results" / "perplexity_top10_40tok").glob(f"steer=-{lang}@lape-top10-control-s0-*/*/results_*.json")
+        data = json.loads(path.read_text())
+        assert data["lape_sweep"]["neurons"].endswith("lape-top10-control-s0.safetensors")
+        exponent = held[lang]["bytes"] / held[lang]["tokens"]
+        own = (data["results"][f"lape_ppl_{lang}"]["byte_perplexity,none"] / results["none"][lang]) ** exponent - 1
+        assert math.isclose(control["control_own_change"][lang], own, rel_tol=1e-9)
+        assert control["own_change"][lang] == ppl["change"][TINY.languages.index(lang)][TINY.languages.index(lang)]
+        if own > 0:
+            assert math.isclose(control["specificity"][lang], control["own_change"][lang] / own, rel_tol=1e-9)
+    controlled = NeuronSet.load(out / "neurons" / "lape-top10-control-s0.safetensors")
+    assert controlled.counts() == NeuronSet.load(out / "neurons" / "lape-top10.safetensors").counts()
+
     forcing = summary["forcing"]
-    assert [row["label"] for row in forcing["conditions"]] == ["none", "auto:-src+2*tgt@top10", "auto:+2*tgt@top10"]
+    assert [row["label"] for row in forcing["conditions"]] == [
+        "none", "auto:-src+2*tgt@top10", "auto:-src+2*tgt@top10-control", "auto:+2*tgt@top10", "auto:+2*tgt@top10-control"]
     assert forcing["pairs"] == 2
+    rows = {row["label"]: row for row in forcing["conditions"]}
+    real, shadow, base = rows["auto:+2*tgt@top10"], rows["auto:+2*tgt@top10-control"], rows["none"]
+    assert real["control_clean_target_rate"] == shadow["clean_target_rate"]
+    gain, control_gain = real["clean_target_rate"] - base["clean_target_rate"], shadow["clean_target_rate"] - base["clean_target_rate"]
+    assert real["specificity"] == (gain / control_gain if control_gain > 0 else (math.inf if gain > 0 else 0.0))
+    assert not forcing["best"]["label"].endswith("-control")
     report = (out / "report.md").read_text()
     assert "## Perplexity matrix" in report and "## Language forcing" in report and "row dominance" in report
+    assert "### Against a random control" in report and "top10 control" in report
     assert any("perplexity (top10 set)" in line for line in lines)
 
     # A second run reuses every stage's output: same numbers, no new results files.

@@ -170,3 +170,39 @@ def test_language_confusion_tasks_are_a_family_with_lcpr_first(tmp_path):
     (row,) = [row for row in board.rows if row.plan == "auto"]
     assert (row.family, row.language, row.metric) == ("lape_lcb_crosslingual_okapi", "en→ja", "lcpr")
     assert row.score == 0.70 and row.baseline == 0.40 and row.delta == pytest.approx(0.30)
+
+
+def _results(folder, name, plan, neurons, scores):
+    """A minimal lm-eval results file: ``scores`` = {task: {metric: value}}."""
+    args = "pretrained=org/model" + (f",neurons={neurons},steer={plan}" if plan != "none" else "")
+    data = {"results": {task: {f"{m},none": v for m, v in metrics.items()} for task, metrics in scores.items()},
+            "config": {"model_args": args}, "date": 1.0}  # fmt: skip
+    (folder / name).write_text(json.dumps(data))
+
+
+def test_specificity_pairs_each_plan_with_its_control(tmp_path, capsys):
+    real, control = "sets/lape-top3.safetensors", "sets/lape-top3-control-s0.safetensors"
+    ppl = {"none": (10.0, 20.0), "real": (30.0, 22.0), "control": (12.5, 21.0)}  # (de, fr) byte perplexity
+    forcing = {"none": 0.1, "real": 0.7, "control": 0.2}
+    accuracy = {"none": 0.8, "real": 0.5, "control": 0.9}  # the control's effect goes the other way
+    for key, neurons in (("none", None), ("real", real), ("control", control)):
+        _results(tmp_path, f"ppl_{key}.json", "-de" if key != "none" else "none", neurons,
+                 {"lape_ppl_de": {"byte_perplexity": ppl[key][0]}, "lape_ppl_fr": {"byte_perplexity": ppl[key][1]},
+                  "lape_belebele_de": {"acc": accuracy[key]}})
+        pairs = {"lape_forcing_de_to_fr": {"target_rate": forcing[key]}}
+        if key != "control":  # a pair only the set was run on stays out of the comparison
+            pairs["lape_forcing_fr_to_de"] = {"target_rate": 0.0 if key == "none" else 0.9}
+        _results(tmp_path, f"forcing_{key}.json", "auto:-src+2*tgt" if key != "none" else "none", neurons, pairs)
+    board = build_leaderboard(load_runs([tmp_path]))
+    found = {(s.family, s.language): s for s in board.specificity}
+    assert set(found) == {("lape_ppl", "de"), ("lape_forcing", "average"), ("lape_belebele", "de")}
+    harm = found[("lape_belebele", "de")]  # a deactivation's intended effect on accuracy is a drop
+    assert (harm.effect, harm.control_effect, harm.ratio) == pytest.approx((-0.3, 0.1, math.inf))
+    own = found[("lape_ppl", "de")]
+    assert (own.plan, own.control) == ("-de @lape-top3", "-de @lape-top3-control-s0")
+    assert (own.effect, own.control_effect) == pytest.approx((30 / 10 - 1, 12.5 / 10 - 1))
+    assert own.ratio == pytest.approx(2.0 / 0.25)
+    steer = found[("lape_forcing", "average")]
+    assert steer.ratio == pytest.approx((0.7 - 0.1) / (0.2 - 0.1))
+    markdown = to_markdown(board)
+    assert "## Specificity" in markdown and "| +200.0% | +25.0% | 8.00 |" in markdown

@@ -191,6 +191,26 @@ def test_a_plan_with_its_own_neuron_set(tiny_llama, ppl_tasks, tasks_only, neuro
     assert json.loads(again[0].path.read_text())["results"]["tinyppl_de"]["word_perplexity,none"] == perplexity[0]
 
 
+def test_a_passed_model_holding_another_set_is_given_the_model_arguments_set(
+        tiny_llama, ppl_tasks, tasks_only, neurons_file, tmp_path):
+    """A model reused across sweeps may still hold the set of an earlier sweep's last PLAN@FILE:
+    plans without @FILE must use the set of the model arguments, and must not be merged with
+    PLAN@FILE plans of that other set."""
+    from lape_harness.model import HFSteeredLM
+
+    other = tmp_path / "lape-top3.safetensors"
+    tiny_neuron_set(seed=7).save(other)
+    lm = HFSteeredLM.create_from_arg_obj({"pretrained": str(tiny_llama), "neurons": str(neurons_file),
+                                          "steer": "none", "dtype": "float32"}, {"batch_size": 1, "device": "cpu"})
+    lm.set_neurons(str(other))  # what an earlier sweep's last plan -de@other leaves behind
+    model_args = f"pretrained={tiny_llama},neurons={neurons_file},dtype=float32"
+    outcomes = run_sweep(model_args, ["-de", f"-de@{other}"], ["tinyppl_de"], tmp_path / "out", lm=lm,
+                         task_manager=tasks_only, device="cpu", bootstrap_iters=0, log=lambda _: None)
+    data = [json.loads(o.path.read_text()) for o in outcomes]
+    hashes = [d["lape_sweep"]["signature"]["neurons_sha256"] for d in data]
+    assert hashes == [NeuronSet.load(neurons_file).content_hash(), NeuronSet.load(other).content_hash()]
+
+
 def test_a_language_missing_from_the_neuron_set_fails_before_the_model_loads(neurons_file, tmp_path):
     with pytest.raises(InputError, match="not in this neuron set"):
         run_sweep(f"pretrained=/nonexistent/model,neurons={neurons_file}", ["none", "-ko"], ["t"], tmp_path / "out")

@@ -1,8 +1,8 @@
 """The demo's pipeline: each stage keeps its output in the run folder, so a second run reuses
 what the first computed and an interrupted one resumes.
 
-corpus → profile → identify → load ``hf-steered`` once → held-out text → perplexity sweep →
-forcing sweep → report (:mod:`lape_harness.demo.report`), the numbers from
+corpus → profile → identify (with a random control of each set, :mod:`lape_harness.controls`)
+→ load ``hf-steered`` once → held-out text → perplexity sweep → forcing sweep → report (:mod:`lape_harness.demo.report`), the numbers from
 :mod:`lape_harness.demo.analysis`.
 
 Example:
@@ -31,6 +31,9 @@ from lape_harness.paths import cache_dir, model_slug
 from lape_harness.results import Run, read_run
 
 
+CONTROL_SEED = 0
+
+
 @dataclass
 class DemoRun:
     """The run folder of one demo and its model, corpus and languages."""
@@ -53,6 +56,12 @@ class DemoRun:
         from lape_harness.lape import neuron_set_filename
 
         return self.neurons / neuron_set_filename(rate)
+
+    def control_file(self, rate: float) -> Path:
+        """The random control (seed :data:`CONTROL_SEED`) of the set of ``rate``."""
+        from lape_harness.controls import control_filename
+
+        return self.neurons / control_filename(self.neuron_file(rate).name, CONTROL_SEED)
 
     @contextmanager
     def stage(self, name: str):
@@ -246,17 +255,25 @@ def _why_stale(stats, run: DemoRun, sources: dict) -> str | None:
 
 
 def _identify(run: DemoRun, stats) -> dict:
+    """The neuron sets (reused when made from these statistics), and the random control of each."""
+    from lape_harness.controls import random_control
     from lape_harness.lape import identify_many
     from lape_harness.neurons import NeuronSet
 
     files = {rate: run.neuron_file(rate) for rate in run.mode.top_rates}
+    sets = None
     if all(path.is_file() for path in files.values()):
         sets = {rate: NeuronSet.load(path) for rate, path in files.items()}
-        if all(s.meta.get("stats_hash") == stats.content_hash() for s in sets.values()):
-            return sets
-    sets = identify_many(stats, run.mode.top_rates)
+        if not all(s.meta.get("stats_hash") == stats.content_hash() for s in sets.values()):
+            sets = None
+    if sets is None:
+        sets = identify_many(stats, run.mode.top_rates)
+        for rate, neuron_set in sets.items():
+            neuron_set.save(files[rate])
     for rate, neuron_set in sets.items():
-        neuron_set.save(files[rate])
+        control = run.control_file(rate)
+        if not control.is_file() or NeuronSet.load(control).meta["control"]["of_hash"] != neuron_set.content_hash():
+            random_control(neuron_set, stats, CONTROL_SEED).save(control)
     return sets
 
 
@@ -306,10 +323,14 @@ def _sweep(run: DemoRun, lm, name: str, plans: list[str], tasks: list[str], batc
            **options) -> dict[str, Run]:
     """Run lape-harness's sweep on the loaded model; returns {plan label: its results}.
 
-    Plans without ``@file`` use the neuron set the model holds (the perplexity set)."""
+    Plans without ``@file`` use the perplexity set (the model is given it back when a plan of an
+    earlier sweep left another set, e.g. a control, in place)."""
     from lape_harness.sweep import run_sweep
 
-    model_args = f"pretrained={run.path},neurons={lm.neurons_path}"
+    default = str(run.neuron_file(run.mode.ppl_rate))
+    if lm.neurons_path != default:
+        lm.set_neurons(default)
+    model_args = f"pretrained={run.path},neurons={default}"
     outcomes = run_sweep(
         model_args, plans, tasks, run.folder / "results" / name, lm=lm, batch_size=batch_size, device=device,
         log=lambda message: run.log(f"[demo] {name}: {message}"), **options,
@@ -318,12 +339,15 @@ def _sweep(run: DemoRun, lm, name: str, plans: list[str], tasks: list[str], batc
 
 
 def _perplexity_matrix(run: DemoRun, lm, heldout: dict, batch_size, device) -> dict[str, Any]:
+    """``none`` and ``-L`` for every language, with the set and with its random control."""
+    control = run.control_file(run.mode.ppl_rate)
     plans = ["none"] + [f"-{lang}" for lang in run.languages]
     tasks = [f"lape_ppl_{lang}" for lang in run.languages]
     with _data_root(run.folder / "data"):
         name = f"perplexity_{rate_tag(run.mode.ppl_rate)}_{run.mode.heldout_tokens}tok"  # the sweep's inputs
-        runs = _sweep(run, lm, name, plans, tasks, batch_size, device)
-    return perplexity_summary(runs, run.languages, heldout, rate_tag(run.mode.ppl_rate))
+        runs = _sweep(run, lm, name, plans + [f"{plan}@{control}" for plan in plans[1:]], tasks, batch_size, device)
+    control_runs = {plan: runs.pop(f"{plan}@{control}") for plan in plans[1:]}
+    return perplexity_summary(runs, run.languages, heldout, rate_tag(run.mode.ppl_rate), control_runs)
 
 
 def _forcing(run: DemoRun, lm, batch_size, device) -> dict[str, Any]:
@@ -332,13 +356,18 @@ def _forcing(run: DemoRun, lm, batch_size, device) -> dict[str, Any]:
     tasks = [f"lape_forcing_{s}_to_{t}" for s, t in pairs]
     conditions: dict[str, dict[str, Any]] = {"none": {"condition": "none"}}
     labels = {"none": "none"}
-    for rate, strength in mode.forcing_grid():
+    grid = mode.forcing_grid()
+    for rate, strength in grid:
         for condition, spec in strength.plans().items():
             label = f"{spec}@{run.neuron_file(rate)}"
             labels[label] = f"{spec}@{rate_tag(rate)}"
-            conditions.setdefault(label, {"condition": condition, "rate": rate, "alpha": strength.alpha,
-                                          "fill": strength.fill if condition != "activate" else None,
-                                          "steer": spec})  # fmt: skip
+            info = {"condition": condition, "rate": rate, "alpha": strength.alpha,
+                    "fill": strength.fill if condition != "activate" else None, "steer": spec}  # fmt: skip
+            conditions.setdefault(label, info)
+            if (rate, strength) == grid[0]:  # the main setting is also run with the set's random control
+                control = f"{spec}@{run.control_file(rate)}"
+                labels[control] = f"{labels[label]}-control"
+                conditions.setdefault(control, {**info, "control_of": labels[label]})
     runs = _sweep(
         run, lm, "forcing", list(conditions), tasks, batch_size, device,
         limit=mode.forcing_prompts, gen_kwargs=f"max_gen_toks={mode.max_gen_toks}", log_samples=True,

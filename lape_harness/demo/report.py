@@ -31,6 +31,13 @@ def headline(summary: dict[str, Any]) -> str:
         f"column dominance {sum(ppl['column_dominance'].values())}/{n}, "
         f"median own/other change ratio {ppl['median_own_other_ratio']:.2f}"
     )
+    control = ppl.get("control")
+    if control:
+        lines.append(
+            f"  random control (same neurons per language and layer): own-language change median "
+            f"{_median_percent(control['own_change'])} with the set, {_median_percent(control['control_own_change'])} "
+            f"with the control; median specificity {control['median_specificity']:.2f}"
+        )
     forcing = summary.get("forcing")
     if forcing:
         base, best = forcing["baseline"], forcing["best"]
@@ -39,7 +46,15 @@ def headline(summary: dict[str, Any]) -> str:
             f"(clean {base['clean_target_rate']:.2f}); best {best['label']}: target_rate {best['target_rate']:.2f}, "
             f"clean {best['clean_target_rate']:.2f}, degenerate {best['degenerate_rate']:.2f}"
         )
+        for row in forcing["conditions"]:
+            if "specificity" in row:
+                lines.append(f"  forcing {row['label']}: clean {row['clean_target_rate']:.2f}, with its random control "
+                             f"{row['control_clean_target_rate']:.2f} (specificity {row['specificity']:.2f})")  # fmt: skip
     return "\n".join(lines)
+
+
+def _median_percent(values: dict[str, float]) -> str:
+    return f"{float(np.median(list(values.values()))) * 100:+.1f}%"
 
 
 def write_report(run, summary: dict[str, Any], neuron_sets: dict) -> None:
@@ -116,6 +131,27 @@ def _markdown(run, summary: dict[str, Any], figures: dict[str, str]) -> str:
         f"![perplexity change]({figures['perplexity change']})",
         "",
     ]  # fmt: skip
+    control = ppl.get("control")
+    if control:
+        out += [
+            "### Against a random control",
+            "",
+            "The same deactivations with the set's random control (for every language and layer as many neurons "
+            "as the set has, drawn from the neurons not selected for the language; `neurons/*-control-s0`). "
+            "Specificity = own-language change with the set / with the control (docs/controls.md).",
+            "",
+            "| deactivated L | change of L (set) | change of L (control) | specificity |",
+            "|---|---|---|---|",
+        ]  # fmt: skip
+        for lang in langs:
+            out.append(f"| {lang} | {control['own_change'][lang] * 100:+.1f}% | "
+                       f"{control['control_own_change'][lang] * 100:+.1f}% | {control['specificity'][lang]:.2f} |")  # fmt: skip
+        out += [
+            "",
+            f"- median specificity {control['median_specificity']:.2f}; the control's own matrix: row dominance "
+            f"{control['row_dominance_rate']:.2f}, median own/other ratio {control['median_own_other_ratio']:.2f}",
+            "",
+        ]  # fmt: skip
     if forcing:
         out += [
             "## Language forcing",
@@ -125,15 +161,21 @@ def _markdown(run, summary: dict[str, Any], figures: dict[str, str]) -> str:
             "`src`/`tgt` are the prompt and target languages; α scales the target's mean activation, c is the "
             "fill of the deactivated source neurons.",
             "",
-            "| plan | ratio | α | c | target_rate | clean_target_rate | degenerate_rate | source_rate |",
-            "|---|---|---|---|---|---|---|---|",
+            "| plan | ratio | α | c | target_rate | clean_target_rate | degenerate_rate | source_rate | specificity |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]  # fmt: skip
         for row in forcing["conditions"]:
             rate = rate_tag(row["rate"]) if "rate" in row else "-"
+            if row.get("control_of"):
+                rate += " control"
             fill = "-" if row.get("fill") is None else format_number(row["fill"])
             alpha = format_number(row["alpha"]) if "alpha" in row else "-"
+            specificity = f"{row['specificity']:.2f}" if "specificity" in row else ""
             out.append(f"| `{row.get('steer', 'none')}` | {rate} | {alpha} | {fill} | {row['target_rate']:.2f} | "
-                       f"{row['clean_target_rate']:.2f} | {row['degenerate_rate']:.2f} | {row['source_rate']:.2f} |")  # fmt: skip
+                       f"{row['clean_target_rate']:.2f} | {row['degenerate_rate']:.2f} | {row['source_rate']:.2f} | "
+                       f"{specificity} |")  # fmt: skip
+        out += ["", "Control rows: the same plan with the set's random control. Specificity: the plan's gain in "
+                "clean_target_rate over no steering divided by its control's.", ""]  # fmt: skip
         out += ["", f"Best by clean_target_rate: `{forcing['best']['label']}`.", "", f"![forcing]({figures['forcing']})", ""]
     out += [
         "## Time",
@@ -142,7 +184,8 @@ def _markdown(run, summary: dict[str, Any], figures: dict[str, str]) -> str:
         "",
         "## Files",
         "",
-        "- `stats.safetensors`: activation statistics; `neurons/lape-top*.safetensors`: neuron sets",
+        "- `stats.safetensors`: activation statistics; `neurons/lape-top*.safetensors`: neuron sets "
+        "(`*-control-s0`: their random controls)",
         "- `results/perplexity_*/steer=*/`, `results/forcing/steer=*/`: lm-eval results JSONs (and forcing samples)",
         "- `summary.json`: every number above",
         "",
