@@ -78,6 +78,31 @@ def pretrained_identity(name: str, **config_kwargs) -> dict[str, Any] | None:
     return {"model_id": name, "config_hash": config_hash(config)}
 
 
+def layout_identity(name: str, **config_kwargs) -> dict[str, Any]:
+    """:func:`model_identity` of a model named by id or folder, from its configuration alone: the
+    model is built on the ``meta`` device (no weights are read or allocated), so the layer count
+    and MLP width are the ones steering will find. ``model_id`` is ``name`` as given.
+
+    >>> layout_identity("lape:gemma-3-270m")["width"]    # doctest: +SKIP
+    2048
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lape_harness.embedded import resolve_pretrained
+    from lape_harness.errors import InputError
+    from lape_harness.hf_loading import from_config
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_pretrained(name), **config_kwargs)
+    except OSError as error:
+        raise InputError(f"cannot read the configuration of model {name!r} ({error}); pass a local model "
+                         "folder, a cached hub id or lape:gemma-3-270m") from None  # fmt: skip
+    with torch.device("meta"):
+        model = from_config(AutoModelForCausalLM, config)
+    return {**model_identity(model), "model_id": name}
+
+
 def compare_identity(recorded: dict[str, Any], actual: dict[str, Any]) -> tuple[str, list[str]]:
     """``("same" | "unsure" | "other", [what differs])`` for a file's recorded model and a model
     at hand (see the module docstring); unknown fields are not compared."""

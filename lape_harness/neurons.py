@@ -187,6 +187,15 @@ class ActivationStats:
         """Mean signed activation over all tokens, ``activation_sum / tokens`` (float64)."""
         return self.activation_sum / self.tokens.clamp(min=1).double().view(-1, 1, 1)
 
+    def neuron_values(self) -> dict[str, torch.Tensor]:
+        """What a neuron set stores at each neuron, for every ``[k, l, j]`` (float64): ``mean``
+        (:meth:`mean_activation`), ``others_mean`` (the mean of the other languages' means) and
+        ``probability``. Select the set's languages first: ``others_mean`` is over these."""
+        mean = self.mean_activation()
+        others = max(len(self.languages) - 1, 1)
+        return {"mean": mean, "others_mean": (mean.sum(dim=0, keepdim=True) - mean) / others,
+                "probability": self.probability()}  # fmt: skip
+
     def select(self, languages: list[str]) -> ActivationStats:
         """The statistics of a subset of languages, in the given order."""
         missing = [lang for lang in languages if lang not in self.languages]
@@ -272,6 +281,13 @@ class NeuronSet:
                 f"language {language!r} is not in this neuron set; it has: {', '.join(self.languages)}"
             )
         return self.neurons[code]
+
+    @property
+    def has_means(self) -> bool:
+        """Whether the set carries activation values (mean, others' mean, probability) at its
+        neurons. A set imported without statistics (``lape-harness masks import``) or a control
+        drawn without them has none: only deactivate and multiply plans work with it."""
+        return bool(self.meta.get("has_means", True))
 
     def counts(self) -> dict[str, int]:
         return {language: len(self.neurons[language]) for language in self.languages}

@@ -20,7 +20,8 @@ from lape_harness.errors import LapeError
 
 
 # The order a user walks them in; a module not listed here comes after these.
-_ORDER = ("demo", "corpus", "profile", "identify", "inspect", "plot", "sweep", "leaderboard", "fallback", "bake")
+_ORDER = ("demo", "corpus", "profile", "identify", "control", "inspect", "plot", "sweep", "leaderboard", "fallback", "bake",
+          "masks")
 
 
 def _subcommand_modules():

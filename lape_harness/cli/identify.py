@@ -10,6 +10,10 @@ Example:
     wrote neuron_cache/tiny/lape-top1.safetensors: top 1% = 10 candidates, 10 kept; 14 language neurons
     over 6 languages (fewest ru 0, most es 4), 10 distinct
     ...
+    $ lape-harness identify neuron_cache/tiny/stats.safetensors --top-rate 0.03 --random-control --seed 0 1
+    wrote neuron_cache/tiny/lape-top3.safetensors: ...
+    wrote neuron_cache/tiny/lape-top3-control-s0.safetensors: ...
+    wrote neuron_cache/tiny/lape-top3-control-s1.safetensors: ...
 """
 
 from __future__ import annotations
@@ -48,12 +52,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "(lape-top<N>-exclusive.safetensors)",
     )  # fmt: skip
     parser.add_argument(
+        "--random-control", action="store_true",
+        help="also write, for every set, a random matched control (lape-top<N>-control-s<SEED>.safetensors): "
+             "per language and layer as many neurons as the set has, drawn uniformly from the neurons not "
+             "selected for that language, with the statistics' values there (docs/controls.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seed", nargs="+", type=int, default=[0], metavar="N",
+        help="seed(s) of the random controls; several write one control each (default: 0)",
+    )  # fmt: skip
+    parser.add_argument(
         "--out-dir", default=None, metavar="DIR",
         help="folder for the neuron-set files (default: the statistics file's folder)",
     )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
+    from lape_harness.controls import control_filename, random_control
     from lape_harness.lape import identify_many, neuron_set_filename
     from lape_harness.neurons import ActivationStats
     from lape_harness.path_checks import check_output_dir
@@ -67,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         variants = {neuron_set_filename(top_rate): neuron_set}
         if args.exclusive:
             variants[neuron_set_filename(top_rate, exclusive=True)] = neuron_set.exclusive()
+        if args.random_control:
+            variants.update({control_filename(name, seed): random_control(variant, stats, seed)
+                             for name, variant in list(variants.items()) for seed in dict.fromkeys(args.seed)})  # fmt: skip
         for name, variant in variants.items():
             variant.save(out_dir / name)
             print(f"wrote {out_dir / name}: {summary_line(variant)}")
@@ -90,8 +108,10 @@ def summary_line(neuron_set) -> str:
                 for pair in zip(neuron_set[lang].layer.tolist(), neuron_set[lang].index.tolist())}  # fmt: skip
     fewest = min(counts, key=counts.get)
     most = max(counts, key=counts.get)
+    control = neuron_set.meta.get("control")
     return (
-        f"top {thresholds['top_rate'] * 100:g}% = {thresholds['candidates']} candidates, "
+        (f"random control (seed {control['seed']}) of " if control else "")
+        + f"top {thresholds['top_rate'] * 100:g}% = {thresholds['candidates']} candidates, "
         f"{thresholds['candidates_kept']} kept; {sum(counts.values())} language neurons over "
         f"{len(counts)} languages (fewest {fewest} {counts[fewest]}, most {most} {counts[most]}), "
         f"{len(distinct)} distinct"

@@ -165,7 +165,15 @@ class SteeringPlan:
 
     def check_languages(self, neurons) -> None:
         """Raise an :class:`InputError` when a language is missing from ``neurons`` (listing the file's
-        languages) or has no neurons there (its terms would change nothing)."""
+        languages) or has no neurons there (its terms would change nothing), and when an add or
+        replace term needs values the set does not carry (:attr:`NeuronSet.has_means`)."""
+        valued = [str(term) for term in self.terms if term.op in ("add", "replace")]
+        if valued and not getattr(neurons, "has_means", True):
+            raise InputError(
+                f"steer={self}: {', '.join(valued)} add or replace activation values, but this neuron set has "
+                "none (it was imported or drawn without statistics); use only deactivate/multiply terms "
+                "(-de, *0.5*de), or re-create the set with --stats STATS"
+            )
         for language in self.languages:
             if len(neurons[language]) == 0:
                 rate = (getattr(neurons, "meta", None) or {}).get("thresholds", {}).get("top_rate")

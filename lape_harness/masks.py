@@ -1,0 +1,150 @@
+"""Published neuron masks: Tang et al.'s ``List[List[LongTensor]]`` files to and from neuron sets.
+
+Tang et al. (2024) released their LAPE neurons as ``torch.save`` files (``LLaMA-2-7B.neuron.pth``
+…): one list per language (their order: en zh fr es vi id ja), one int64 tensor of neuron
+indices per layer, ``mask[i][j]`` = the neurons of language i in layer j. Such a file carries no
+languages, model or values: :func:`import_masks` takes the languages and the model's identity,
+and the values (mean, others' mean, probability) from activation statistics when given. Without
+statistics the set has no values (``has_means`` False): deactivate and multiply plans work,
+additive and replacement plans are refused (:meth:`~lape_harness.steering.plan.SteeringPlan.check_languages`).
+
+Files are read with ``torch.load(weights_only=True)`` only: lists and tensors load, any other
+pickled object is refused (no arbitrary code runs).
+
+Example:
+    >>> masks = read_masks("LLaMA-2-7B.neuron.pth")                                        # doctest: +SKIP
+    >>> neurons = import_masks(masks, ["en", "zh", "fr", "es", "vi", "id", "ja"], identity)  # doctest: +SKIP
+    >>> write_masks(neurons, "lape-top1.neuron.pth")                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lape_harness.atomic import atomic_path
+from lape_harness.errors import InputError
+from lape_harness.neurons import ActivationStats, LanguageNeurons, NeuronSet
+
+TANG_LANGUAGES = ("en", "zh", "fr", "es", "vi", "id", "ja")  # the order of Tang et al.'s released masks
+
+
+class MaskFileError(InputError):
+    """A mask file that is missing, not a ``List[List[LongTensor]]``, or holds other objects."""
+
+
+def read_masks(path: str | os.PathLike) -> list[list[torch.Tensor]]:
+    """The ``List[List[LongTensor]]`` in ``path`` (``torch.load(weights_only=True)``), checked:
+    every language has the same number of layers and every entry is a 1-D integer tensor."""
+    path = Path(path)
+    if not path.is_file():
+        raise MaskFileError(f"mask file {str(path)!r} does not exist; check the path")
+    try:
+        masks = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        raise MaskFileError(
+            f"{str(path)!r} holds objects other than lists and tensors ({first[:200]}); lape-harness reads masks "
+            "only with torch.load(weights_only=True) and never unpickles other objects: re-save the masks as a "
+            "plain list of lists of int64 tensors"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - corrupt zip, truncated pickle, not a torch file at all
+        raise MaskFileError(f"{str(path)!r} is not a readable torch.save file ({type(error).__name__}: {error})") from None
+    _check_structure(masks, path)
+    return masks
+
+
+def _check_structure(masks: Any, path: Path) -> None:
+    shape = "a List[List[LongTensor]] (one list per language, one tensor of neuron indices per layer)"
+    if not isinstance(masks, (list, tuple)) or not masks or not all(isinstance(m, (list, tuple)) for m in masks):
+        raise MaskFileError(f"{str(path)!r} holds {type(masks).__name__}, not {shape}")
+    layers = {len(m) for m in masks}
+    if len(layers) != 1:
+        raise MaskFileError(f"{str(path)!r}: the languages have different numbers of layers ({sorted(layers)}); "
+                            f"expected {shape}")  # fmt: skip
+    for i, language in enumerate(masks):
+        for j, entry in enumerate(language):
+            if not isinstance(entry, torch.Tensor) or entry.dim() != 1 or entry.is_floating_point() or entry.is_complex():
+                raise MaskFileError(f"{str(path)!r}: entry [{i}][{j}] is not a 1-D integer tensor; expected {shape}")
+
+
+def import_masks(masks: list[list[torch.Tensor]], languages: list[str], model: dict[str, Any],
+                 stats: ActivationStats | None = None, source: dict[str, Any] | None = None) -> NeuronSet:
+    """A :class:`NeuronSet` from masks (see :func:`read_masks`), their ``languages`` in order, the
+    model's identity (``model_id``, ``config_hash``, ``num_layers``, ``width``, as
+    :func:`~lape_harness.identity.model_identity` gives) and optionally the model's statistics.
+
+    >>> masks = [[torch.tensor([3, 1]), torch.tensor([], dtype=torch.long)], [torch.tensor([0]), torch.tensor([2])]]
+    >>> neurons = import_masks(masks, ["de", "fr"], {"model_id": "m", "num_layers": 2, "width": 4})
+    >>> neurons["de"].layer.tolist(), neurons["de"].index.tolist(), neurons["fr"].layer.tolist(), neurons.has_means
+    ([0, 0], [1, 3], [0, 1], False)
+    """
+    num_layers, width = int(model["num_layers"]), int(model["width"])
+    if len(masks) != len(languages):
+        raise InputError(
+            f"the mask file has {len(masks)} language lists but {len(languages)} languages were given "
+            f"({' '.join(languages)}); pass one language per list, in the file's order (Tang et al.'s released "
+            f"masks: {' '.join(TANG_LANGUAGES)}; their identify.py drops trailing languages without neurons)"
+        )
+    if len(set(languages)) != len(languages):
+        raise InputError(f"languages {' '.join(languages)} repeat a language; pass each once")
+    if len(masks[0]) != num_layers:
+        raise InputError(f"the masks have {len(masks[0])} layers, the model {model.get('model_id')!r} has "
+                         f"{num_layers}: they are for another model")  # fmt: skip
+    values = None
+    if stats is not None:
+        if (stats.num_layers, stats.width) != (num_layers, width):
+            raise InputError(f"the statistics are for a {stats.num_layers} × {stats.width} model, the model "
+                             f"{model.get('model_id')!r} is {num_layers} × {width}: pass its statistics")  # fmt: skip
+        values = stats.select(list(languages)).neuron_values()
+    neurons = {}
+    for row, (language, per_layer) in enumerate(zip(languages, masks)):
+        layer = torch.cat([torch.full((len(t),), j, dtype=torch.int64) for j, t in enumerate(per_layer)])
+        index = torch.cat([t.long() for t in per_layer])
+        if len(index) and (int(index.min()) < 0 or int(index.max()) >= width):
+            raise InputError(f"neurons of {language!r} lie outside 0..{width - 1}: the masks are for another model")
+        order = torch.argsort(layer * width + index)
+        layer, index = layer[order], index[order]
+        if len(index) and bool(((layer * width + index).diff() == 0).any()):
+            raise InputError(f"the masks of {language!r} list a neuron twice; the file is malformed")
+        if values is None:
+            nan = torch.full((len(index),), float("nan"))
+            fields = {"mean": nan, "others_mean": nan.clone(), "probability": nan.clone()}
+        else:
+            fields = {name: value[row, layer, index].float() for name, value in values.items()}
+        neurons[language] = LanguageNeurons(layer=layer, index=index, **fields)
+    meta = {
+        "model": model,
+        "languages": list(languages),
+        "method": "imported",
+        "source": source or {},
+        "has_means": values is not None,
+    }
+    if stats is not None:
+        meta["stats_hash"] = stats.content_hash()
+    return NeuronSet(list(languages), num_layers, width, neurons, meta)
+
+
+def to_masks(neuron_set: NeuronSet) -> list[list[torch.Tensor]]:
+    """The set as ``List[List[LongTensor]]`` (languages in the set's order, every layer listed).
+
+    >>> masks = [[torch.tensor([3, 1]), torch.tensor([], dtype=torch.long)], [torch.tensor([0]), torch.tensor([2])]]
+    >>> [[t.tolist() for t in m] for m in to_masks(import_masks(masks, ["de", "fr"], {"num_layers": 2, "width": 4}))]
+    [[[1, 3], []], [[0], [2]]]
+    """
+    return [
+        [neuron_set.neurons[language].index[neuron_set.neurons[language].layer == layer].long().clone()
+         for layer in range(neuron_set.num_layers)]
+        for language in neuron_set.languages
+    ]  # fmt: skip
+
+
+def write_masks(neuron_set: NeuronSet, path: str | os.PathLike) -> None:
+    """``torch.save`` :func:`to_masks` to ``path`` atomically (what Tang et al.'s scripts load)."""
+    with atomic_path(path) as temporary:
+        torch.save(to_masks(neuron_set), temporary)
+
