@@ -142,3 +142,5 @@ def test_lens_cli_writes_json_and_plot(tiny_llama, tmp_path):
     assert result["categories"] == [*LANGUAGES, "ambiguous", "other"]
     assert (out / "lens.png").stat().st_size > 0
     assert main(["lens", "--model", str(tiny_llama), "--prompts", str(prompts), "--plans=-de", "--out", str(out)]) == 2
+    assert main(["lens", "--model", str(tiny_llama), "--prompts", str(prompts), "--plans=auto", "--out", str(out),
+                 "--neurons", str(tmp_path / "n.safetensors")]) == 2

@@ -87,18 +87,19 @@ def run(args: argparse.Namespace) -> int:
     if not prompts:
         raise InputError("no prompts: pass --prompts FILE or --forcing LANG (e.g. --forcing de)")
     plans = [plan.strip() for group in args.plans for plan in group.split(",") if plan.strip()] or ["none"]
-    from lape_harness.steering import parse_steer
+    from lape_harness.steering import AutoPlan, parse_steer
 
-    parsed = [parse_steer(plan) for plan in plans]  # syntax errors before the model loads
+    parsed = [parse_steer(plan) for plan in plans]  # every plan's problem before the model loads
+    if any(isinstance(plan, AutoPlan) for plan in parsed):
+        raise InputError("--plans: auto picks a plan per task; the lens needs explicit plans, e.g. --plans=none,-de+fr")
     neurons = None
     if args.neurons:
         from lape_harness.identity import pretrained_identity
         from lape_harness.neurons import NeuronSet
 
         neurons = NeuronSet.load(args.neurons)
-        for plan in parsed:
-            if plan and hasattr(plan, "check_languages"):
-                plan.check_languages(neurons)
+        for plan in filter(None, parsed):
+            plan.check_languages(neurons)
         neurons.check_model(pretrained_identity(args.model), args.allow_other_model, args.neurons)
     elif any(parsed):
         raise InputError("steering plans need a neuron set: add --neurons path/to/lape-top1.safetensors")
