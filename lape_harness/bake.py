@@ -154,15 +154,22 @@ def bake_checkpoint(
     record = {**bake_model(loaded, neuron_set, plan), "source_model": model, "neurons": str(neurons)}
     setattr(loaded.config, CONFIG_ATTRIBUTE, record)
 
+    write_checkpoint(out, loaded, tokenizer, RECORD_FILE, record)
+    return record
+
+
+def write_checkpoint(out: Path, model: nn.Module, tokenizer, record_file: str, record: dict[str, Any]) -> None:
+    """``save_pretrained`` of ``model`` and ``tokenizer`` plus ``record`` as JSON in ``record_file``, appearing
+    at ``out`` in one rename (replacing what is there), with the permissions of any new folder (the umask's)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp's folder is private (0700); a checkpoint is shared like any folder
     try:
-        loaded.save_pretrained(staging)
+        model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (staging / record_file).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         previous = out.with_name(f".{out.name}.previous") if out.exists() else None
         if previous is not None:
             os.replace(out, previous)
@@ -172,4 +179,3 @@ def bake_checkpoint(
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return record

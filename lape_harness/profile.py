@@ -190,7 +190,7 @@ def profile_model(
     checkpoints = Checkpoints(checkpoint_dir, dist) if checkpoint_dir is not None else None
 
     languages, over_zero, activation_sum, tokens, provenance = [], [], [], [], {}
-    with torch.inference_mode(), NeuronRecorder(sites) as recorder, _deferred_interrupts():
+    with torch.inference_mode(), NeuronRecorder(sites) as recorder, deferred_interrupts():
         session = _Session(body, input_device, packing, tokenizer, recorder, batch_size, max_tokens, checkpoints,
                            checkpoint_every, progress and dist.is_main, dist)
         for language, source in sources.items():
@@ -261,7 +261,7 @@ class _Session:
             try:
                 seen = 0
                 for chunk in self.packing.chunks(source.documents(), self.tokenizer, self.max_tokens):
-                    _stop_if_interrupted()
+                    stop_if_interrupted()
                     seen += 1
                     hasher.update(array("q", chunk).tobytes())
                     if seen <= resume_at:
@@ -313,14 +313,14 @@ def _all_reduce(stats: ActivationStats, dist: Distributed) -> None:
 _interrupted = threading.Event()
 
 
-def _stop_if_interrupted() -> None:
+def stop_if_interrupted() -> None:
     if _interrupted.is_set():
         _interrupted.clear()
         raise KeyboardInterrupt
 
 
 @contextmanager
-def _deferred_interrupts():
+def deferred_interrupts():
     """Turn Ctrl-C / SIGTERM into a stop at the next batch boundary (a second Ctrl-C stops at once)."""
     if threading.current_thread() is not threading.main_thread():
         yield

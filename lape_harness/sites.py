@@ -173,7 +173,7 @@ def find_sites(model: nn.Module) -> list[NeuronSite]:
     """Every decoder layer's neuron site, in layer order."""
     inner = unwrap(model)
     spec = site_spec(inner)
-    layers, path = _decoder_layers(inner, spec)
+    layers, path = decoder_layers(inner)
     sites = []
     for index, layer in enumerate(layers):
         try:
@@ -202,7 +202,10 @@ def find_sites(model: nn.Module) -> list[NeuronSite]:
     return sites
 
 
-def _decoder_layers(inner: nn.Module, spec: SiteSpec) -> tuple[nn.Module, str]:
+def decoder_layers(model: nn.Module) -> tuple[nn.Module, str]:
+    """The decoder layer list of ``model`` and its path (e.g. ``model.layers``)."""
+    inner = unwrap(model)
+    spec = site_spec(inner)
     for path in spec.layer_paths:
         try:
             return inner.get_submodule(path), path
@@ -212,6 +215,81 @@ def _decoder_layers(inner: nn.Module, spec: SiteSpec) -> tuple[nn.Module, str]:
         f"model_type {model_type(inner)!r}: expected its decoder layers at {' or '.join(map(repr, spec.layer_paths))}"
         "; correct its entry in lape_harness.sites.SITE_TABLE"
     )
+
+
+# Names of the norm after the last decoder layer, beside the layer list (Llama-like: norm, GPT-2/BLOOM/Falcon:
+# ln_f, OPT/GPT-NeoX: final_layer_norm, Phi: final_layernorm).
+_FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "final_norm")
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The normalization the model applies to the last decoder layer's output before its LM head:
+    the module beside the decoder layer list named like one of :data:`_FINAL_NORM_NAMES`."""
+    inner = unwrap(model)
+    _layers, path = decoder_layers(inner)
+    body = inner.get_submodule(path.rpartition(".")[0]) if "." in path else inner
+    for name in _FINAL_NORM_NAMES:
+        module = getattr(body, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise UnsupportedArchitectureError(
+        f"model_type {model_type(inner)!r}: no final norm ({', '.join(_FINAL_NORM_NAMES)}) beside {path!r}; add its "
+        "name to lape_harness.sites._FINAL_NORM_NAMES"
+    )
+
+
+@dataclass(frozen=True)
+class NeuronSlice:
+    """The entries of one weight or bias that belong to a layer's neurons: along ``dim`` of
+    ``module.<name>``, neuron ``j`` owns positions ``j + k·width`` (``k`` < ``copies``; a fused
+    gate-and-up projection holds 2 copies)."""
+
+    module: nn.Module
+    name: str
+    dim: int
+    copies: int
+
+
+def neuron_slices(model: nn.Module, layer: int) -> list[NeuronSlice]:
+    """Every weight entry that belongs to layer ``layer``'s neurons: the rows of the projections that
+    compute them (gated: gate and up, fused or not; non-gated: the input projection, with its bias)
+    and the down projection's input columns (its bias belongs to no neuron). The input projections
+    are the linear modules beside the down projection whose outputs are as wide as the MLP (or twice).
+
+    >>> [(s.name, s.dim) for s in neuron_slices(model, 0)]    # doctest: +SKIP
+    [('weight', 0), ('weight', 0), ('weight', 1)]
+    """
+    site = find_sites(model)[layer]
+    inner = unwrap(model)
+    spec = site_spec(inner)
+    layer_module = decoder_layers(inner)[0][layer]
+    container_path = spec.down_proj.rpartition(".")[0]
+    container = layer_module.get_submodule(container_path) if container_path else layer_module
+    slices = []
+    for child in container.children():
+        if child is site.down_proj:
+            continue
+        weight = getattr(child, "weight", None)
+        conv1d = type(child).__name__ == "Conv1D"
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not (isinstance(child, nn.Linear) or conv1d):
+            continue
+        dim = 1 if conv1d else 0  # the output features: Linear [out, in], Conv1D [in, out]
+        copies, remainder = divmod(weight.shape[dim], site.width)
+        if remainder or copies not in (1, 2):
+            continue
+        slices.append(NeuronSlice(child, "weight", dim, copies))
+        if isinstance(getattr(child, "bias", None), torch.Tensor):
+            slices.append(NeuronSlice(child, "bias", 0, copies))
+    found = sum(entry.copies for entry in slices if entry.name == "weight")
+    if found != (2 if spec.gated else 1):
+        raise UnsupportedArchitectureError(
+            f"model_type {model_type(inner)!r}: expected the {'gate and up projections' if spec.gated else 'input projection'} "
+            f"of layer {layer}'s MLP beside {spec.down_proj!r} (linear modules {site.width} wide), found {found}; "
+            "this MLP is built differently: lape-harness cannot tell which weights belong to a neuron"
+        )
+    conv1d = type(site.down_proj).__name__ == "Conv1D"
+    slices.append(NeuronSlice(site.down_proj, "weight", 0 if conv1d else 1, 1))  # its inputs: Linear dim 1
+    return slices
 
 
 def down_projection_width(down_proj: nn.Module) -> int:

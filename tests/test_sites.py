@@ -179,3 +179,36 @@ def test_mixture_of_experts_models_get_a_clear_error(kind):
     model.config = config
     with pytest.raises(UnsupportedArchitectureError, match=f"model_type '{kind}' is a mixture-of-experts model"):
         find_sites(model)
+
+
+@pytest.mark.parametrize("kind", sorted(SITE_TABLE))
+def test_neuron_slices_compute_exactly_that_neuron(kind):
+    """Zeroing neuron j's input slices (gate and up rows, or the input row and its bias) zeroes input
+    j of the down projection and nothing else; the last slice is the down projection's input j."""
+    from lape_harness.sites import neuron_slices
+
+    model = tiny_model(kind)
+    input_ids = torch.tensor([[5, 9, 13, 17, 21, 25]])
+    for site in find_sites(model):
+        slices = neuron_slices(model, site.layer)
+        down = slices[-1]
+        assert down.module is site.down_proj and down.name == "weight"
+        assert getattr(down.module, "weight").shape[down.dim] == site.width
+        seen = {}
+        handle = site.down_proj.register_forward_pre_hook(lambda m, i: seen.__setitem__("input", i[0].clone()))
+        try:
+            with torch.no_grad():
+                model(input_ids=input_ids)
+                before = seen["input"]
+                column = 7
+                for entry in slices[:-1]:
+                    tensor = getattr(entry.module, entry.name)
+                    for copy in range(entry.copies):
+                        tensor.select(entry.dim, column + copy * site.width).zero_()
+                model(input_ids=input_ids)
+        finally:
+            handle.remove()
+        after = seen["input"]
+        others = torch.arange(site.width) != column
+        assert torch.all(after[..., column] == 0) and not torch.all(before[..., column] == 0)
+        assert torch.equal(after[..., others], before[..., others])

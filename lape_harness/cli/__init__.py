@@ -20,8 +20,8 @@ from lape_harness.errors import LapeError
 
 
 # The order a user walks them in; a module not listed here comes after these.
-_ORDER = ("demo", "corpus", "profile", "identify", "control", "inspect", "plot", "sweep", "leaderboard", "fallback", "bake",
-          "masks")
+_ORDER = ("demo", "corpus", "profile", "identify", "control", "inspect", "plot", "lens", "sweep", "leaderboard", "fallback",
+          "bake", "finetune", "masks")
 
 
 def _subcommand_modules():

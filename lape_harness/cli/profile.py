@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         device = dist.device
     on_gpu = device.type == "cuda" or (device_map is not None and torch.cuda.is_available())
     dtype_name = DTYPES.get(args.dtype) or ("bfloat16" if on_gpu else "float32")
-    model, tokenizer = _load(args.model, args.revision, getattr(torch, dtype_name), device, device_map)
+    model, tokenizer = load_model(args.model, args.revision, getattr(torch, dtype_name), device, device_map)
 
     started = time.monotonic()
     checkpoints_dir = out.with_name(out.stem + ".partial")
@@ -140,7 +140,7 @@ def _parse_device_map(value: str | None):
     return parsed
 
 
-def _load(name: str, revision: str | None, dtype, device, device_map):
+def load_model(name: str, revision: str | None, dtype, device, device_map):
     """The model placed where it runs, straight from the checkpoint: with ``device_map`` as given, else
     onto ``device``. Under torchrun every rank loads its own copy; loading it into host memory first
     and moving it afterwards would need world size × model size of host RAM."""

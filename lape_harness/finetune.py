@@ -1,0 +1,222 @@
+"""Neuron-restricted fine-tuning: train only the weights of one language's neurons.
+
+Neuron ``j`` of a layer owns the rows of the projections that compute it (gated MLPs: gate and
+up; non-gated: the input projection and its bias) and input column ``j`` of the down projection
+(:func:`~lape_harness.sites.neuron_slices`). Each such weight gets a trainable *change* for
+exactly those rows/columns (a ``torch.nn.utils.parametrize`` parametrization: ``W + scatter(Δ)``);
+every model parameter is frozen. The optimizer (AdamW) therefore holds only the changes: neither
+its momentum nor its weight decay can reach any other entry (weight decay pulls the trained
+entries back towards their pretrained values), and its state is as small as the neuron set.
+:func:`merge` folds the changes into plain weights.
+
+Batches are drawn by a seeded permutation per epoch of the corpus's fixed-length sequences,
+determined by the step number alone, so a run resumed from its checkpoint (changes, optimizer
+state and RNG state, written atomically) continues exactly as the uninterrupted run would.
+
+Example:
+    >>> deltas = attach(model, neuron_set["mt"])                                    # doctest: +SKIP
+    >>> state = train(model, deltas, rows, steps=300, batch_size=4, lr=1e-4, seed=0)  # doctest: +SKIP
+    >>> merge(model)                                                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from lape_harness.atomic import atomic_path
+from lape_harness.errors import InputError
+from lape_harness.neurons import LanguageNeurons
+from lape_harness.profile import deferred_interrupts, stop_if_interrupted
+from lape_harness.sites import find_sites, neuron_slices
+
+STATE_FILE = "state.pt"
+STATE_FORMAT = 1
+
+
+class NeuronDelta(nn.Module):
+    """A parametrization ``W ↦ W + Δ`` where ``Δ`` is zero except at ``index`` along ``dim``."""
+
+    def __init__(self, tensor: torch.Tensor, dim: int, index: torch.Tensor):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("index", index.to(tensor.device))
+        shape = list(tensor.shape)
+        shape[dim] = int(index.numel())
+        self.delta = nn.Parameter(torch.zeros(shape, dtype=tensor.dtype, device=tensor.device))
+
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.index_add(self.dim, self.index, self.delta)
+
+
+def attach(model: nn.Module, neurons: LanguageNeurons) -> list[nn.Parameter]:
+    """Freeze every parameter of ``model`` and parametrize the weights of ``neurons``; returns the
+    trainable changes in a fixed order (layer, then weight)."""
+    if len(neurons) == 0:
+        raise InputError("this language has no neurons in the neuron set; pick a language (or a top rate) with neurons")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    sites = find_sites(model)
+    layers = [layer for layer in range(len(sites)) if bool((neurons.layer == layer).any())]
+    slices = {layer: neuron_slices(model, layer) for layer in layers}  # all found before any is parametrized
+    deltas = []
+    for layer in layers:
+        site, columns = sites[layer], neurons.index[neurons.layer == layer]
+        for entry in slices[layer]:
+            index = torch.cat([columns + copy * site.width for copy in range(entry.copies)])
+            delta = NeuronDelta(getattr(entry.module, entry.name), entry.dim, index)
+            parametrize.register_parametrization(entry.module, entry.name, delta)
+            deltas.append(delta.delta)
+    return deltas
+
+
+def merge(model: nn.Module) -> None:
+    """Fold every :class:`NeuronDelta` into its weight, leaving plain parameters."""
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+
+
+def batch_rows(step: int, batch_size: int, count: int, seed: int) -> list[int]:
+    """The sequence indices of batch ``step``: consecutive samples of a seeded permutation per epoch.
+
+    >>> batch_rows(0, 2, 3, seed=0) + batch_rows(1, 2, 3, seed=0) == batch_rows(0, 4, 3, seed=0)
+    True
+    """
+    rows = []
+    for sample in range(step * batch_size, (step + 1) * batch_size):
+        epoch, position = divmod(sample, count)
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        rows.append(int(order[position]))
+    return rows
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: steps done and the loss of each."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def _save_state(folder: Path, deltas, optimizer, state: TrainState, run: dict[str, Any]) -> None:
+    payload = {
+        "format": STATE_FORMAT, "run": run, "step": state.step, "losses": state.losses,
+        "deltas": [delta.detach().cpu() for delta in deltas], "optimizer": optimizer.state_dict(),
+        "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }  # fmt: skip
+    with atomic_path(folder / STATE_FILE) as temporary:
+        torch.save(payload, temporary)
+
+
+def _load_state(folder: Path, deltas, optimizer, run: dict[str, Any]) -> TrainState | None:
+    path = folder / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, weights_only=True)
+    except Exception:  # torch raises many kinds for a damaged file
+        raise InputError(f"checkpoint {str(path)!r} is unreadable; delete it to start the fine-tuning over") from None
+    if payload.get("format") != STATE_FORMAT:
+        raise InputError(f"checkpoint {str(path)!r} has another format; delete {str(folder)!r} to start over")
+    changed = {key: (payload["run"].get(key), value) for key, value in run.items() if payload["run"].get(key) != value}
+    if changed:
+        described = "; ".join(f"{key}: {old!r} then, {new!r} now" for key, (old, new) in changed.items())
+        raise InputError(f"the checkpoint in {str(folder)!r} was made with other settings ({described}); rerun with "
+                         f"the same settings, or delete {str(folder)!r} to start over")
+    with torch.no_grad():
+        for delta, saved in zip(deltas, payload["deltas"], strict=True):
+            delta.copy_(saved)
+    optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["rng"])
+    if payload["cuda_rng"]:
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    return TrainState(int(payload["step"]), list(payload["losses"]))
+
+
+def train(model: nn.Module, deltas: list[nn.Parameter], rows: torch.Tensor, *, steps: int, batch_size: int,
+          lr: float, seed: int, weight_decay: float = 0.0, labels_from: int = 0, checkpoint_dir: Path | None = None,
+          checkpoint_every: float = 300.0, run: dict[str, Any] | None = None, progress: bool = True,
+          on_step: Callable[[TrainState], None] | None = None) -> TrainState:
+    """Train ``deltas`` for ``steps`` steps of ``batch_size`` rows of ``rows`` ([n, seq_len] token
+    ids; positions before ``labels_from`` are not predicted) with AdamW, resuming from
+    ``checkpoint_dir`` when it holds a checkpoint of the same ``run``; checkpoints every
+    ``checkpoint_every`` seconds, on interruption and at the end."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    if steps <= 0 or batch_size <= 0 or lr <= 0:
+        raise InputError(f"--steps, --batch-size and --lr must be positive, got {steps}, {batch_size}, {lr}")
+    device = deltas[0].device
+    optimizer = torch.optim.AdamW(deltas, lr=lr, weight_decay=weight_decay)
+    run = {**(run or {}), "seed": seed, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+           "rows": int(rows.shape[0]), "seq_len": int(rows.shape[1])}  # fmt: skip
+    state = None
+    if checkpoint_dir is not None:
+        state = _load_state(checkpoint_dir, deltas, optimizer, run)
+    if state is None:
+        torch.manual_seed(seed)
+        state = TrainState()
+    model.train()
+    last_save = time.monotonic()
+    with tqdm(total=steps, initial=min(state.step, steps), desc="fine-tune", unit="step", dynamic_ncols=True,
+              disable=not progress) as bar, deferred_interrupts():  # fmt: skip
+        try:
+            while state.step < steps:
+                stop_if_interrupted()
+                batch = rows[batch_rows(state.step, batch_size, int(rows.shape[0]), seed)].to(device)
+                labels = batch.clone()
+                labels[:, :labels_from] = -100
+                loss = model(input_ids=batch, labels=labels, use_cache=False).loss
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise InputError(f"the loss became {value} at step {state.step + 1}; lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                state.step += 1
+                state.losses.append(round(value, 6))
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.3f}")
+                if on_step is not None:
+                    on_step(state)
+                if checkpoint_dir is not None and time.monotonic() - last_save >= checkpoint_every:
+                    _save_state(checkpoint_dir, deltas, optimizer, state, run)
+                    last_save = time.monotonic()
+        except BaseException:
+            if checkpoint_dir is not None and state.step > 0:
+                _save_state(checkpoint_dir, deltas, optimizer, state, run)
+            raise
+        finally:
+            model.eval()
+    if checkpoint_dir is not None:
+        _save_state(checkpoint_dir, deltas, optimizer, state, run)
+    return state
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, rows: list[list[int]], labels_from: int = 0) -> float:
+    """Token perplexity of ``model`` on ``rows`` (token-id lists, each run alone), positions before
+    ``labels_from`` not predicted: exp(total negative log-likelihood / predicted tokens)."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for row in rows:
+        ids = torch.tensor([row], device=device)
+        logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
+        targets = ids[0, 1:]
+        start = max(labels_from - 1, 0)
+        losses = torch.nn.functional.cross_entropy(logits[start:], targets[start:], reduction="sum")
+        total += float(losses)
+        count += int(targets[start:].numel())
+    if count == 0:
+        raise InputError("the held-out text gave no tokens to predict; give longer held-out text")
+    return math.exp(total / count)

@@ -1,0 +1,146 @@
+"""The logit lens by language against a plain computation from ``output_hidden_states``, and the
+vocabulary's language rule."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lape_harness.cli import main
+from lape_harness.errors import InputError, LapeError
+from lape_harness.lens import LogitLens
+from lape_harness.vocab_languages import assign_token, vocabulary_languages
+from steering_reference import make_neuron_set
+
+LANGUAGES = ["en", "de", "fr", "ru", "zh"]
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAPE_HARNESS_CACHE", str(tmp_path / "cache"))  # the vocabulary cache of these tests
+PROMPTS = ["Die Katze sitzt auf der", "Кошка сидит на", "The cat sits"]
+
+
+def _load(path):
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def _plain_layers(model, tokenizer, prompt, norm, head):
+    """Per layer: softmax(head(norm(hidden_states[l + 1]))) at the last position; the last entry of
+    ``hidden_states`` is already normed by the model, so the last layer is the model's own softmax."""
+    with torch.no_grad():
+        out = model(**tokenizer(prompt, return_tensors="pt"), output_hidden_states=True)
+        states = out.hidden_states[1:]
+        rows = [torch.softmax(head(norm(state[0, -1])), -1) for state in states[:-1]]
+        rows.append(torch.softmax(out.logits[0, -1], -1))
+    return torch.stack(rows)
+
+
+def _plain_mass(probabilities, category, categories):
+    mass = []
+    for layer in probabilities:
+        sums = dict.fromkeys(categories, 0.0)
+        for token, p in enumerate(layer.tolist()):
+            sums[categories[int(category[token])]] += p
+        mass.append(sums)
+    return mass
+
+
+@pytest.mark.parametrize("fixture, norm_name", [("tiny_llama", "model.norm"), ("tiny_gpt2", "transformer.ln_f")])
+def test_lens_equals_norm_and_head_on_hidden_states(fixture, norm_name, request, tmp_path):
+    model, tokenizer = _load(request.getfixturevalue(fixture))
+    lens = LogitLens(model, tokenizer, LANGUAGES, top_k=3)
+    vocabulary = vocabulary_languages(tokenizer, LANGUAGES, model.lm_head.weight.shape[0], cache=tmp_path)
+    assert torch.equal(lens.vocabulary.category, vocabulary.category)
+    result = lens.run(PROMPTS, ["none"])
+    norm = model.get_submodule(norm_name)
+    for prompt, row in zip(PROMPTS, result["plans"]["none"]["prompts"]):
+        expected = _plain_layers(model, tokenizer, prompt, norm, model.lm_head)
+        mass = _plain_mass(expected, vocabulary.category, vocabulary.categories)
+        assert len(row["layers"]) == len(expected) == model.config.num_hidden_layers
+        for layer, entry in enumerate(row["layers"]):
+            for name in vocabulary.categories:
+                assert entry["mass"][name] == pytest.approx(mass[layer][name], abs=2e-6)
+            assert sum(entry["mass"].values()) == pytest.approx(1.0, abs=1e-5)
+            top_p, top_ids = expected[layer].topk(3)
+            assert [p for _, p in entry["top"]] == pytest.approx(top_p.tolist(), abs=2e-6)
+            assert [text for text, _ in entry["top"]] == [tokenizer.decode([int(i)]) for i in top_ids]
+    means = result["plans"]["none"]["mass"]
+    for name in vocabulary.categories:  # the plan's mass is the mean over the prompts
+        for layer in range(model.config.num_hidden_layers):
+            rows = result["plans"]["none"]["prompts"]
+            assert means[name][layer] == pytest.approx(sum(r["layers"][layer]["mass"][name] for r in rows) / 3, abs=1e-5)
+
+
+def test_steered_lens_equals_hidden_states_of_a_plainly_edited_model(tiny_llama):
+    """-de: the neurons of de set to 0 by a plain hook; several plans, one lens, one model."""
+    model, tokenizer = _load(tiny_llama)
+    neurons = make_neuron_set(model.config.num_hidden_layers, model.config.intermediate_size, LANGUAGES)
+    lens = LogitLens(model, tokenizer, LANGUAGES, neurons=neurons, top_k=2)
+    result = lens.run(PROMPTS[:2], ["-de", "none"])
+    assert list(result["plans"]) == ["-de", "none"]
+    handles = []
+    for layer, block in enumerate(model.model.layers):
+        columns = neurons["de"].index[neurons["de"].layer == layer]
+
+        def zero(module, inputs, output, columns=columns):
+            output = output.clone()
+            output[..., columns] = 0.0
+            return output
+
+        handles.append(block.mlp.act_fn.register_forward_hook(zero))
+    try:
+        for prompt, row in zip(PROMPTS[:2], result["plans"]["-de"]["prompts"]):
+            expected = _plain_layers(model, tokenizer, prompt, model.model.norm, model.lm_head)
+            mass = _plain_mass(expected, lens.vocabulary.category, lens.vocabulary.categories)
+            for layer, entry in enumerate(row["layers"]):
+                assert entry["mass"]["ambiguous"] == pytest.approx(mass[layer]["ambiguous"], abs=2e-6)
+                assert entry["mass"]["ru"] == pytest.approx(mass[layer]["ru"], abs=2e-6)
+    finally:
+        for handle in handles:
+            handle.remove()
+    unsteered = _plain_layers(model, tokenizer, PROMPTS[0], model.model.norm, model.lm_head)
+    first = result["plans"]["none"]["prompts"][0]["layers"][-1]["top"]
+    assert first[0][1] == pytest.approx(float(unsteered[-1].max()), abs=2e-6)  # the hooks are off again
+    assert result["plans"]["-de"]["prompts"][0]["layers"][-1]["top"] != first
+
+
+def test_a_head_the_lens_cannot_reproduce_is_an_error(tiny_llama):
+    model, tokenizer = _load(tiny_llama)
+    lens = LogitLens(model, tokenizer, LANGUAGES)
+    lens.norm = torch.nn.Identity()  # as if the located norm were not the model's
+    with pytest.raises(LapeError, match="do not reproduce"):
+        lens.run(PROMPTS[:1], ["none"])
+    with pytest.raises(InputError, match="explicit plans"):
+        LogitLens(model, tokenizer, LANGUAGES).run(PROMPTS[:1], ["auto"])
+
+
+def test_token_language_rule():
+    assert assign_token("Кошка", ["ru", "de"]) == "ru"  # one Cyrillic language: by script
+    assert assign_token(" der", ["de", "en"]) == "ambiguous"  # 3 letters: too short for the language ID
+    assert assign_token(" Freiheit", ["de", "en", "fr"]) == "de"
+    assert assign_token(" Freiheit", ["en", "fr"]) == "ambiguous"  # the ID's answer is not a candidate
+    assert assign_token("ひらがな", ["zh", "ja"]) == "ja"  # kana: only Japanese writes it
+    assert assign_token("12, ", ["en"]) == "other" and assign_token("Кошка", ["de", "en"]) == "other"
+
+
+def test_lens_cli_writes_json_and_plot(tiny_llama, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The cat sits\nDie Katze\n", encoding="utf-8")
+    neurons = make_neuron_set(2, 128, LANGUAGES)
+    neurons.save(tmp_path / "n.safetensors")
+    out = tmp_path / "out"
+    code = main(["lens", "--model", str(tiny_llama), "--prompts", str(prompts), "--forcing", "de", "--limit", "1",
+                 "--neurons", str(tmp_path / "n.safetensors"), "--plans=none,-de+fr", "--out", str(out),
+                 "--allow-other-model"])
+    assert code == 0
+    result = json.loads((out / "lens.json").read_text())
+    assert [row["prompt"] for row in result["plans"]["none"]["prompts"]] == ["The cat sits", "Q: Wie geht es dir heute? \nA:"]
+    assert result["categories"] == [*LANGUAGES, "ambiguous", "other"]
+    assert (out / "lens.png").stat().st_size > 0
+    assert main(["lens", "--model", str(tiny_llama), "--prompts", str(prompts), "--plans=-de", "--out", str(out)]) == 2
+    assert main(["lens", "--model", str(tiny_llama), "--prompts", str(prompts), "--plans=auto", "--out", str(out),
+                 "--neurons", str(tmp_path / "n.safetensors")]) == 2
