@@ -6,21 +6,21 @@ run every plan in one batch (``vllm-steered``'s plan slots) should get the reque
 plans in one call, so that its batching mixes them. :func:`run_side_by_side` runs each job in
 a thread of its own, used as a coroutine: only one job runs at a time, and a job that reaches
 an engine call (:func:`engine_call`) waits there until every other job has reached its next
-engine call or finished; then ``merged`` runs all the waiting calls as one and each job
-resumes with its own answers. Nothing runs concurrently, so the jobs' code needs no locks and
+engine call or finished; then ``merged`` runs all the waiting calls as one (it gets each
+call's job number and payload) and each job resumes with its own answers. Nothing runs concurrently, so the jobs' code needs no locks and
 the engine is only ever called from the caller's thread.
 
 Example:
     >>> def job(words):                 # a job: plain code that makes engine calls
     ...     return [answer.upper() for answer in engine_call(words)]
     >>> calls = []
-    >>> def merged(payloads):           # one engine call for every job's waiting call
-    ...     calls.append(payloads)
-    ...     return [[word + "!" for word in words] for words in payloads]
+    >>> def merged(waiting):            # one engine call for every job's waiting call
+    ...     calls.append(waiting)
+    ...     return [[f"{word}{job}" for word in words] for job, words in waiting]
     >>> run_side_by_side([lambda: job(["a", "b"]), lambda: job(["c"])], merged)
-    [['A!', 'B!'], ['C!']]
+    [['A0', 'B0'], ['C1']]
     >>> calls
-    [[['a', 'b'], ['c']]]
+    [[(0, ['a', 'b']), (1, ['c'])]]
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def current_job() -> _Job | None:
     return getattr(_local, "job", None)
 
 
-def run_side_by_side(jobs: list[Callable[[], Any]], merged: Callable[[list[Any]], list[Any]]) -> list[Any]:
-    """Run ``jobs`` side by side; ``merged(payloads)`` answers each round's engine calls (one answer
-    per payload, in order). Returns each job's result; the first error of a job or of ``merged`` is
+def run_side_by_side(jobs: list[Callable[[], Any]], merged: Callable[[list[tuple[int, Any]]], list[Any]]) -> list[Any]:
+    """Run ``jobs`` side by side; ``merged([(job number, payload), ...])`` answers each round's
+    engine calls (one answer per call, in order; a finished job has no call in later rounds). Returns each job's result; the first error of a job or of ``merged`` is
     raised after every other job has been stopped."""
     events: queue.SimpleQueue = queue.SimpleQueue()
     runners = [_Job(work, events) for work in jobs]
@@ -101,7 +101,7 @@ def run_side_by_side(jobs: list[Callable[[], Any]], merged: Callable[[list[Any]]
             advance(index, start=True)
         while blocked:
             calls = sorted(blocked.items())
-            answers = merged([payload for _index, payload in calls])
+            answers = merged(calls)
             if len(answers) != len(calls):
                 raise RuntimeError(f"merged call answered {len(answers)} of {len(calls)} calls")
             for (index, _payload), answer in zip(calls, answers):

@@ -145,14 +145,15 @@ class VLLMSteeredLM(SteeredLM, VLLM):
             answers += run_side_by_side(jobs, lambda calls, slots=slots: self._generate_merged(calls, slots))
         return answers
 
-    def _generate_merged(self, calls: list, slots: list[tuple[int, str]]) -> list:
-        """One ``LLM.generate`` for the waiting calls of several plan groups: each request on its
-        group's slot, with the group's plan as cache salt. Returns each call's outputs."""
+    def _generate_merged(self, calls: list[tuple[int, Any]], slots: list[tuple[int, str]]) -> list:
+        """One ``LLM.generate`` for the waiting calls ``(group, payload)`` of several plan groups: each
+        request on its group's slot, with the group's plan as cache salt. Returns each call's outputs."""
         from vllm import SamplingParams
 
         prompts, params, sizes = [], [], []
-        options = calls[0][2]
-        for (call_prompts, call_params, call_options), (slot, salt) in zip(calls, slots, strict=True):
+        options = calls[0][1][2]
+        for group, (call_prompts, call_params, call_options) in calls:
+            slot, salt = slots[group]
             if call_options != options:
                 raise RuntimeError(f"vllm-steered: plan groups called the engine with different options "
                                    f"({call_options} and {options})")

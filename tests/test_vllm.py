@@ -213,6 +213,25 @@ def test_more_plans_than_slots_run_in_chunks(auto_engine):
     assert [greedy for _, greedy in chunked] == [greedy for _, greedy in together]
 
 
+def test_groups_with_different_numbers_of_engine_calls_keep_their_plans(auto_engine):
+    """batch_size=1: lm-eval makes one engine call per request, so groups of 3, 1 and 2 requests
+    leave the merged rounds at different times; every request still runs under its own plan."""
+    engine = auto_engine
+    keep = {"task_de": (0, 1, 2), "task_fr": (0,), "task_en": (1, 2)}
+    positions = [i * 3 + t for i in range(len(CONTEXTS)) for t, task in enumerate(TASK_CODES) if i in keep[task]]
+    engine.set_plan("auto:-tgt")
+    batch_size = engine.batch_size
+    engine.batch_size = 1
+    try:
+        engine.generate_calls.clear()
+        results = engine.loglikelihood([mixed_requests("loglikelihood")[i] for i in positions])
+    finally:
+        engine.batch_size = batch_size
+    assert engine.generate_calls == [3, 2, 1]  # rounds: every group, then de and en, then de
+    expected = each_plan_alone(engine, "auto:-tgt")["loglikelihood"]
+    assert [value for value, _ in results] == pytest.approx([expected[i][0] for i in positions], abs=1e-4)
+
+
 def test_the_cache_salt_is_what_keeps_plans_apart(auto_engine, monkeypatch):
     """The isolation above is not vacuous: a request on slot 0 that shares a salt with a request
     run before under a strong plan reads that plan's prompt KV (its next-token log-probabilities
