@@ -6,8 +6,9 @@
    rounds; the ratio of the medians. Target ≤ 1.03.
 2. A language-forcing grid through lm-eval's evaluator: the same ``lape_forcing_<s>_to_<t>``
    tasks, plan (``auto:-src+2*tgt``), limit and token budget on ``hf-steered`` (float32, batch
-   16: the faster dtype for CPU matmuls) and on ``vllm-steered`` (bfloat16, continuous
-   batching), models loaded beforehand; the ratio of the evaluation times. Target ≥ 2.5 on CPU.
+   16: the faster dtype for CPU matmuls, one plan group after another) and on ``vllm-steered``
+   (bfloat16, every cell's plan on a plan slot of its own, all cells in one continuous batch),
+   models loaded beforehand; the ratio of the evaluation times. Target ≥ 2.5 on CPU.
 
 The model is the embedded Gemma-3-270m (``lape:gemma-3-270m``) with its committed 2 % neuron set
 when its package is installed, else a tiny random Llama with a random neuron set (then the

@@ -172,19 +172,30 @@ class SteeredLM:
         return list(groups.items())
 
     def run_by_plan(self, run: Callable[[list], list], requests: list) -> list:
-        """Run ``requests`` one plan at a time (one group unless ``steer=auto``), results in request order."""
+        """Run ``requests`` under their plans (one group unless ``steer=auto``), results in request order."""
         if isinstance(self._spec, SteeringPlan):
             self.group_by_plan(requests)  # records the plan per task
             return run(requests)
+        groups = self.group_by_plan(requests)
         results: list[Any] = [None] * len(requests)
+        answers = self.run_plan_groups(run, [(plan, [requests[i] for i in positions]) for plan, positions in groups])
+        for (_plan, positions), group_answers in zip(groups, answers, strict=True):
+            for position, result in zip(positions, group_answers, strict=True):
+                results[position] = result
+        return results
+
+    def run_plan_groups(self, run: Callable[[list], list], groups: list[tuple[SteeringPlan, list]]) -> list[list]:
+        """``run`` each group's requests under its plan; one list of results per group. This
+        engine-neutral version runs the groups one after another (an engine that can mix plans in
+        one batch overrides it)."""
+        answers = []
         try:
-            for plan, positions in self.group_by_plan(requests):
+            for plan, group in groups:
                 self.apply_plan(plan)
-                for position, result in zip(positions, run([requests[i] for i in positions]), strict=True):
-                    results[position] = result
+                answers.append(run(group))
         finally:
             self.apply_plan(NO_STEERING)
-        return results
+        return answers
 
     # ---------------------------------------------------------------- lm-eval entry points
 

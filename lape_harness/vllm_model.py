@@ -12,17 +12,24 @@ results JSON and the same per-plan request-cache keys (:mod:`lape_harness.steere
 
 How: vLLM imports :mod:`lape_harness.vllm_worker` in each worker process as the engine's
 ``worker_extension_cls``, which wraps every decoder MLP's activation while the model loads,
-before vLLM compiles it or captures graphs. Switching plans compiles the plan once
-(:func:`~lape_harness.steering.compiled.compile_plan`) and writes each layer's scale and shift
-into the workers' vectors (each tensor-parallel rank keeps its shard of the neurons), then
-resets vLLM's prefix cache so that no KV computed under one plan serves another.
+before vLLM compiles it or captures graphs. Each wrapper holds ``plan_slots`` plans (default
+16): slot 0 is the plan set by ``steer=``/:meth:`set_plan` (switching it compiles the plan once,
+writes each layer's scale and shift into the workers' tables, each tensor-parallel rank its
+shard of the neurons, and resets vLLM's prefix cache); under ``steer=auto`` the task plans of
+one lm-eval call go into the other slots and run side by side in ONE engine call
+(:mod:`lape_harness.side_by_side`): each request carries its slot in
+``SamplingParams.extra_args`` and a per-plan ``cache_salt``, so vLLM's continuous batching mixes
+plans while its prefix cache never serves KV computed under one plan to another. More plans
+than free slots run in chunks. With ``--use_cache`` lm-eval's cache splits the requests by plan
+first, so the plans then run one after another.
 
 Checks: the model's MLPs must be of a form the workers could wrap and match the neuron file
-(layers, width across ranks); at start-up, zeroing every MLP neuron must change a probe
-prompt's next-token log-probabilities (else :class:`~lape_harness.errors.HookNeverFiredError`:
-the steering would be a silent no-op); each plan switch must reach exactly the plan's neurons.
-Only ``steer_scope=all`` and ``steer_bos=true`` are supported; ``data_parallel_size > 1`` (independent Ray engines) is
-refused.
+(layers, width across ranks); at start-up, one engine call runs a probe prompt on slot 0 and,
+beside it, on a slot where every MLP neuron is zeroed: the second must change and the first
+must not (else :class:`~lape_harness.errors.HookNeverFiredError`: the steering would be a silent
+no-op, or would leak between requests); each plan write must reach exactly the plan's neurons.
+Only ``steer_scope=all`` and ``steer_bos=true`` are supported; ``data_parallel_size > 1``
+(independent Ray engines) is refused.
 
 Example:
     >>> lm = VLLMSteeredLM(pretrained="lape:gemma-3-270m", neurons="lape-top2.safetensors", steer="auto")  # doctest: +SKIP
@@ -31,23 +38,31 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from typing import Any
 
 from lape_harness.embedded import resolve_pretrained
 from lape_harness.error_display import plain_errors
 from lape_harness.errors import HookNeverFiredError, InputError
+from lape_harness.side_by_side import current_job, engine_call, run_side_by_side
 from lape_harness.sites import UnsupportedArchitectureError
 from lape_harness.steered_lm import SteeredLM
 from lape_harness.steering.compiled import compile_plan
 from lape_harness.steering.plan import SteeringPlan
 from lape_harness.vllm_setup import cpu_defaults, lm_eval_vllm_class
+from lape_harness.vllm_worker import SLOT_KEY, SLOTS_CONFIG
 
 logger = logging.getLogger(__name__)
 
 VLLM = lm_eval_vllm_class()
 WORKER_EXTENSION = "lape_harness.vllm_worker.SteeringWorkerExtension"
 PROBE_TEXT = "The capital of France is"
+#: plan slots per layer: slot 0 for the ``steer=`` plan, the others for ``steer=auto``'s task plans.
+PLAN_SLOTS = 16
+#: how far (nats) the probe on slot 0 may move when a neighbour in its batch runs on another slot.
+NEIGHBOUR_TOLERANCE = 0.1
 
 
 class VLLMSteeredLM(SteeredLM, VLLM):
@@ -59,7 +74,7 @@ class VLLMSteeredLM(SteeredLM, VLLM):
 
     @plain_errors
     def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",
-                 allow_other_model: bool = False, **kwargs) -> None:
+                 allow_other_model: bool = False, plan_slots: int | str = PLAN_SLOTS, **kwargs) -> None:
         spec = self.check_steering_args(neurons, steer, steer_scope, allow_other_model)
         if int(kwargs.get("data_parallel_size", 1)) > 1:
             raise InputError("vllm-steered steers one engine; data_parallel_size>1 starts independent engines "
@@ -68,12 +83,16 @@ class VLLMSteeredLM(SteeredLM, VLLM):
         if extension != WORKER_EXTENSION:
             raise InputError(f"vllm-steered needs worker_extension_cls={WORKER_EXTENSION}; remove "
                              f"worker_extension_cls={extension} from --model_args")
+        kwargs["additional_config"] = {**_config_dict(kwargs.get("additional_config")), SLOTS_CONFIG: _slots(plan_slots)}
         cpu_defaults(kwargs)
         self.check_neurons_model(pretrained, kwargs)
         pretrained = resolve_pretrained(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
+        self.model = MergingLLM(self.model)
         self.num_layers, self.width = self._steerable_layout(pretrained)
+        self.plan_slots = min(self.model.collective_rpc("lape_route_slots"))
         self._active: SteeringPlan | None = None
+        self._slots: list[SteeringPlan | None] = [None] * self.plan_slots  # what each slot holds
         if self.neuron_set is not None:
             self.use_neurons(self.neuron_set)
         self._check_steering_takes_effect()
@@ -82,23 +101,77 @@ class VLLMSteeredLM(SteeredLM, VLLM):
     # ---------------------------------------------------------------- plans
 
     def apply_plan(self, plan: SteeringPlan) -> None:
-        """Write ``plan`` into every worker's scale and shift vectors and reset the prefix cache."""
+        """Write ``plan`` into slot 0 (requests that name no slot) and reset the prefix cache."""
         if plan == self._active:
             return
-        edits = compile_plan(plan, self.neuron_set, self.num_layers, self.width)
-        payload = {layer: (e.index.tolist(), e.scale.tolist(), e.shift.tolist()) for layer, e in edits.items()}
-        written = sum(self.model.collective_rpc("lape_write_plan", args=(payload,)))
-        expected = sum(len(edit.index) for edit in edits.values())
+        self._active = None
+        self._write_slot(plan, 0)
         self.model.reset_prefix_cache()
         self._active = plan
+
+    def _write_slot(self, plan: SteeringPlan, slot: int) -> None:
+        """Write ``plan`` into every worker's tables at ``slot``; every neuron must reach a worker."""
+        edits = compile_plan(plan, self.neuron_set, self.num_layers, self.width) if plan else {}
+        payload = {layer: (e.index.tolist(), e.scale.tolist(), e.shift.tolist()) for layer, e in edits.items()}
+        self._slots[slot] = None
+        written = sum(self.model.collective_rpc("lape_write_plan", args=(payload, slot)))
+        expected = sum(len(edit.index) for edit in edits.values())
         if written != expected:
             raise HookNeverFiredError(f"steer={plan}: the vLLM workers edit {written} neurons, the plan {expected}; "
                                       "the engine's layers do not match the neuron file")
+        self._slots[slot] = plan
 
     def use_neurons(self, neuron_set) -> None:
-        """Check ``neuron_set`` against the engine's layers and width; the next plan is written anew."""
+        """Check ``neuron_set`` against the engine's layers and width; the next plans are written anew."""
         neuron_set.validate_for(self.num_layers, self.width)
         self._active = None
+        self._slots = [None] * self.plan_slots
+
+    def run_plan_groups(self, run, groups: list[tuple[SteeringPlan, list]]) -> list[list]:
+        """Every group's lm-eval method side by side, their engine calls merged into one (each group
+        on a plan slot of its own); more groups than free slots run in chunks."""
+        free = self.plan_slots - 1
+        if free < 1:
+            return super().run_plan_groups(run, groups)
+        answers: list[list] = []
+        for start in range(0, len(groups), free):
+            chunk = groups[start:start + free]
+            slots = []
+            for slot, (plan, _requests) in enumerate(chunk, start=1):
+                if self._slots[slot] != plan:
+                    self._write_slot(plan, slot)
+                slots.append((slot, self.cache_namespace(plan)))
+            jobs = [lambda requests=requests: run(requests) for _plan, requests in chunk]
+            answers += run_side_by_side(jobs, lambda calls, slots=slots: self._generate_merged(calls, slots))
+        return answers
+
+    def _generate_merged(self, calls: list[tuple[int, Any]], slots: list[tuple[int, str]]) -> list:
+        """One ``LLM.generate`` for the waiting calls ``(group, payload)`` of several plan groups: each
+        request on its group's slot, with the group's plan as cache salt. Returns each call's outputs."""
+        from vllm import SamplingParams
+
+        prompts, params, sizes = [], [], []
+        options = calls[0][1][2]
+        for group, (call_prompts, call_params, call_options) in calls:
+            slot, salt = slots[group]
+            if call_options != options:
+                raise RuntimeError(f"vllm-steered: plan groups called the engine with different options "
+                                   f"({call_options} and {options})")
+            call_params = call_params if isinstance(call_params, list) else [call_params] * len(call_prompts)
+            tagged: dict[int, SamplingParams] = {}  # lm-eval shares one SamplingParams among requests
+            for prompt, param in zip(call_prompts, call_params, strict=True):
+                if id(param) not in tagged:
+                    tagged[id(param)] = copy = param.clone()
+                    copy.extra_args = {**(param.extra_args or {}), SLOT_KEY: slot}
+                prompts.append({**prompt, "cache_salt": f"lape-steer:{salt}"})
+                params.append(tagged[id(param)])
+            sizes.append(len(call_prompts))
+        outputs = self.model.llm.generate(prompts, params, **options)
+        answers, start = [], 0
+        for size in sizes:
+            answers.append(outputs[start:start + size])
+            start += size
+        return answers
 
     # ---------------------------------------------------------------- start-up checks
 
@@ -115,31 +188,92 @@ class VLLMSteeredLM(SteeredLM, VLLM):
         return first["layers"], sum(layout["width"] for layout in layouts)
 
     def _check_steering_takes_effect(self) -> None:
-        """Zero every MLP neuron: a probe prompt's next-token log-probabilities must change (else the
-        engine runs a model that ignores the vectors, e.g. compiled before they existed)."""
+        """One engine call runs a probe prompt twice: on slot 0 (unsteered) and on the last slot with
+        every MLP neuron zeroed. The second must change the next-token log-probabilities (else the
+        engine ignores the tables, e.g. it was compiled before they existed) and the first must not
+        (else plans leak between the requests of a batch)."""
         from vllm import SamplingParams, TokensPrompt
 
-        prompt = [TokensPrompt(prompt_token_ids=self.tok_encode(PROBE_TEXT))]
-        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=5)
+        slot = self.plan_slots - 1
+        tokens = self.tok_encode(PROBE_TEXT)
 
-        def next_token_logprobs() -> dict[int, float]:
+        def probe(slots: tuple[int, int]) -> list[dict[int, float]]:
+            prompts = [TokensPrompt(prompt_token_ids=tokens, cache_salt=f"lape-probe-{n}") for n in slots]
+            params = [SamplingParams(temperature=0.0, max_tokens=1, logprobs=5, extra_args={SLOT_KEY: n})
+                      for n in slots]
             self.model.reset_prefix_cache()
-            output = self.model.generate(prompt, params, use_tqdm=False)[0].outputs[0]
-            return {token: entry.logprob for token, entry in output.logprobs[0].items()}
+            outputs = self.model.llm.generate(prompts, params, use_tqdm=False)
+            return [{token: entry.logprob for token, entry in output.outputs[0].logprobs[0].items()}
+                    for output in outputs]
 
-        plain = next_token_logprobs()
+        plain = probe((0, 0))
         zero = [0.0] * self.width
         everything = {layer: (list(range(self.width)), zero, zero) for layer in range(self.num_layers)}
-        self.model.collective_rpc("lape_write_plan", args=(everything,))
+        self._slots[slot] = None
+        self.model.collective_rpc("lape_write_plan", args=(everything, slot))
         try:
-            steered = next_token_logprobs()
+            neighbour, steered = probe((0, slot))
         finally:
-            self.model.collective_rpc("lape_write_plan", args=({},))
+            self.model.collective_rpc("lape_write_plan", args=({}, slot))
             self.model.reset_prefix_cache()
-        if steered == plain:
+        if steered == plain[1]:
             raise HookNeverFiredError(
                 "vllm-steered: zeroing every MLP neuron did not change the model's output, so steering would "
                 "be a silent no-op in this engine configuration; try enforce_eager=True and report the vLLM version"
             )
-        logger.info("vllm-steered: steering takes effect in the engine (start-up check passed)")
+        moved = _largest_change(plain[0], neighbour) if slot else 0.0  # one slot: both requests steered
+        if moved > NEIGHBOUR_TOLERANCE:
+            raise HookNeverFiredError(
+                f"vllm-steered: a request on plan slot 0 moved by {moved:.3g} nats when another request of its "
+                f"batch ran on slot {slot}, so plans would leak between requests in this engine configuration "
+                "(e.g. a model runner that orders tokens differently): pass plan_slots=1 to run plans one after "
+                "another, and report the vLLM version"
+            )
+        logger.info("vllm-steered: steering takes effect per request in the engine (start-up check passed)")
 
+
+class MergingLLM:
+    """vLLM's ``LLM`` (as ``llm``, every attribute passed through) whose ``generate`` calls made
+    inside a side-by-side job (:mod:`lape_harness.side_by_side`) wait to be merged into one."""
+
+    def __init__(self, llm) -> None:
+        self.llm = llm
+
+    def __getattr__(self, name: str):
+        return getattr(self.llm, name)
+
+    def generate(self, prompts, sampling_params=None, **options):
+        if current_job() is None:
+            return self.llm.generate(prompts, sampling_params, **options)
+        return engine_call((prompts, sampling_params, options))
+
+
+def _largest_change(before: dict[int, float], after: dict[int, float]) -> float:
+    """The largest log-probability change over ``before``'s top tokens (inf if one left the top)."""
+    return max(abs(value - after[token]) if token in after else math.inf for token, value in before.items())
+
+
+def _config_dict(value) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+    raise InputError(f"additional_config={value!r} is not a JSON object; e.g. additional_config='{{\"key\": 1}}'")
+
+
+def _slots(value) -> int:
+    try:
+        slots = int(value)
+    except (TypeError, ValueError):
+        slots = 0
+    if slots < 1:
+        raise InputError(f"plan_slots={value!r}: give a whole number of plan slots, at least 1 (default {PLAN_SLOTS}; "
+                         "1 runs steer=auto's plans one after another)")
+    return slots

@@ -6,22 +6,33 @@ plan term is the affine edit ``a ← s·a + b`` (:mod:`lape_harness.steering.com
 
     (s·act(g) + b)·u = s·(act(g)·u) + b·u,
 
-so :class:`SteeredActAndMul` wraps the act-and-mul op and computes ``s·out + b·u`` with two
-vectors over this rank's tensor-parallel shard of the layer's neurons (``s = 1, b = 0``: the
+so :class:`SteeredActAndMul` wraps the act-and-mul op and computes ``s·out + b·u`` with ``s``
+and ``b`` over this rank's tensor-parallel shard of the layer's neurons (``s = 1, b = 0``: the
 plain model). Non-gated MLPs (``act(h)`` then a down projection) get :class:`SteeredActivation`:
 ``s·act(h) + b``.
 
+Plan slots: each wrapper holds a small table of plans, ``scale`` and ``shift`` of shape
+``[slots, width]`` (slot 0: the engine's current plan), and every token picks its row through one
+per-token slot index shared by all layers, so one forward pass can run requests under different
+plans. A request names its slot in ``SamplingParams.extra_args["lape_plan_slot"]`` (none: slot
+0); :class:`SlotRouter` fills the index before each forward pass from the scheduler's output, in
+the model runner's token order.
+
 The wrappers are installed while vLLM loads the model (:func:`install_on_load`, run when vLLM
 imports this module as the engine's ``worker_extension_cls``), before vLLM compiles the model
-or captures graphs: the compiled model reads the two vectors as buffers, and switching plans
-writes into them in place (:meth:`SteeringWorkerExtension.lape_write_plan`) with no reload and
-no recompilation. ``lape_harness.vllm_model`` drives this from the lm-eval process through
+or captures graphs: the compiled model reads the tables and the slot index as buffers at fixed
+addresses, and switching plans writes into them in place
+(:meth:`SteeringWorkerExtension.lape_write_plan`) with no reload and no recompilation. The number
+of slots is read at load time from the engine's ``additional_config["lape_plan_slots"]``
+(default 1). ``lape_harness.vllm_model`` drives this from the lm-eval process through
 ``collective_rpc``.
 
 Example (inside a worker; the lm-eval side calls these through ``llm.collective_rpc``):
-    >>> llm.collective_rpc("lape_layout")                    # doctest: +SKIP
-    [{'layers': 18, 'width': 2048, 'offset': 0, 'rank': 0}]
-    >>> llm.collective_rpc("lape_write_plan", args=(edits,))  # doctest: +SKIP
+    >>> llm.collective_rpc("lape_layout")                       # doctest: +SKIP
+    [{'layers': 18, 'width': 2048, 'offset': 0, 'rank': 0, 'slots': 16, ...}]
+    >>> llm.collective_rpc("lape_route_slots")                  # doctest: +SKIP
+    [16]
+    >>> llm.collective_rpc("lape_write_plan", args=(edits, 3))  # slot 3  # doctest: +SKIP
     [412]
 """
 
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,36 +49,66 @@ ACT_THEN_UP = ("SiluAndMul", "GeluAndMul", "GeluAndMulSparse", "SiluAndMulWithCl
                "NewGELUAndMul", "QuickGELUAndMul", "ReLUSquaredAndMul", "GELUTanhAndMul")
 #: act-and-mul ops whose output is ``(first half)·act(second half)``.
 UP_THEN_ACT = ("MulAndSilu",)
+#: the engine's ``additional_config`` key giving the number of plan slots per layer.
+SLOTS_CONFIG = "lape_plan_slots"
 #: one MLP per decoder layer: ``...layers.<n>.mlp`` (vision or audio towers are not steered).
 _DECODER_MLP = re.compile(r"(^|\.)layers\.(\d+)\.(mlp|feed_forward)$")
 _OTHER_TOWERS = re.compile(r"vision|visual|audio|image|speech")
 
 
-class SteeredActAndMul(nn.Module):
+#: ``SamplingParams.extra_args`` key naming a request's plan slot.
+SLOT_KEY = "lape_plan_slot"
+
+
+class _PlanTable(nn.Module):
+    """Rows of ``scale`` and ``shift`` per plan slot over ``width`` neurons, and the shared
+    per-token slot index that picks a row for every token of the batch."""
+
+    def __init__(self, width: int, slot_index: torch.Tensor, slots: int, dtype: torch.dtype, device) -> None:
+        super().__init__()
+        self.width = width
+        self.register_buffer("lape_scale", torch.ones(slots, width, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("lape_shift", torch.zeros(slots, width, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("lape_slot", slot_index, persistent=False)
+
+    def rows(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each token's ``(scale, shift)``, shaped like ``out`` (tokens first, neurons last)."""
+        slot = self.lape_slot[: out.numel() // self.width]
+        return (self.lape_scale[slot].view(out.shape), self.lape_shift[slot].view(out.shape))
+
+
+class SteeredActAndMul(_PlanTable):
     """``act_and_mul(x)`` with this rank's neurons edited: ``scale·act(g)·u + shift·u``."""
 
-    def __init__(self, act_and_mul: nn.Module, width: int, up_first: bool, dtype: torch.dtype, device) -> None:
-        super().__init__()
-        self.act_and_mul, self.width, self.up_first = act_and_mul, width, up_first
-        self.register_buffer("lape_scale", torch.ones(width, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("lape_shift", torch.zeros(width, dtype=dtype, device=device), persistent=False)
+    def __init__(self, act_and_mul: nn.Module, width: int, up_first: bool, dtype: torch.dtype, device,
+                 slot_index: torch.Tensor | None = None, slots: int = 1) -> None:
+        super().__init__(width, _slot_index(slot_index, device), slots, dtype, device)
+        self.act_and_mul, self.up_first = act_and_mul, up_first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = x[..., : self.width] if self.up_first else x[..., self.width :]
-        return torch.addcmul(self.act_and_mul(x) * self.lape_scale, up, self.lape_shift)
+        out = self.act_and_mul(x)
+        scale, shift = self.rows(out)
+        return torch.addcmul(out * scale, up, shift)
 
 
-class SteeredActivation(nn.Module):
+class SteeredActivation(_PlanTable):
     """``act(h)`` of a non-gated MLP with this rank's neurons edited: ``scale·act(h) + shift``."""
 
-    def __init__(self, activation: nn.Module, width: int, dtype: torch.dtype, device) -> None:
-        super().__init__()
-        self.activation, self.width = activation, width
-        self.register_buffer("lape_scale", torch.ones(width, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("lape_shift", torch.zeros(width, dtype=dtype, device=device), persistent=False)
+    def __init__(self, activation: nn.Module, width: int, dtype: torch.dtype, device,
+                 slot_index: torch.Tensor | None = None, slots: int = 1) -> None:
+        super().__init__(width, _slot_index(slot_index, device), slots, dtype, device)
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.lape_shift, self.activation(x), self.lape_scale)
+        out = self.activation(x)
+        scale, shift = self.rows(out)
+        return torch.addcmul(shift, out, scale)
+
+
+def _slot_index(slot_index: torch.Tensor | None, device, tokens: int = 8192) -> torch.Tensor:
+    """The shared per-token slot index (all zeros: every token on slot 0)."""
+    return torch.zeros(tokens, dtype=torch.long, device=device) if slot_index is None else slot_index
 
 
 STEERED = (SteeredActAndMul, SteeredActivation)
@@ -82,13 +124,15 @@ def decoder_mlps(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, module) for _layer, name, module in sorted(found, key=lambda item: item[0])]
 
 
-def install(model: nn.Module, dtype: torch.dtype) -> int:
-    """Wrap every decoder layer's activation; returns how many layers can be steered.
+def install(model: nn.Module, dtype: torch.dtype, slots: int = 1, max_tokens: int = 8192) -> int:
+    """Wrap every decoder layer's activation with ``slots`` plan slots and one slot index for up to
+    ``max_tokens`` tokens per forward pass; returns how many layers can be steered.
 
     A layer whose MLP has no form this module knows is left alone (the lm-eval side then
     refuses the model with the reason, see :func:`layout`).
     """
     steered = 0
+    slot_index = None
     for _name, mlp in decoder_mlps(model):
         if isinstance(getattr(mlp, "act_fn", None), STEERED) or isinstance(getattr(mlp, "act", None), STEERED):
             steered += 1
@@ -98,12 +142,14 @@ def install(model: nn.Module, dtype: torch.dtype) -> int:
         if width is None:
             continue
         device = next(down.parameters()).device
+        if slot_index is None:
+            slot_index = torch.zeros(max_tokens, dtype=torch.long, device=device)
         act_fn = getattr(mlp, "act_fn", None)
         kind = type(act_fn).__name__
         if hasattr(mlp, "gate_up_proj") and kind in ACT_THEN_UP + UP_THEN_ACT:
-            mlp.act_fn = SteeredActAndMul(act_fn, width, kind in UP_THEN_ACT, dtype, device)
+            mlp.act_fn = SteeredActAndMul(act_fn, width, kind in UP_THEN_ACT, dtype, device, slot_index, slots)
         elif not hasattr(mlp, "gate_up_proj") and isinstance(getattr(mlp, "act", None), nn.Module):
-            mlp.act = SteeredActivation(mlp.act, width, dtype, device)
+            mlp.act = SteeredActivation(mlp.act, width, dtype, device, slot_index, slots)
         else:
             continue
         steered += 1
@@ -128,31 +174,122 @@ def layout(model: nn.Module) -> dict:
     modules = steered_modules(model)
     rank = _rank()
     width = modules[0].width if modules else 0
+    slots = modules[0].lape_scale.shape[0] if modules else 0
     forms = sorted({f"{type(mlp).__name__}({type(getattr(mlp, 'act_fn', getattr(mlp, 'act', None))).__name__})"
                     for _name, mlp in mlps})
     return {"layers": len(mlps), "steered": len(modules), "width": width, "offset": rank * width, "rank": rank,
-            "forms": forms}
+            "slots": slots, "forms": forms}
 
 
-def write_plan(model: nn.Module, edits: dict[int, tuple[list[int], list[float], list[float]]]) -> int:
-    """Write a compiled plan into this rank's vectors: ``edits`` maps a layer to the full layer's
-    neuron indices with their scale and shift; this rank keeps the indices of its shard. Every
-    other neuron returns to ``scale 1, shift 0``. Returns how many neurons this rank edits."""
+def write_plan(model: nn.Module, edits: dict[int, tuple[list[int], list[float], list[float]]], slot: int = 0) -> int:
+    """Write a compiled plan into plan slot ``slot`` of this rank's tables: ``edits`` maps a layer to
+    the full layer's neuron indices with their scale and shift; this rank keeps the indices of its
+    shard. Every other neuron of the slot returns to ``scale 1, shift 0``. Returns how many neurons
+    this rank edits."""
     modules = steered_modules(model)
     written = 0
     for layer, module in enumerate(modules):
-        module.lape_scale.fill_(1.0)
-        module.lape_shift.zero_()
+        scale_row, shift_row = module.lape_scale[slot], module.lape_shift[slot]
+        scale_row.fill_(1.0)
+        shift_row.zero_()
         if layer not in edits:
             continue
         index, scale, shift = (torch.tensor(values, dtype=torch.float64) for values in edits[layer])
         offset = module.width * _rank()
         mine = (index >= offset) & (index < offset + module.width)
-        local = (index[mine] - offset).long().to(module.lape_scale.device)
-        module.lape_scale[local] = scale[mine].to(module.lape_scale.device, module.lape_scale.dtype)
-        module.lape_shift[local] = shift[mine].to(module.lape_shift.device, module.lape_shift.dtype)
+        local = (index[mine] - offset).long().to(scale_row.device)
+        scale_row[local] = scale[mine].to(scale_row.device, scale_row.dtype)
+        shift_row[local] = shift[mine].to(shift_row.device, shift_row.dtype)
         written += int(mine.sum())
     return written
+
+
+class SlotRouter:
+    """Fills the shared slot index before each forward pass: request ``r`` runs ``n_r`` tokens
+    of the flattened batch, in the model runner's request order, all on ``r``'s plan slot.
+
+    A request's slot comes from ``SamplingParams.extra_args[SLOT_KEY]`` when the scheduler first
+    sends it (``scheduled_new_reqs``) and is forgotten when it finishes.
+
+    >>> router = SlotRouter(torch.zeros(6, dtype=torch.long), slots=4)
+    >>> router.slot_of.update(a=2, b=3)
+    >>> router.fill(["b", "c", "a"], [2, 1, 2])
+    >>> router.slot_index.tolist()
+    [3, 3, 0, 2, 2, 0]
+    """
+
+    def __init__(self, slot_index: torch.Tensor, slots: int) -> None:
+        self.slot_index, self.slots = slot_index, slots
+        self.slot_of: dict[str, int] = {}
+        self._filled = 0  # tokens at the index's start that may hold a slot other than 0
+
+    def learn(self, scheduler_output) -> None:
+        """Record the slots of the step's new requests; forget finished ones."""
+        for request in scheduler_output.scheduled_new_reqs:
+            extra = getattr(request.sampling_params, "extra_args", None) or {}
+            slot = int(extra.get(SLOT_KEY, 0))
+            if not 0 <= slot < self.slots:
+                raise ValueError(f"request {request.req_id}: {SLOT_KEY}={slot}, but this engine has "
+                                 f"{self.slots} plan slots (additional_config lape_plan_slots)")
+            if slot:
+                self.slot_of[request.req_id] = slot
+        for req_id in scheduler_output.finished_req_ids:
+            self.slot_of.pop(req_id, None)
+
+    def fill(self, req_ids, num_scheduled_tokens) -> None:
+        """Slot of every token, requests in batch order with their token counts."""
+        slots = [self.slot_of.get(req_id, 0) for req_id in req_ids]
+        if not any(slots):
+            if self._filled:
+                self.slot_index[: self._filled].zero_()
+                self._filled = 0
+            return
+        per_token = np.repeat(np.asarray(slots, dtype=np.int64), np.asarray(num_scheduled_tokens, dtype=np.int64))
+        tokens = len(per_token)
+        self.slot_index[:tokens].copy_(torch.from_numpy(per_token), non_blocking=self.slot_index.is_cuda)
+        if self._filled > tokens:
+            self.slot_index[tokens : self._filled].zero_()
+        self._filled = tokens
+
+
+def route_slots(runner, model: nn.Module) -> int:
+    """Make ``runner`` (vLLM's model runner) fill the slot index before every forward pass;
+    returns the number of plan slots (idempotent).
+
+    Model runner V1 (``vllm/v1/worker/gpu_model_runner.py``, also the CPU runner's base) lays the
+    batch's tokens out request by request in ``input_batch.req_ids`` order with the counts it
+    passes to ``_prepare_inputs``; model runner V2 (``vllm/v1/worker/gpu/model_runner.py``) in
+    ``batch_req_state.req_ids`` order with ``batch_req_state.num_scheduled_tokens``.
+    """
+    modules = steered_modules(model)
+    if not modules:
+        return 0
+    if isinstance(getattr(runner, "lape_slot_router", None), SlotRouter):
+        return runner.lape_slot_router.slots
+    router = SlotRouter(modules[0].lape_slot, modules[0].lape_scale.shape[0])
+    if hasattr(runner, "_prepare_inputs"):  # model runner V1
+        prepare = runner._prepare_inputs
+
+        def prepare_v1(scheduler_output, num_scheduled_tokens, *args, **kwargs):
+            router.learn(scheduler_output)
+            router.fill(runner.input_batch.req_ids[: len(num_scheduled_tokens)], num_scheduled_tokens)
+            return prepare(scheduler_output, num_scheduled_tokens, *args, **kwargs)
+
+        runner._prepare_inputs = prepare_v1
+    elif hasattr(runner, "prepare_inputs") and hasattr(runner, "gather_batch_req_state"):  # model runner V2
+        prepare = runner.prepare_inputs
+
+        def prepare_v2(scheduler_output, batch_req_state, *args, **kwargs):
+            router.learn(scheduler_output)
+            router.fill(batch_req_state.req_ids, batch_req_state.num_scheduled_tokens)
+            return prepare(scheduler_output, batch_req_state, *args, **kwargs)
+
+        runner.prepare_inputs = prepare_v2
+    else:
+        raise RuntimeError(f"lape-harness cannot route plan slots in vLLM's {type(runner).__name__}: "
+                           "it has neither _prepare_inputs (model runner V1) nor prepare_inputs (V2)")
+    runner.lape_slot_router = router
+    return router.slots
 
 
 def _rank() -> int:
@@ -168,8 +305,11 @@ class SteeringWorkerExtension:
     def lape_layout(self) -> dict:
         return layout(self.model_runner.model)
 
-    def lape_write_plan(self, edits: dict) -> int:
-        return write_plan(self.model_runner.model, {int(layer): edit for layer, edit in edits.items()})
+    def lape_route_slots(self) -> int:
+        return route_slots(self.model_runner, self.model_runner.model)
+
+    def lape_write_plan(self, edits: dict, slot: int = 0) -> int:
+        return write_plan(self.model_runner.model, {int(layer): edit for layer, edit in edits.items()}, slot)
 
 
 def install_on_load() -> None:
@@ -183,7 +323,9 @@ def install_on_load() -> None:
 
     def load_and_install(self, vllm_config, model_config, *args, **kwargs):
         model = load_model(self, vllm_config, model_config, *args, **kwargs)
-        install(model, model_config.dtype)
+        extra = vllm_config.additional_config if isinstance(vllm_config.additional_config, dict) else {}
+        install(model, model_config.dtype, int(extra.get(SLOTS_CONFIG, 1)),
+                vllm_config.scheduler_config.max_num_batched_tokens)
         return model
 
     load_and_install.lape_steering = True

@@ -137,24 +137,131 @@ def test_none_is_plain_vllm_and_survives_a_plan_switch(engine, plain):
     assert {kind: scores(engine, kind) for kind in expected} == expected  # bit for bit, cache reset
 
 
-def test_auto_steers_each_task_by_its_languages(engine, hf_results):
-    engine.task_languages = lambda task: {
-        "task_de": _languages("de"), "task_fr": _languages("fr")}.get(task)
+TASK_CODES = {"task_de": "de", "task_fr": "fr", "task_en": "en"}
+KINDS = ("loglikelihood", "generate_until")
+
+
+def mixed_requests(kind: str) -> list[Instance]:
+    """Every context under every task, tasks interleaved: the same prompt under three plans."""
+    return [request for i in range(len(CONTEXTS)) for task in TASK_CODES for request in requests(kind, task)[i:i + 1]]
+
+
+@pytest.fixture
+def auto_engine(engine, monkeypatch):
+    """The shared engine with a language per task, counting its calls of vLLM's ``generate``."""
+    engine.task_languages = lambda task: _languages(TASK_CODES[task]) if task in TASK_CODES else None
+    llm = engine.model.llm
+    calls = []
+    real = llm.generate
+    monkeypatch.setattr(llm, "generate", lambda *args, **kwargs: calls.append(len(args[0])) or real(*args, **kwargs))
+    engine.generate_calls = calls
     try:
-        engine.set_plan("auto:-tgt")
-        mixed = requests("loglikelihood", "task_de")[:2] + requests("loglikelihood", "task_fr")[2:]
-        results = engine.loglikelihood(mixed)
-        assert engine.plans_by_task == {"task_de": "-de", "task_fr": "-fr"}
-        engine.set_plan("-de")
-        alone_de = scores(engine, "loglikelihood")
-        engine.set_plan("-fr")
-        alone_fr = scores(engine, "loglikelihood")
+        yield engine
     finally:
-        del engine.task_languages
+        del engine.task_languages, engine.generate_calls
         engine.set_plan("none")
-    assert results == alone_de[:2] + alone_fr[2:]
-    assert [value for value, _ in alone_de] == pytest.approx([value for value, _ in hf_results["-de"]["loglikelihood"]],
-                                                             abs=1e-3)
+
+
+def each_plan_alone(engine, template: str) -> dict:
+    """What ``mixed_requests`` must give: each task's plan set alone (slot 0), request by request."""
+    alone = {}
+    for task, code in TASK_CODES.items():
+        engine.set_plan(template.removeprefix("auto:").replace("tgt", code))
+        alone[task] = {kind: scores(engine, kind, task) for kind in KINDS}
+    return {kind: [alone[task][kind][i] for i in range(len(CONTEXTS)) for task in TASK_CODES] for kind in KINDS}
+
+
+def test_auto_runs_every_task_plan_in_one_engine_call(auto_engine, hf_results):
+    """Three tasks, three plans, one vLLM call per lm-eval method, each request under its own
+    plan: the same scores and text as each plan alone. The second template rewrites the slots
+    while the prefix cache still holds the first's prompts (block 32, the prompts share a
+    prefix longer than a block, and identical prompts under different plans sit in one batch):
+    each plan's cache salt keeps the KV apart."""
+    engine = auto_engine
+    mixed = {}
+    for template in ("auto:-tgt", "auto:+2*tgt"):
+        engine.set_plan(template)
+        engine.generate_calls.clear()
+        mixed[template] = {kind: getattr(engine, kind)(mixed_requests(kind)) for kind in KINDS}
+        assert engine.generate_calls == [3 * len(CONTEXTS)] * 2  # one call per method, all nine requests
+        assert engine.plans_by_task == {task: template.removeprefix("auto:").replace("tgt", code)
+                                        for task, code in TASK_CODES.items()}
+    for template, results in mixed.items():
+        expected = each_plan_alone(engine, template)
+        assert _text(results["generate_until"]) == _text(expected["generate_until"]), template
+        for (value, greedy), (alone, alone_greedy) in zip(results["loglikelihood"], expected["loglikelihood"],
+                                                          strict=True):
+            assert math.isclose(value, alone, abs_tol=1e-4) and greedy == alone_greedy, (template, value, alone)
+    minus_de = [value for value, _ in mixed["auto:-tgt"]["loglikelihood"][0::3]]
+    assert minus_de == pytest.approx([value for value, _ in hf_results["-de"]["loglikelihood"]], abs=1e-3)
+
+
+def test_more_plans_than_slots_run_in_chunks(auto_engine):
+    """Two free slots, three plans: two engine calls (two plans, then one), same results."""
+    engine = auto_engine
+    engine.set_plan("auto:-tgt")
+    together = engine.loglikelihood(mixed_requests("loglikelihood"))
+    slots = engine.plan_slots
+    engine.plan_slots = 3
+    try:
+        engine.generate_calls.clear()
+        chunked = engine.loglikelihood(mixed_requests("loglikelihood"))
+    finally:
+        engine.plan_slots = slots
+    assert engine.generate_calls == [2 * len(CONTEXTS), len(CONTEXTS)]
+    assert [value for value, _ in chunked] == pytest.approx([value for value, _ in together], abs=1e-4)
+    assert [greedy for _, greedy in chunked] == [greedy for _, greedy in together]
+
+
+def test_groups_with_different_numbers_of_engine_calls_keep_their_plans(auto_engine):
+    """batch_size=1: lm-eval makes one engine call per request, so groups of 3, 1 and 2 requests
+    leave the merged rounds at different times; every request still runs under its own plan."""
+    engine = auto_engine
+    keep = {"task_de": (0, 1, 2), "task_fr": (0,), "task_en": (1, 2)}
+    positions = [i * 3 + t for i in range(len(CONTEXTS)) for t, task in enumerate(TASK_CODES) if i in keep[task]]
+    engine.set_plan("auto:-tgt")
+    batch_size = engine.batch_size
+    engine.batch_size = 1
+    try:
+        engine.generate_calls.clear()
+        results = engine.loglikelihood([mixed_requests("loglikelihood")[i] for i in positions])
+    finally:
+        engine.batch_size = batch_size
+    assert engine.generate_calls == [3, 2, 1]  # rounds: every group, then de and en, then de
+    expected = each_plan_alone(engine, "auto:-tgt")["loglikelihood"]
+    assert [value for value, _ in results] == pytest.approx([expected[i][0] for i in positions], abs=1e-4)
+
+
+def test_the_cache_salt_is_what_keeps_plans_apart(auto_engine, monkeypatch):
+    """The isolation above is not vacuous: a request on slot 0 that shares a salt with a request
+    run before under a strong plan reads that plan's prompt KV (its next-token log-probabilities
+    move); under its own salt it does not. vllm-steered salts each plan with its cache namespace."""
+    from vllm import SamplingParams, TokensPrompt
+
+    engine = auto_engine
+    llm = engine.model.llm
+    tokens = engine.tok_encode(CONTEXTS[0])
+    engine._write_slot(_plan("-de=-1.5"), 1)
+
+    def next_token(slot: int, salt: str) -> dict:
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=5, extra_args={"lape_plan_slot": slot})
+        output = llm.generate([TokensPrompt(prompt_token_ids=tokens, cache_salt=salt)], params, use_tqdm=False)[0]
+        return {token: entry.logprob for token, entry in output.outputs[0].logprobs[0].items()}
+
+    engine.model.reset_prefix_cache()
+    fresh = next_token(0, "plain")
+    next_token(1, "shared")          # caches the prompt's full blocks computed under -de=-1.5
+    assert next_token(0, "shared") != fresh
+    assert next_token(0, "plain") == fresh
+    engine.model.reset_prefix_cache()
+    engine.set_plan("auto:-tgt")
+    salts = []
+    counted = llm.generate
+    monkeypatch.setattr(llm, "generate", lambda prompts, *args, **kwargs:
+                        salts.extend(prompt["cache_salt"] for prompt in prompts) or counted(prompts, *args, **kwargs))
+    engine.generate_until(mixed_requests("generate_until"))
+    expected = {f"lape-steer:{engine.cache_namespace(_plan('-' + code))}" for code in TASK_CODES.values()}
+    assert set(salts) == expected and all(salts.count(salt) == len(CONTEXTS) for salt in expected)
 
 
 def _languages(code: str):
@@ -199,6 +306,25 @@ def test_a_steering_that_does_not_reach_the_model_is_an_error(engine, monkeypatc
     engine.set_plan("none")
 
 
+def test_a_plan_that_reaches_other_requests_of_its_batch_is_an_error(engine, monkeypatch):
+    """What a model runner that ordered tokens differently would look like: a plan written to
+    one slot also steers requests on slot 0. The start-up check refuses it."""
+    llm = engine.model
+    real = llm.collective_rpc
+
+    def leaking(method, *args, **kwargs):
+        if method == "lape_write_plan":
+            real(method, args=(kwargs["args"][0], 0))
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(llm, "collective_rpc", leaking)
+    with pytest.raises(HookNeverFiredError, match="leak between requests"):
+        engine._check_steering_takes_effect()
+    monkeypatch.setattr(llm, "collective_rpc", real)
+    engine._active = None
+    engine.set_plan("none")
+
+
 def _plan(spec: str):
     from lape_harness.steering import parse_steer
 
@@ -216,6 +342,8 @@ def test_registered_and_bad_arguments_fail_before_loading(model_dir, neuron_file
         ({"data_parallel_size": 2}, "tensor_parallel_size"),
         ({"worker_extension_cls": "my.Extension"}, "worker_extension_cls"),
         ({"steer": "-xx"}, "xx"),
+        ({"plan_slots": 0}, "plan_slots"),
+        ({"additional_config": "[1]"}, "additional_config"),
     ]:
         with pytest.raises(InputError, match=match):
             VLLMSteeredLM(pretrained=str(model_dir), neurons=str(neuron_file), **{"steer": "-de", **arguments})
@@ -233,26 +361,56 @@ def test_wrappers_compute_the_edited_activation():
     torch.manual_seed(0)
     width = 6
     x = torch.randn(3, 2 * width)
-    scale, shift = torch.randn(width), torch.randn(width)
+    scale, shift = torch.randn(3, width), torch.randn(3, width)  # plan slots 0, 1, 2
+    slot_index = torch.tensor([2, 0, 1, 0])  # token t runs on slot slot_index[t]; longer than the batch
+    rows = slot_index[:3]
     with set_current_vllm_config(VllmConfig()):  # vLLM's ops read it when built
         ops = (SiluAndMul(), GeluAndMul(), MulAndSilu())
     for op, act, up_first in ((ops[0], torch.nn.functional.silu, False),
                               (ops[1], torch.nn.functional.gelu, False),
                               (ops[2], torch.nn.functional.silu, True)):
         gate, up = (x[:, width:], x[:, :width]) if up_first else (x[:, :width], x[:, width:])
-        wrapper = SteeredActAndMul(op, width, up_first, torch.float32, "cpu")
+        wrapper = SteeredActAndMul(op, width, up_first, torch.float32, "cpu", slot_index.clone(), slots=3)
         assert torch.allclose(wrapper(x), act(gate) * up, atol=1e-6)  # identity until a plan is written
         wrapper.lape_scale.copy_(scale)
         wrapper.lape_shift.copy_(shift)
-        assert torch.allclose(wrapper(x), (scale * act(gate) + shift) * up, atol=1e-5)
-    plain = SteeredActivation(torch.nn.GELU(), width, torch.float32, "cpu")
+        expected = torch.stack([(scale[s] * act(gate[t]) + shift[s]) * up[t] for t, s in enumerate(rows.tolist())])
+        assert torch.allclose(wrapper(x), expected, atol=1e-5)
+    plain = SteeredActivation(torch.nn.GELU(), width, torch.float32, "cpu", slot_index.clone(), slots=3)
     plain.lape_scale.copy_(scale)
     plain.lape_shift.copy_(shift)
-    assert torch.allclose(plain(x[:, :width]), scale * torch.nn.functional.gelu(x[:, :width]) + shift, atol=1e-6)
+    h = x[:, :width]
+    expected = torch.stack([scale[s] * torch.nn.functional.gelu(h[t]) + shift[s] for t, s in enumerate(rows.tolist())])
+    assert torch.allclose(plain(h), expected, atol=1e-6)
+
+
+def test_the_router_lays_slots_out_in_batch_order():
+    """Requests learnt from the scheduler's output; tokens in the runner's order; finished requests forgotten."""
+    from types import SimpleNamespace
+
+    from lape_harness.vllm_worker import SLOT_KEY, SlotRouter
+
+    def new(req_id, extra):
+        return SimpleNamespace(req_id=req_id, sampling_params=SimpleNamespace(extra_args=extra))
+
+    router = SlotRouter(torch.full((8,), 7), slots=4)
+    router.learn(SimpleNamespace(scheduled_new_reqs=[new("a", {SLOT_KEY: 3}), new("b", None), new("c", {SLOT_KEY: 1})],
+                                 finished_req_ids=set()))
+    router.fill(["c", "a", "b"], [1, 3, 2])  # e.g. a decode first, then two prefills
+    assert router.slot_index.tolist() == [1, 3, 3, 3, 0, 0, 7, 7]
+    router.learn(SimpleNamespace(scheduled_new_reqs=[], finished_req_ids={"a"}))
+    router.fill(["c", "a"], [1, 1])  # a finished: its slot is forgotten; stale tokens reset to slot 0
+    assert router.slot_index.tolist() == [1, 0, 0, 0, 0, 0, 7, 7]
+    router.learn(SimpleNamespace(scheduled_new_reqs=[], finished_req_ids={"c"}))
+    router.fill(["b"], [2])
+    assert router.slot_index.tolist() == [0, 0, 0, 0, 0, 0, 7, 7]
+    with pytest.raises(ValueError, match="4 plan slots"):
+        router.learn(SimpleNamespace(scheduled_new_reqs=[new("d", {SLOT_KEY: 4})], finished_req_ids=set()))
 
 
 def test_each_tensor_parallel_rank_writes_its_shard(monkeypatch):
-    """A layer of 8 neurons over 2 ranks: rank r holds neurons 4r..4r+3 at local positions 0..3."""
+    """A layer of 8 neurons over 2 ranks: rank r holds neurons 4r..4r+3 at local positions 0..3,
+    written into the plan slot asked for."""
     from lape_harness import vllm_worker
     from lape_harness.vllm_worker import SteeredActAndMul, write_plan
 
@@ -262,17 +420,18 @@ def test_each_tensor_parallel_rank_writes_its_shard(monkeypatch):
             self.layers = torch.nn.ModuleList([torch.nn.Module() for _ in range(2)])
             for layer in self.layers:
                 layer.mlp = torch.nn.Module()
-                layer.mlp.act_fn = SteeredActAndMul(torch.nn.Identity(), 4, False, torch.float32, "cpu")
+                layer.mlp.act_fn = SteeredActAndMul(torch.nn.Identity(), 4, False, torch.float32, "cpu", slots=2)
 
     edits = {1: ([1, 5, 6], [0.0, 2.0, 1.0], [3.0, 4.0, 5.0])}
     for rank, (scale, shift, written) in enumerate([([1, 0, 1, 1], [0, 3, 0, 0], 1),
                                                     ([1, 2, 1, 1], [0, 4, 5, 0], 2)]):
         monkeypatch.setattr(vllm_worker, "_rank", lambda rank=rank: rank)
         model = Model()
-        assert write_plan(model, edits) == written
-        assert model.layers[1].mlp.act_fn.lape_scale.tolist() == scale
-        assert model.layers[1].mlp.act_fn.lape_shift.tolist() == shift
-        assert model.layers[0].mlp.act_fn.lape_scale.tolist() == [1, 1, 1, 1]  # untouched layer: identity
+        assert write_plan(model, edits, slot=1) == written
+        assert model.layers[1].mlp.act_fn.lape_scale[1].tolist() == scale
+        assert model.layers[1].mlp.act_fn.lape_shift[1].tolist() == shift
+        assert model.layers[1].mlp.act_fn.lape_scale[0].tolist() == [1, 1, 1, 1]  # other slot: identity
+        assert model.layers[0].mlp.act_fn.lape_scale[1].tolist() == [1, 1, 1, 1]  # untouched layer: identity
 
 
 def test_sweep_runs_every_plan_on_one_engine(engine, model_dir, tmp_path):
@@ -316,7 +475,18 @@ def test_tensor_parallel_ranks_agree_with_one_rank(engine, model_dir, neuron_fil
             for (one, _), (two, _) in zip(results["one"][0], results["two"][0], strict=True):
                 assert math.isclose(one, two, abs_tol=1e-3), (plan, one, two)
             assert results["one"][1] == results["two"][1], plan
+        mixed = {}
+        for name, lm in (("one", engine), ("two", parallel)):  # three plans in one engine call
+            lm.task_languages = lambda task: _languages(TASK_CODES[task])
+            lm.set_plan("auto:-tgt")
+            mixed[name] = (lm.loglikelihood(mixed_requests("loglikelihood")),
+                           _text(lm.generate_until(mixed_requests("generate_until"))))
+        for (one, _), (two, _) in zip(mixed["one"][0], mixed["two"][0], strict=True):
+            assert math.isclose(one, two, abs_tol=1e-3), (one, two)
+        assert mixed["one"][1] == mixed["two"][1]
     finally:
+        for lm in (engine, parallel):
+            lm.__dict__.pop("task_languages", None)
         engine.set_plan("none")
         del parallel
         gc.collect()
