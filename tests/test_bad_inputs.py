@@ -361,7 +361,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise _Loaded
 
-    monkeypatch.setattr(profile_cli, "_load", refuse)
+    monkeypatch.setattr(profile_cli, "load_model", refuse)
 
 
 def test_corpus_file_with_an_unknown_language_code_is_reported(tmp_path, capsys, no_model_load, caplog):

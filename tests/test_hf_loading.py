@@ -77,14 +77,14 @@ def old_transformers(monkeypatch):
 def test_profile_loads_each_rank_straight_onto_its_device(old_transformers):
     """torchrun: rank r loads onto cuda:r directly (no whole model in host RAM first), and the
     keyword of transformers < 4.56 is used."""
-    from lape_harness.cli.profile import _load
+    from lape_harness.cli.profile import load_model
 
-    model, tokenizer = _load("some/model", None, torch.bfloat16, torch.device("cuda", 1), None)
+    model, tokenizer = load_model("some/model", None, torch.bfloat16, torch.device("cuda", 1), None)
     assert tokenizer == "tokenizer"
     (call,) = old_transformers
     assert call["device_map"] == {"": "cuda:1"} and call["torch_dtype"] is torch.bfloat16
     assert call["low_cpu_mem_usage"] is True
-    _load("some/model", None, torch.float32, torch.device("cpu"), {"model.layers": 0, "lm_head": 1})
+    load_model("some/model", None, torch.float32, torch.device("cpu"), {"model.layers": 0, "lm_head": 1})
     assert old_transformers[1]["device_map"] == {"model.layers": 0, "lm_head": 1}
 
 
