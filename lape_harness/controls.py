@@ -54,12 +54,7 @@ def random_control(neuron_set: NeuronSet, stats: ActivationStats | None = None, 
     for row, language in enumerate(neuron_set.languages):
         own = neuron_set.neurons[language]
         layer, index = _draw(own, neuron_set.width, _generator(seed, language))
-        if values is None:
-            nan = torch.full((len(layer),), float("nan"))
-            fields = {"mean": nan, "others_mean": nan.clone(), "probability": nan.clone()}
-        else:
-            fields = {name: value[row, layer, index].float() for name, value in values.items()}
-        neurons[language] = LanguageNeurons(layer=layer, index=index, **fields)
+        neurons[language] = LanguageNeurons.at(layer, index, values, row)
     meta = {
         **neuron_set.meta,
         "has_means": values is not None,

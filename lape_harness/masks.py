@@ -111,12 +111,7 @@ def import_masks(masks: list[list[torch.Tensor]], languages: list[str], model: d
         layer, index = layer[order], index[order]
         if len(index) and bool(((layer * width + index).diff() == 0).any()):
             raise InputError(f"the masks of {language!r} list a neuron twice; the file is malformed")
-        if values is None:
-            nan = torch.full((len(index),), float("nan"))
-            fields = {"mean": nan, "others_mean": nan.clone(), "probability": nan.clone()}
-        else:
-            fields = {name: value[row, layer, index].float() for name, value in values.items()}
-        neurons[language] = LanguageNeurons(layer=layer, index=index, **fields)
+        neurons[language] = LanguageNeurons.at(layer, index, values, row)
     meta = {
         "model": model,
         "languages": list(languages),

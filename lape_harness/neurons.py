@@ -246,6 +246,20 @@ class LanguageNeurons:
     others_mean: torch.Tensor  # float32 [n]: mean over the other languages' mean activations
     probability: torch.Tensor  # float32 [n]: this language's activation probability
 
+    @classmethod
+    def at(cls, layer: torch.Tensor, index: torch.Tensor, values: dict[str, torch.Tensor] | None,
+           row: int) -> LanguageNeurons:
+        """The neurons ``(layer, index)`` with language ``row``'s entries of ``values``
+        (:meth:`ActivationStats.neuron_values`), or NaN values when there are none.
+
+        >>> LanguageNeurons.at(torch.tensor([0]), torch.tensor([3]), None, 0).mean
+        tensor([nan])
+        """
+        if values is None:
+            nan = torch.full((len(index),), float("nan"))
+            return cls(layer, index, nan, nan.clone(), nan.clone())
+        return cls(layer, index, **{name: value[row, layer, index].float() for name, value in values.items()})
+
     def __len__(self) -> int:
         return int(self.layer.numel())
 
