@@ -1,14 +1,16 @@
-"""How an ``hf-steered`` error reaches a user of lm-eval's command line: as its message, not a traceback.
+"""How an ``hf-steered`` or ``vllm-steered`` error reaches a user of lm-eval's command line: as its
+message, not a traceback.
 
 lm-eval 0.4.13's ``lm_eval`` command (``lm_eval/__main__.py``: ``HarnessCLI.execute`` calls
 the ``run`` subcommand, which calls ``simple_evaluate``) catches no exception. An error raised
-while ``hf-steered`` is built or evaluates therefore ends the process through Python's default
+while a steered model is built or evaluates therefore ends the process through Python's default
 ``sys.excepthook``: a 25–35-line traceback through lm-eval's and transformers' frames, and only
 its last line says what to fix. For the errors that are the user's to fix (every
 :class:`~lape_harness.errors.LapeError`: a bad ``steer=``, a neuron file for another model ...)
 that traceback only hides the message.
 
-:func:`plain_errors` wraps ``hf-steered``'s entry points: a ``LapeError`` leaving them is marked,
+:func:`plain_errors` wraps the steered models' entry points: a ``LapeError`` leaving them is marked
+with the model's name (its ``model_name``),
 and an excepthook (installed then, once) prints a marked error that nobody caught the way
 ``lape-harness`` itself does, ``error: <message>``, with no traceback
 (``LAPE_HARNESS_TRACEBACK=1`` shows it). The process still exits with status 1; every other
@@ -39,14 +41,16 @@ _previous = sys.__excepthook__
 
 
 def plain_errors(function: Callable) -> Callable:
-    """Decorate an ``hf-steered`` entry point: a :class:`LapeError` it raises prints plainly if uncaught."""
+    """Decorate a steered model's entry point (a method, or a function): a :class:`LapeError` it
+    raises prints plainly if uncaught, naming the model."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except LapeError as error:
-            setattr(error, _MARK, True)
+            if not is_marked(error):
+                setattr(error, _MARK, getattr(args[0], "model_name", None) if args else None)
             _install()
             raise
 
@@ -54,7 +58,7 @@ def plain_errors(function: Callable) -> Callable:
 
 
 def is_marked(error: BaseException) -> bool:
-    return bool(getattr(error, _MARK, False))
+    return hasattr(error, _MARK)
 
 
 def _install() -> None:
@@ -67,7 +71,8 @@ def _install() -> None:
 
 def _excepthook(kind, value, traceback) -> None:
     if is_marked(value) and not os.environ.get("LAPE_HARNESS_TRACEBACK"):
-        print(f"\nerror: {value}\n(from lm-eval's model hf-steered; LAPE_HARNESS_TRACEBACK=1 shows the traceback)",
+        source = f"lm-eval's model {getattr(value, _MARK)}" if isinstance(getattr(value, _MARK), str) else "lape-harness"
+        print(f"\nerror: {value}\n(from {source}; LAPE_HARNESS_TRACEBACK=1 shows the traceback)",
               file=sys.stderr, flush=True)
         return
     _previous(kind, value, traceback)

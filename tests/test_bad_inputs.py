@@ -702,3 +702,31 @@ def test_marked_errors_print_plainly_and_others_keep_their_traceback(capsys, mon
     except InputError as caught:
         sys.excepthook(type(caught), caught, caught.__traceback__)
     assert [str(error) for error in seen] == ["a bug", "again"]
+
+
+def test_a_plain_error_names_the_model_it_came_from(capsys, monkeypatch):
+    import sys
+
+    from lape_harness import error_display
+    from lape_harness.error_display import plain_errors
+
+    monkeypatch.setattr(error_display, "_previous", error_display._previous)
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    monkeypatch.delenv("LAPE_HARNESS_TRACEBACK", raising=False)
+
+    class Engine:
+        model_name = "vllm-steered"
+
+        @plain_errors
+        def start(self):
+            return self.check()
+
+        @plain_errors
+        def check(self):
+            raise InputError("plan_slots=0: give at least 1")
+
+    try:
+        Engine().start()
+    except InputError as caught:
+        sys.excepthook(type(caught), caught, caught.__traceback__)
+    assert capsys.readouterr().err.rstrip().splitlines()[-1].startswith("(from lm-eval's model vllm-steered;")
