@@ -408,6 +408,51 @@ def test_the_router_lays_slots_out_in_batch_order():
         router.learn(SimpleNamespace(scheduled_new_reqs=[new("d", {SLOT_KEY: 4})], finished_req_ids=set()))
 
 
+def test_both_model_runners_fill_the_slot_index_before_preparing_inputs():
+    """route_slots hooks model runner V1's ``_prepare_inputs(scheduler_output, num_scheduled_tokens)``
+    (tokens in ``input_batch.req_ids`` order) and V2's ``prepare_inputs(scheduler_output,
+    batch_req_state, ...)`` (``batch_req_state.req_ids`` order), the signatures of vLLM 0.32's
+    ``gpu_model_runner.py`` and ``gpu/model_runner.py``; V2 runs on GPUs only, so here it is a stand-in."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from lape_harness.vllm_worker import SLOT_KEY, SteeredActAndMul, route_slots
+
+    model = torch.nn.Module()
+    model.layers = torch.nn.ModuleList([torch.nn.Module()])
+    model.layers[0].mlp = torch.nn.Module()
+    model.layers[0].mlp.act_fn = SteeredActAndMul(torch.nn.Identity(), 4, False, torch.float32, "cpu", slots=3)
+    slot_index = model.layers[0].mlp.act_fn.lape_slot
+    output = SimpleNamespace(finished_req_ids=set(), scheduled_new_reqs=[
+        SimpleNamespace(req_id=name, sampling_params=SimpleNamespace(extra_args={SLOT_KEY: slot}))
+        for name, slot in (("a", 1), ("b", 2))])
+    seen = []
+
+    class V1:
+        input_batch = SimpleNamespace(req_ids=["b", "a"])
+
+        def _prepare_inputs(self, scheduler_output, num_scheduled_tokens):
+            seen.append(slot_index[:4].tolist())
+
+    class V2:
+        def gather_batch_req_state(self, scheduler_output, dummy_run):
+            raise AssertionError("not called here")
+
+        def prepare_inputs(self, scheduler_output, batch_req_state, batch_desc, num_active_loras):
+            seen.append(slot_index[:4].tolist())
+
+    runner = V1()
+    assert route_slots(runner, model) == 3 and route_slots(runner, model) == 3  # hooked once
+    runner._prepare_inputs(output, np.array([1, 3]))
+    runner = V2()
+    route_slots(runner, model)
+    runner.prepare_inputs(output, SimpleNamespace(req_ids=["a", "b"], num_scheduled_tokens=np.array([2, 2])), None, 0)
+    assert seen == [[2, 1, 1, 1], [1, 1, 2, 2]]
+    with pytest.raises(RuntimeError, match="neither _prepare_inputs"):
+        route_slots(SimpleNamespace(), model)
+
+
 def test_each_tensor_parallel_rank_writes_its_shard(monkeypatch):
     """A layer of 8 neurons over 2 ranks: rank r holds neurons 4r..4r+3 at local positions 0..3,
     written into the plan slot asked for."""
