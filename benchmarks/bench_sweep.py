@@ -3,7 +3,8 @@ processes of the same plans, on the same model, task and limit.
 
 Both sides run as fresh processes, side by side in one run: the sweep is one process; the
 separate runs are N `lm_eval run --model hf-steered --model_args ...,steer=PLAN` processes.
-A third measurement times one model load (building `HFSteeredLM`) alone. The task is a
+A third measurement times one model load (building `HFSteeredLM`) alone. The same comparison on
+vLLM (`sweep --engine vllm` against `--model vllm-steered` runs) is a row of `bench_vllm`. The task is a
 rolling-log-likelihood task over a few local sentences (no network), so that the
 comparison isolates the per-run overhead. The model is Gemma-3-270m (`lape:gemma-3-270m`)
 when its package is installed, else the tiny test model; the neuron set holds a fixed
@@ -95,27 +96,35 @@ def _perplexity(folder: Path) -> float:
     return json.loads(path.read_text())["results"][TASK]["word_perplexity,none"]
 
 
-def run(quick: bool) -> list[dict]:
-    plans = QUICK_PLANS if quick else PLANS
+#: --engine -> (the lm-eval model, its class in lape-harness, its model arguments, command-line options)
+ENGINES = {"hf": ("hf-steered", "lape_harness.model.HFSteeredLM", "dtype=float32", ["--device", "cpu"]),
+           "vllm": ("vllm-steered", "lape_harness.vllm_model.VLLMSteeredLM", "dtype=float32,max_model_len=1024", [])}
+
+
+def sweep_vs_separate(engine: str, plans: list[str]) -> dict:
+    """The row for ``engine`` (``hf`` or ``vllm``): one sweep of ``plans`` against one run per plan."""
+    model, model_class, engine_args, options = ENGINES[engine]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         pretrained, label = _model(tmp)
         neurons = tmp / "lape-top1.safetensors"
         _neuron_set(pretrained, neurons)
         _task(tmp)
-        model_args = f"pretrained={pretrained},neurons={neurons},dtype=float32"
-        common = ["--limit", str(len(SENTENCES)), "--device", "cpu"]
-        t_sweep = _timed([sys.executable, "-m", "lape_harness", "sweep", "--model-args", model_args,
+        model_args = f"pretrained={pretrained},neurons={neurons},{engine_args}"
+        common = ["--limit", str(len(SENTENCES)), *options]
+        t_sweep = _timed([sys.executable, "-m", "lape_harness", "sweep", "--engine", engine, "--model-args", model_args,
                           f"--plans={','.join(plans)}", "--tasks", TASK, "--include-path", str(tmp),
                           "--output", str(tmp / "sweep"), *common])
-        lm_eval = [sys.executable, "-m", "lm_eval", "run", "--model", "hf-steered", "--tasks", TASK,
+        lm_eval = [sys.executable, "-m", "lm_eval", "run", "--model", model, "--tasks", TASK,
                    "--include_path", str(tmp), *common]
         t_separate = 0.0
         for position, plan in enumerate(plans):
             t_separate += _timed([*lm_eval, "--model_args", f"{model_args},steer={plan}",
                                   "--output_path", str(tmp / "separate" / str(position))])
-        load = ("import sys, time; from lape_harness.model import HFSteeredLM; t = time.perf_counter(); "
-                f"HFSteeredLM(pretrained={pretrained!r}, neurons={str(neurons)!r}, device='cpu', dtype='float32'); "
+        module, name = model_class.rsplit(".", 1)
+        load = (f"import sys, time; from {module} import {name}\n"
+                "if __name__ == '__main__':\n"
+                f"    t = time.perf_counter(); {name}.create_from_arg_string({model_args!r}, {{'device': 'cpu'}}); "
                 "print(time.perf_counter() - t)")
         t_load = float(subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, check=True)
                        .stdout.strip().splitlines()[-1])
@@ -124,8 +133,8 @@ def run(quick: bool) -> list[dict]:
     same = all(abs(a - b) <= 1e-6 * max(abs(b), 1.0) for a, b in zip(sweep_ppl, separate_ppl))
     saved = t_separate - t_sweep
     n = len(plans)
-    return [{
-        "benchmark": f"sweep of {n} plans vs {n} separate lm_eval runs",
+    return {
+        "benchmark": f"{model}: sweep of {n} plans vs {n} separate lm_eval runs",
         "model": label,
         "value": round(t_separate / t_sweep, 2),
         "unit": "ratio",
@@ -133,7 +142,11 @@ def run(quick: bool) -> list[dict]:
         "passed": bool(saved >= (n - 1) * t_load and same),
         "details": (f"separate {t_separate:.1f} s, sweep {t_sweep:.1f} s, saved {saved:.1f} s; one model load "
                     f"{t_load:.1f} s; same perplexities both ways: {same}"),
-    }]
+    }
+
+
+def run(quick: bool) -> list[dict]:
+    return [sweep_vs_separate("hf", QUICK_PLANS if quick else PLANS)]
 
 
 def _folder(plan: str) -> str:

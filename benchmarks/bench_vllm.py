@@ -2,13 +2,18 @@
 
 1. Steering overhead on vLLM: the same greedy generations (forcing questions, 32 new tokens)
    on a plain ``vllm`` engine and on a ``vllm-steered`` engine holding a plan (``-de+2*fr``:
-   every neuron of both languages edited), both alive in this process, timed in interleaved
-   rounds; the ratio of the medians. Target ≤ 1.03.
+   every neuron of both languages edited), both alive in one process of their own, timed in
+   interleaved rounds (each engine first every other round); the ratio of the medians. Target
+   ≤ 1.03. The engines keep vLLM's one reserved core (``VLLM_CPU_NUM_OF_RESERVED_CPU=1`` unless
+   set): on 2 cores, with every core computing, vLLM's own processes preempt the computing
+   threads and two runs of the same engine differ by up to 20 %.
 2. A language-forcing grid through lm-eval's evaluator: the same ``lape_forcing_<s>_to_<t>``
    tasks, plan (``auto:-src+2*tgt``), limit and token budget on ``hf-steered`` (float32, batch
    16: the faster dtype for CPU matmuls, one plan group after another) and on ``vllm-steered``
    (bfloat16, every cell's plan on a plan slot of its own, all cells in one continuous batch),
    models loaded beforehand; the ratio of the evaluation times. Target ≥ 2.5 on CPU.
+3. ``lape-harness sweep --engine vllm`` (one engine, plan after plan) against one
+   ``lm_eval --model vllm-steered`` run per plan (``bench_sweep``'s comparison on vLLM).
 
 The model is the embedded Gemma-3-270m (``lape:gemma-3-270m``) with its committed 2 % neuron set
 when its package is installed, else a tiny random Llama with a random neuron set (then the
@@ -18,6 +23,7 @@ numbers say little). Needs vLLM (``lape-harness[vllm-cpu]`` on CPUs).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -25,10 +31,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.bench_sweep import PLANS, QUICK_PLANS, sweep_vs_separate
+
 LANGUAGES = ["en", "de", "fr", "es"]
 QUESTIONS = ["Q: Wie geht es dir heute? \nA:", "Q: Comment tu t'appelles ? \nA:", "Q: ¿De dónde eres? \nA:",
              "Q: What is your favourite colour? \nA:", "Q: Welches Jahr haben wir? \nA:", "Q: Quel temps fait-il ? \nA:"]
 GENERATION = {"until": ["\nQ:", "\nA:"], "max_gen_toks": 32, "do_sample": False}
+#: An engine's worker polls for new work for 1 s after its last step (vLLM's shared-memory queue,
+#: ``busy_loop_s``); on a small machine that polling slows the other engine's run, so each timed
+#: run waits it out.
+ENGINE_SPIN_S = 1.5
 
 
 def _model(tmp: Path) -> tuple[str, str, str]:
@@ -58,21 +70,34 @@ def _requests(count: int):
             for i in range(count)]
 
 
-def _overhead(pretrained: str, neurons: str, rounds: int, prompts: int) -> tuple[float, str]:
+def overhead_once(pretrained: str, neurons: str, rounds: str, prompts: str) -> dict:
+    """Plain ``vllm`` and ``vllm-steered`` (plan ``-de+2*fr``) both loaded, timed in interleaved rounds."""
     from lape_harness.vllm_model import VLLMSteeredLM
     from lape_harness.vllm_setup import cpu_defaults, lm_eval_vllm_class
 
+    rounds, prompts = int(rounds), int(prompts)
     engine = cpu_defaults(dict(dtype="bfloat16", max_model_len=1024, gpu_memory_utilization=0.3))  # two engines
     plain = lm_eval_vllm_class()(pretrained=_resolved(pretrained), **engine)
     steered = VLLMSteeredLM(pretrained=pretrained, neurons=neurons, steer="-de+2*fr", **engine)
     times = {"plain": [], "steered": []}
-    for _ in range(rounds + 1):  # the first round warms both up and is not counted
-        for name, lm in (("plain", plain), ("steered", steered)):
+    engines = [("plain", plain), ("steered", steered)]
+    for round_ in range(rounds + 1):  # the first round warms both up and is not counted
+        for name, lm in engines if round_ % 2 else engines[::-1]:  # each goes first every other round
+            time.sleep(ENGINE_SPIN_S)  # the other engine's processes stop polling
             started = time.perf_counter()
             lm.generate_until(_requests(prompts), disable_tqdm=True)
             times[name].append(time.perf_counter() - started)
-    plain_s, steered_s = (statistics.median(times[name][1:]) for name in ("plain", "steered"))
-    return steered_s / plain_s, f"{prompts} prompts × 32 tokens, median of {rounds} rounds: plain vllm {plain_s:.2f} s, vllm-steered {steered_s:.2f} s"
+    return {**{name: statistics.median(times[name][1:]) for name in times}, "rounds": times}
+
+
+def _overhead(pretrained: str, neurons: str, rounds: int, prompts: int) -> tuple[float, str]:
+    reserved = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")
+    seconds = _in_own_process("overhead_once", pretrained, neurons, str(rounds), str(prompts),
+                              env={"VLLM_CPU_NUM_OF_RESERVED_CPU": reserved})
+    return seconds["steered"] / seconds["plain"], (
+        f"{prompts} prompts × 32 tokens, bf16, median of {rounds} interleaved rounds "
+        f"(VLLM_CPU_NUM_OF_RESERVED_CPU={reserved}): plain vllm {seconds['plain']:.2f} s, "
+        f"vllm-steered {seconds['steered']:.2f} s (plan -de+2*fr)")
 
 
 def _resolved(pretrained: str) -> str:
@@ -81,16 +106,23 @@ def _resolved(pretrained: str) -> str:
     return resolve_pretrained(pretrained)
 
 
+def _in_own_process(function: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    """``function(*args)`` of this module run in a fresh process (with ``env`` added to the
+    environment): a finished engine's processes and memory must not overlap the next measurement."""
+    code = (f"import json, sys; from benchmarks.bench_vllm import {function}; "
+            f"print('RESULT', json.dumps({function}(*sys.argv[1:])))")
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if done.returncode:
+        raise RuntimeError(f"{function}{args} failed:\n{done.stderr[-3000:]}")
+    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
 def _forcing_grid(pretrained: str, neurons: str, limit: int) -> tuple[float, str]:
-    """Each engine in a process of its own (a finished vLLM engine's teardown must not overlap the
-    other's run): model loaded first, then the evaluation timed."""
+    """Each engine in a process of its own: model loaded first, then the evaluation timed."""
     seconds, rates = {}, {}
     for name in ("hf-steered", "vllm-steered"):
-        code = ("import json, sys; from benchmarks.bench_vllm import forcing_once; "
-                "print('RESULT', json.dumps(forcing_once(*sys.argv[1:])))")
-        done = subprocess.run([sys.executable, "-c", code, name, pretrained, neurons, str(limit)],
-                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
-        result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+        result = _in_own_process("forcing_once", name, pretrained, neurons, str(limit))
         seconds[name], rates[name] = result["seconds"], result["target_rate"]
     details = (f"{len(FORCING_TASKS)} forcing tasks × {limit} prompts, 32 tokens: hf-steered fp32 "
                f"{seconds['hf-steered']:.1f} s (target_rate {rates['hf-steered']:.2f}), vllm-steered bf16 "
@@ -127,13 +159,14 @@ def forcing_once(name: str, pretrained: str, neurons: str, limit: str) -> dict:
 def run(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         pretrained, neurons, label = _model(Path(tmp))
-        overhead, overhead_details = _overhead(pretrained, neurons, rounds=2 if quick else 5, prompts=12 if quick else 48)
+        overhead, overhead_details = _overhead(pretrained, neurons, rounds=2 if quick else 7, prompts=12 if quick else 48)
         speedup, grid_details = _forcing_grid(pretrained, neurons, limit=1 if quick else 6)
     return [
         {"benchmark": "vllm-steered / plain vllm, generation", "model": label, "value": round(overhead, 3),
          "unit": "ratio", "target": "≤ 1.03", "passed": overhead <= 1.03, "details": overhead_details},
         {"benchmark": "forcing grid: hf-steered time / vllm-steered time", "model": label, "value": round(speedup, 2),
          "unit": "ratio", "target": "≥ 2.5", "passed": speedup >= 2.5, "details": grid_details},
+        sweep_vs_separate("vllm", QUICK_PLANS if quick else PLANS[:3]),
     ]
 
 
