@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_sweep import PLANS, QUICK_PLANS, sweep_vs_separate
+from benchmarks.bench_sweep import QUICK_PLANS, sweep_vs_separate
 
 LANGUAGES = ["en", "de", "fr", "es"]
 QUESTIONS = ["Q: Wie geht es dir heute? \nA:", "Q: Comment tu t'appelles ? \nA:", "Q: ¿De dónde eres? \nA:",
@@ -87,7 +87,7 @@ def overhead_once(pretrained: str, neurons: str, rounds: str, prompts: str) -> d
             started = time.perf_counter()
             lm.generate_until(_requests(prompts), disable_tqdm=True)
             times[name].append(time.perf_counter() - started)
-    return {**{name: statistics.median(times[name][1:]) for name in times}, "rounds": times}
+    return {name: statistics.median(times[name][1:]) for name in times}
 
 
 def _overhead(pretrained: str, neurons: str, rounds: int, prompts: int) -> tuple[float, str]:
@@ -166,7 +166,7 @@ def run(quick: bool) -> list[dict]:
          "unit": "ratio", "target": "≤ 1.03", "passed": overhead <= 1.03, "details": overhead_details},
         {"benchmark": "forcing grid: hf-steered time / vllm-steered time", "model": label, "value": round(speedup, 2),
          "unit": "ratio", "target": "≥ 2.5", "passed": speedup >= 2.5, "details": grid_details},
-        sweep_vs_separate("vllm", QUICK_PLANS if quick else PLANS[:3]),
+        sweep_vs_separate("vllm", QUICK_PLANS),  # 3 plans either way: each separate run starts an engine (minutes)
     ]
 
 
