@@ -104,13 +104,13 @@ def cpu_defaults(model_args: dict) -> dict:
         logger.info("vllm-steered on CPU: VLLM_CPU_KVCACHE_SPACE=%s (GiB of KV cache; set it to change)", CPU_KVCACHE_GIB)
     model_args.setdefault("gpu_memory_utilization", CPU_MEMORY_UTILIZATION)
     ranks = int(model_args.get("tensor_parallel_size", 1))
-    cores = len(os.sched_getaffinity(0))
-    if "VLLM_CPU_NUM_OF_RESERVED_CPU" not in os.environ and cores < SMALL_MACHINE_CORES * ranks:
+    cores = sorted(os.sched_getaffinity(0))
+    if "VLLM_CPU_NUM_OF_RESERVED_CPU" not in os.environ and len(cores) < SMALL_MACHINE_CORES * ranks:
         os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
         logger.info("vllm-steered on CPU: VLLM_CPU_NUM_OF_RESERVED_CPU=0 (%d cores for %d rank(s): every core computes; "
-                    "set it to keep cores for vLLM's scheduler)", cores, ranks)
+                    "set it to keep cores for vLLM's scheduler)", len(cores), ranks)
     if ranks > 1 and os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto") == "auto" and _numa_nodes() < ranks:
-        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_groups(sorted(os.sched_getaffinity(0)), ranks)
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_groups(cores, ranks)
         logger.info("vllm-steered on CPU: VLLM_CPU_OMP_THREADS_BIND=%s (one core group per tensor-parallel rank; "
                     "vLLM's automatic binding wants a NUMA node per rank)", os.environ["VLLM_CPU_OMP_THREADS_BIND"])
     return model_args
