@@ -94,7 +94,7 @@ def measure(path: str, label: str, requests_count: int, generation_count: int, g
     from lm_eval.models.hf_steered import SteeredModel
     from lm_eval.models.huggingface import HFLM
 
-    from lape_harness.model import HFSteeredLM
+    from lape_harness.plugin.hf_steered import HFSteeredLM
 
     torch.set_num_threads(1)
     common = {"device": "cpu", "dtype": "float32", "batch_size": batch_size}
@@ -116,7 +116,7 @@ def measure(path: str, label: str, requests_count: int, generation_count: int, g
         times = {(work, name): [] for work in workloads for name in models}
         for work, batch in workloads.items():
             method = "loglikelihood" if work == "loglikelihood" else "generate_until"
-            for name, lm in models.items():  # warm-up
+            for lm in models.values():  # warm-up
                 getattr(lm, method)(batch[:batch_size], disable_tqdm=True)
             for repeat in range(repeats):
                 order = list(models)[repeat % len(models):] + list(models)[:repeat % len(models)]

@@ -97,8 +97,8 @@ def _perplexity(folder: Path) -> float:
 
 
 #: --engine -> (the lm-eval model, its class in lape-harness, its model arguments, command-line options)
-ENGINES = {"hf": ("hf-steered", "lape_harness.model.HFSteeredLM", "dtype=float32", ["--device", "cpu"]),
-           "vllm": ("vllm-steered", "lape_harness.vllm_model.VLLMSteeredLM", "dtype=float32,max_model_len=1024", [])}
+ENGINES = {"hf": ("hf-steered", "lape_harness.plugin.hf_steered.HFSteeredLM", "dtype=float32", ["--device", "cpu"]),
+           "vllm": ("vllm-steered", "lape_harness.plugin.vllm_steered.VLLMSteeredLM", "dtype=float32,max_model_len=1024", [])}
 
 
 def sweep_vs_separate(engine: str, plans: list[str]) -> dict:
@@ -150,7 +150,7 @@ def run(quick: bool) -> list[dict]:
 
 
 def _folder(plan: str) -> str:
-    from lape_harness.sweep import PlanEntry
+    from lape_harness.studies.sweep import PlanEntry
 
     return PlanEntry(plan).folder
 

@@ -72,8 +72,8 @@ def _requests(count: int):
 
 def overhead_once(pretrained: str, neurons: str, rounds: str, prompts: str) -> dict:
     """Plain ``vllm`` and ``vllm-steered`` (plan ``-de+2*fr``) both loaded, timed in interleaved rounds."""
-    from lape_harness.vllm_model import VLLMSteeredLM
-    from lape_harness.vllm_setup import cpu_defaults, lm_eval_vllm_class
+    from lape_harness.plugin.vllm_setup import cpu_defaults, lm_eval_vllm_class
+    from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
     rounds, prompts = int(rounds), int(prompts)
     engine = cpu_defaults(dict(dtype="bfloat16", max_model_len=1024, gpu_memory_utilization=0.3))  # two engines
@@ -140,11 +140,11 @@ def forcing_once(name: str, pretrained: str, neurons: str, limit: str) -> dict:
 
     common = dict(pretrained=pretrained, neurons=neurons, steer="auto:-src+2*tgt")
     if name == "hf-steered":
-        from lape_harness.model import HFSteeredLM
+        from lape_harness.plugin.hf_steered import HFSteeredLM
 
         lm = HFSteeredLM(**common, device="cpu", dtype="float32", batch_size=16)
     else:
-        from lape_harness.vllm_model import VLLMSteeredLM
+        from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
         lm = VLLMSteeredLM(**common, dtype="bfloat16", max_model_len=1024)
     manager = TaskManager()

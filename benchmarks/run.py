@@ -147,7 +147,7 @@ def write_sections(path: Path, sections: dict[str, str]) -> None:
         start, end = f"<!-- benchmark:{name}:start -->", f"<!-- benchmark:{name}:end -->"
         block = f"{start}\n{body}\n{end}"
         pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
-        text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + f"\n\n{block}\n"
+        text = pattern.sub(lambda _, block=block: block, text) if pattern.search(text) else text.rstrip("\n") + f"\n\n{block}\n"
     write_text_atomic(path, text)
 
 

@@ -24,8 +24,8 @@ def main() -> dict:
 
     from lm_eval.api.instance import Instance
 
-    from lape_harness.model import HFSteeredLM
-    from lape_harness.vllm_model import VLLMSteeredLM
+    from lape_harness.plugin.hf_steered import HFSteeredLM
+    from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
     neurons = str(Path(__file__).resolve().parents[1] / "neuron_cache" / "gemma-3-270m" / "lape-top2.safetensors")
     common = dict(pretrained="lape:gemma-3-270m", neurons=neurons, steer="none")

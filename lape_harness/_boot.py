@@ -4,7 +4,7 @@
 at every start-up (also in processes that ``accelerate launch`` and ``torchrun`` start), and that
 line imports this module. It only puts a finder on ``sys.meta_path``: torch and lm_eval are not
 imported. When a program later imports lm_eval's registry or task manager, the finder lets the
-module execute as usual and then hands it to :mod:`lape_harness.registration`, which registers
+module execute as usual and then hands it to :mod:`lape_harness.plugin.registration`, which registers
 ``hf-steered`` and this project's task folder. A failure there warns once and leaves lm_eval as it is.
 
 Set ``LAPE_HARNESS_DISABLE_PLUGIN=1`` to switch the hook off without uninstalling.
@@ -18,7 +18,7 @@ Example (what the ``.pth`` line does)::
 import os
 import sys
 
-#: lm_eval module name -> function of lape_harness.registration called right after it executes.
+#: lm_eval module name -> function of lape_harness.plugin.registration called right after it executes.
 HOOKS = {
     "lm_eval.api.registry": "on_registry",
     "lm_eval.tasks.manager": "on_task_manager",
@@ -65,9 +65,9 @@ class LmEvalFinder:
 
 
 def run_hook(hook: str, module) -> None:
-    """Call ``lape_harness.registration.<hook>(module)``; any failure becomes one warning."""
+    """Call ``lape_harness.plugin.registration.<hook>(module)``; any failure becomes one warning."""
     try:
-        from lape_harness import registration
+        from lape_harness.plugin import registration
 
         getattr(registration, hook)(module)
     except Exception as error:  # a plugin must never break lm_eval

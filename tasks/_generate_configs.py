@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from lape_harness.confusion import WPR_LANGUAGES
 from lape_harness.languages import PAPER_CODES
-from lape_harness.task_data import LCB_TEST_SETS
+from lape_harness.task_support.confusion import WPR_LANGUAGES
+from lape_harness.task_support.task_data import LCB_TEST_SETS
 
 HERE = Path(__file__).resolve().parent
 VERSION = 1.0
@@ -35,7 +35,7 @@ GROUP_METRICS = {
     "lape_xnli": ("acc",),
     "lape_ppl": (),  # perplexities of different languages are not averaged
     # plain means over the test sets; the benchmark's own averages (per language first, LCPR as
-    # the harmonic mean of the averages) come from lape_harness.confusion.benchmark_averages
+    # the harmonic mean of the averages) come from lape_harness.task_support.confusion.benchmark_averages
     "lape_lcb": ("lpr", "wpr"),
 }
 

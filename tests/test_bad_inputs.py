@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
+from steering_reference import CASES
 from test_sweep import neurons_file, ppl_tasks, tasks_only  # noqa: F401 - fixtures
 
 from lape_harness.errors import InputError
 from lape_harness.steering import SteerSyntaxError, Term, parse_steer
-from steering_reference import CASES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 
@@ -150,8 +150,8 @@ def test_auto_template_fill_and_replace():
 def test_leaderboard_reports_unreadable_results_files(tmp_path, capsys):
     import shutil
 
+    from lape_harness.analysis.results import load_runs
     from lape_harness.cli import main
-    from lape_harness.results import load_runs
 
     results = tmp_path / "results"
     shutil.copytree(FIXTURES, results)
@@ -198,10 +198,10 @@ def other_llama(tiny_llama, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_llama_neurons(tiny_llama, tmp_path_factory):
     """A neuron file recording the tiny Llama as its model, as `lape-harness profile` does."""
+    from steering_reference import make_neuron_set
     from transformers import AutoModelForCausalLM
 
     from lape_harness.identity import model_identity
-    from steering_reference import make_neuron_set
 
     neurons = make_neuron_set(2, 128)
     neurons.meta = {"model": {**model_identity(AutoModelForCausalLM.from_pretrained(tiny_llama)),
@@ -215,8 +215,8 @@ def test_neuron_set_for_another_model_is_refused_before_the_weights_load(tiny_ll
                                                                            tiny_llama_neurons, tmp_path, caplog):
     import shutil
 
-    from lape_harness.model import HFSteeredLM
     from lape_harness.neurons import NeuronFileError
+    from lape_harness.plugin.hf_steered import HFSteeredLM
 
     config_only = tmp_path / "other-llama"  # no weights: only a check before the load can answer
     shutil.copytree(other_llama, config_only, ignore=shutil.ignore_patterns("*.safetensors"))
@@ -252,7 +252,7 @@ def test_neuron_set_for_another_model_is_refused_before_the_weights_load(tiny_ll
 def test_same_configuration_under_another_name_is_a_warning(tiny_llama, tiny_llama_neurons, tmp_path, caplog):
     import shutil
 
-    from lape_harness.model import HFSteeredLM
+    from lape_harness.plugin.hf_steered import HFSteeredLM
 
     copy = tmp_path / "my-llama-copy"
     shutil.copytree(tiny_llama, copy)
@@ -263,7 +263,7 @@ def test_same_configuration_under_another_name_is_a_warning(tiny_llama, tiny_lla
 
 def test_bake_and_sweep_refuse_a_neuron_set_for_another_model(other_llama, tiny_llama_neurons, tmp_path, capsys):
     from lape_harness.cli import main
-    from lape_harness.sweep import run_sweep
+    from lape_harness.studies.sweep import run_sweep
 
     argv = ["bake", "--model", str(other_llama), "--neurons", str(tiny_llama_neurons), "--steer=-de",
             "--out", str(tmp_path / "baked")]
@@ -306,8 +306,8 @@ def test_steering_a_language_without_neurons_is_an_error(spec):
 
 
 def test_hf_steered_and_sweep_refuse_languages_without_neurons_before_loading(tmp_path):
-    from lape_harness.model import HFSteeredLM
-    from lape_harness.sweep import run_sweep
+    from lape_harness.plugin.hf_steered import HFSteeredLM
+    from lape_harness.studies.sweep import run_sweep
 
     path = tmp_path / "lape-top0.1.safetensors"
     _set_with_empty_language().save(path)
@@ -318,8 +318,8 @@ def test_hf_steered_and_sweep_refuse_languages_without_neurons_before_loading(tm
 
 
 def test_auto_leaves_out_languages_without_neurons(tiny_llama, tmp_path, caplog):
-    from lape_harness.model import HFSteeredLM
-    from lape_harness.task_languages import TaskLanguages
+    from lape_harness.plugin.hf_steered import HFSteeredLM
+    from lape_harness.task_support.task_languages import TaskLanguages
 
     path = tmp_path / "set.safetensors"
     _set_with_empty_language().save(path)
@@ -441,7 +441,7 @@ def test_utf8_split_across_read_blocks_is_fine(tmp_path, monkeypatch):
 
 
 def test_sweep_plans_are_compared_by_meaning(tmp_path):
-    from lape_harness.sweep import PlanEntry, parse_plan_entry, unique_plans
+    from lape_harness.studies.sweep import PlanEntry, parse_plan_entry, unique_plans
 
     top1, top3 = tmp_path / "lape-top1.safetensors", tmp_path / "lape-top3.safetensors"
     _set_with_empty_language().save(top1)
@@ -459,7 +459,7 @@ def test_sweep_plans_are_compared_by_meaning(tmp_path):
 
 
 def test_sweep_runs_an_equivalent_plan_once(tiny_llama, tasks_only, neurons_file, tmp_path):
-    from lape_harness.sweep import run_sweep
+    from lape_harness.studies.sweep import run_sweep
 
     log = []
     outcomes = run_sweep(f"pretrained={tiny_llama},neurons={neurons_file},dtype=float32", ["de", "+de"],
@@ -471,8 +471,8 @@ def test_sweep_runs_an_equivalent_plan_once(tiny_llama, tasks_only, neurons_file
 
 
 def test_leaderboard_puts_equivalent_plans_in_one_column():
-    from lape_harness.leaderboard import build_leaderboard
-    from lape_harness.results import Run
+    from lape_harness.analysis.leaderboard import build_leaderboard
+    from lape_harness.analysis.results import Run
 
     def run(plan, score, date):
         return Run(path=FIXTURES / f"{plan}.json", model="m", plan=plan, neurons="n.safetensors", date=date,
@@ -530,9 +530,9 @@ def test_profile_out_in_an_unwritable_folder(tmp_path, capsys, no_model_load, mo
 
 
 def test_sweep_leaderboard_identify_plot_and_bake_outputs_naming_a_file(tmp_path, capsys):
-    from lape_harness.bake import bake_checkpoint
     from lape_harness.cli import main
-    from lape_harness.sweep import run_sweep
+    from lape_harness.steering.bake import bake_checkpoint
+    from lape_harness.studies.sweep import run_sweep
 
     a_file, _ = _occupied(tmp_path)
     with pytest.raises(InputError, match="--output .*is a file, not a folder"):
@@ -560,7 +560,7 @@ def test_sweep_leaderboard_identify_plot_and_bake_outputs_naming_a_file(tmp_path
 
 
 def test_failed_sweep_start_leaves_a_usable_folder(tiny_llama, tasks_only, neurons_file, tmp_path):
-    from lape_harness.sweep import MANIFEST, run_sweep
+    from lape_harness.studies.sweep import MANIFEST, run_sweep
 
     out = tmp_path / "sweep"
     model_args = f"pretrained={tiny_llama},neurons={neurons_file},dtype=float32"
@@ -605,7 +605,7 @@ def test_neuron_file_errors_say_what_the_file_is(tmp_path):
 
 def test_directories_passed_as_plan_files_and_neuron_files_in_a_sweep(tmp_path):
     from lape_harness.corpora import open_corpus
-    from lape_harness.sweep import parse_plan_entry, read_plans_file
+    from lape_harness.studies.sweep import parse_plan_entry, read_plans_file
 
     (tmp_path / "de.txt").write_text("Hallo.\n", encoding="utf-8")
     with pytest.raises(InputError, match="is a file; pass the folder that holds it"):
@@ -622,8 +622,9 @@ def test_directories_passed_as_plan_files_and_neuron_files_in_a_sweep(tmp_path):
 
 
 def test_successful_profile_removes_orphan_checkpoint_temporaries(tiny_llama, tmp_path, capsys):
-    from lape_harness.cli import main
     from tiny_models import SAMPLE_TEXT
+
+    from lape_harness.cli import main
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -640,9 +641,10 @@ def test_successful_profile_removes_orphan_checkpoint_temporaries(tiny_llama, tm
 def test_baked_checkpoint_folder_follows_the_umask(tiny_llama, tmp_path):
     import os
 
-    from lape_harness.bake import bake_checkpoint
-    from lape_harness.neurons import NeuronSet
     from steering_reference import make_neuron_set
+
+    from lape_harness.neurons import NeuronSet
+    from lape_harness.steering.bake import bake_checkpoint
 
     neurons = tmp_path / "set.safetensors"
     make_neuron_set(2, 128).save(neurons)
@@ -678,8 +680,8 @@ def test_lm_eval_prints_an_hf_steered_error_plainly(tiny_llama, ppl_tasks, tmp_p
 def test_marked_errors_print_plainly_and_others_keep_their_traceback(capsys, monkeypatch):
     import sys
 
-    from lape_harness import error_display
-    from lape_harness.error_display import plain_errors
+    from lape_harness.plugin import error_display
+    from lape_harness.plugin.error_display import plain_errors
 
     seen = []
     monkeypatch.setattr(error_display, "_previous", error_display._previous)  # restored afterwards
@@ -707,8 +709,8 @@ def test_marked_errors_print_plainly_and_others_keep_their_traceback(capsys, mon
 def test_a_plain_error_names_the_model_it_came_from(capsys, monkeypatch):
     import sys
 
-    from lape_harness import error_display
-    from lape_harness.error_display import plain_errors
+    from lape_harness.plugin import error_display
+    from lape_harness.plugin.error_display import plain_errors
 
     monkeypatch.setattr(error_display, "_previous", error_display._previous)
     monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)

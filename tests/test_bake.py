@@ -8,12 +8,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lape_harness.bake import bake_checkpoint, bake_model
 from lape_harness.cli import main
 from lape_harness.errors import InputError
 from lape_harness.neurons import LanguageNeurons, NeuronFileError, NeuronSet
 from lape_harness.sites import find_sites
 from lape_harness.steering import SteeringHooks, parse_steer
+from lape_harness.steering.bake import bake_checkpoint, bake_model
 
 WIDTH, LAYERS = 128, 2
 
@@ -137,7 +137,7 @@ def test_bad_neurons_and_existing_output(tiny_llama, tmp_path, capsys):
 
 
 def test_baked_model_matches_hf_steered(tiny_llama, tmp_path):
-    from lape_harness.model import HFSteeredLM
+    from lape_harness.plugin.hf_steered import HFSteeredLM
 
     neurons_path = tmp_path / "set.safetensors"
     neuron_set().save(neurons_path)

@@ -1,4 +1,4 @@
-"""LPR / WPR / LCPR (lape_harness.confusion) on hand-computed cases, the benchmark's averages,
+"""LPR / WPR / LCPR (lape_harness.task_support.confusion) on hand-computed cases, the benchmark's averages,
 and the loader of the benchmark's test sets (local CSV folder, local zip, clear errors)."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import zipfile
 
 import pytest
 
-from lape_harness.confusion import (
+from lape_harness.errors import InputError
+from lape_harness.task_support.confusion import (
     benchmark_averages,
     completion_verdict,
     dataset_scores,
@@ -17,8 +18,7 @@ from lape_harness.confusion import (
     scores_from_results,
     tokenize,
 )
-from lape_harness.errors import InputError
-from lape_harness.task_data import DATA_ENV, LCB_TEST_SETS, LCB_ZIP_URL, lcb_prompts
+from lape_harness.task_support.task_data import DATA_ENV, LCB_TEST_SETS, LCB_ZIP_URL, lcb_prompts
 
 
 def fake_identify(line: str) -> str:

@@ -13,12 +13,11 @@ import math
 import os
 
 import pytest
+from tiny_models import SAMPLE_TEXT
 
 from lape_harness.demo import MODES, Mode, Strength, forcing_means, run_demo
 from lape_harness.errors import InputError
 from lape_harness.neurons import NeuronSet
-
-from tiny_models import SAMPLE_TEXT
 
 
 def test_forcing_means_skip_the_diagonal():
@@ -176,8 +175,9 @@ def test_demo_reuses_statistics_only_for_the_same_model_and_text(tiny_llama, tmp
     and config) and the training text (its fingerprint) all match; else it profiles again."""
     from dataclasses import replace
 
-    from lape_harness.demo.pipeline import DemoRun, _profile
     from tiny_models import build_tiny_model
+
+    from lape_harness.demo.pipeline import DemoRun, _profile
 
     corpus = write_corpus(tmp_path / "corpus")
     mode = replace(TINY, profile_tokens=64, seq_len=32)

@@ -9,9 +9,16 @@ import pytest
 import torch
 
 from lape_harness.errors import InputError
-from lape_harness.fallback import QUESTIONS, fallback_steps, format_prompt, plot_fallback, run_fallback, write_report
 from lape_harness.langid import identify_language
 from lape_harness.neurons import LanguageNeurons, NeuronSet
+from lape_harness.studies.fallback import (
+    QUESTIONS,
+    fallback_steps,
+    format_prompt,
+    plot_fallback,
+    run_fallback,
+    write_report,
+)
 
 STOP = ["\nQ:", "\nA:"]
 
@@ -51,7 +58,7 @@ def _manual_answer(model, tokenizer, prompt: str, off: list[str], neuron_set, fi
 
 @pytest.fixture(scope="module")
 def steered(tiny_llama, tmp_path_factory):
-    from lape_harness.model import HFSteeredLM
+    from lape_harness.plugin.hf_steered import HFSteeredLM
 
     path = tmp_path_factory.mktemp("fallback") / "lape-top1.safetensors"
     _neuron_set().save(path)

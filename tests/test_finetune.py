@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
+from steering_reference import make_neuron_set
+from tiny_models import SAMPLE_TEXT
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lape_harness.cli import main
 from lape_harness.errors import InputError
-from lape_harness.finetune import attach, merge, train
-from steering_reference import make_neuron_set
-from tiny_models import SAMPLE_TEXT
+from lape_harness.studies.finetune import attach, merge, train
 
 
 def _load(path):

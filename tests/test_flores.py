@@ -12,11 +12,11 @@ from pathlib import Path
 import datasets
 import pytest
 
-from lape_harness import flores
 from lape_harness.errors import InputError, LapeError
 from lape_harness.languages import all_languages, get_language
-from lape_harness.metrics import translation_signature
-from lape_harness.task_data import DATA_ENV
+from lape_harness.task_support import flores
+from lape_harness.task_support.metrics import translation_signature
+from lape_harness.task_support.task_data import DATA_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
@@ -129,7 +129,7 @@ def test_a_copy_in_the_other_schema_is_named(monkeypatch, tmp_path):
 def test_the_docs_recipe_writes_copies_both_sources_read(monkeypatch, tmp_path):
     """Run the offline-copy recipe of docs/tasks.md as written (into a temporary folder, against a
     hub that serves every config), then read every pair it wrote from both sources."""
-    recipe = re.search(r"```python\n(from datasets import load_dataset\nfrom lape_harness.flores.*?)```",
+    recipe = re.search(r"```python\n(from datasets import load_dataset\nfrom lape_harness.task_support.flores.*?)```",
                        (REPO / "docs/tasks.md").read_text(encoding="utf-8"), re.S).group(1)
     monkeypatch.setattr(datasets, "load_dataset", _hub_with_every_config)
     exec(recipe.replace('root = "/dir"', f"root = {str(tmp_path)!r}"), {})

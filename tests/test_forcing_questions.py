@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lape_harness.errors import InputError
-from lape_harness.task_data import read_questions
+from lape_harness.task_support.task_data import read_questions
 
 REPO = Path(__file__).resolve().parents[1]
 LM_EVAL = Path(sys.executable).with_name("lm_eval")
@@ -86,7 +86,7 @@ def test_own_questions_through_the_plain_lm_eval_cli(tiny_llama, tmp_path):
 def test_a_forcing_task_of_ones_own_for_any_language(tiny_llama, tmp_path):
     """A language outside the paper's 21 (Swahili): the user's task YAML includes the package
     template and names the question file in its metadata, as docs/tasks.md shows."""
-    from lape_harness.registration import task_folder
+    from lape_harness.plugin.registration import task_folder
 
     questions = tmp_path / "swahili.json"
     questions.write_text(json.dumps({"sw": ["Jina lako ni nani?", "Unaishi wapi?"]}), encoding="utf-8")

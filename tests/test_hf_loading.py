@@ -89,11 +89,11 @@ def test_profile_loads_each_rank_straight_onto_its_device(old_transformers):
 
 
 def test_bake_loads_with_the_old_keyword(old_transformers, tmp_path):
-    from lape_harness.bake import bake_checkpoint
-    from lape_harness.errors import InputError
-
     # The load happens; the fake model then fails where the neuron sites are looked up.
     from steering_reference import make_neuron_set
+
+    from lape_harness.errors import InputError
+    from lape_harness.steering.bake import bake_checkpoint
 
     neurons = tmp_path / "n.safetensors"
     make_neuron_set(2, 32).save(neurons)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from steering_reference import CASES, make_neuron_set, patch_reference
 from transformers import AutoModelForCausalLM
 
 from lape_harness.errors import HookNeverFiredError
 from lape_harness.steering import SteeringHooks, parse_steer
-from steering_reference import CASES, make_neuron_set, patch_reference
 
 # This shared 2-core machine runs several jobs: one thread avoids thread-spin contention (10-100x).
 torch.set_num_threads(1)

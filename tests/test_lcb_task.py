@@ -10,10 +10,10 @@ import string
 from pathlib import Path
 
 import pytest
+from steering_reference import make_neuron_set
 
 from lape_harness.langid import identify_language
-from lape_harness.task_data import DATA_ENV
-from steering_reference import make_neuron_set
+from lape_harness.task_support.task_data import DATA_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
@@ -31,7 +31,7 @@ def evaluation(tiny_llama, tmp_path_factory):
     from lm_eval.tasks import TaskManager
     from transformers import AutoConfig
 
-    from lape_harness.model import HFSteeredLM
+    from lape_harness.plugin.hf_steered import HFSteeredLM
 
     config = AutoConfig.from_pretrained(tiny_llama)
     neurons = tmp_path_factory.mktemp("lcb_neurons") / "lape-top1.safetensors"

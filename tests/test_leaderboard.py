@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from lape_harness.analysis.leaderboard import build_leaderboard, parse_metric_overrides
+from lape_harness.analysis.leaderboard_report import to_csv, to_markdown
+from lape_harness.analysis.results import load_runs, read_run
 from lape_harness.cli import main
 from lape_harness.errors import InputError
-from lape_harness.leaderboard import build_leaderboard, parse_metric_overrides
-from lape_harness.leaderboard_report import to_csv, to_markdown
-from lape_harness.results import load_runs, read_run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 GEMMA, LLAMA = "google/gemma-3-270m", "meta-llama/Llama-3.1-8B"

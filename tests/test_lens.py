@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
+from steering_reference import make_neuron_set
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lape_harness.cli import main
 from lape_harness.errors import InputError, LapeError
-from lape_harness.lens import LogitLens
-from lape_harness.vocab_languages import assign_token, vocabulary_languages
-from steering_reference import make_neuron_set
+from lape_harness.studies.lens import LogitLens
+from lape_harness.task_support.vocab_languages import assign_token, vocabulary_languages
 
 LANGUAGES = ["en", "de", "fr", "ru", "zh"]
 

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import sacrebleu
 
-from lape_harness.metrics import (
+from lape_harness.task_support.metrics import (
     corpus_bleu,
     corpus_chrf_pp,
     degeneration,

@@ -8,12 +8,12 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
-
-from lape_harness.errors import InputError
-from lape_harness.model import HFSteeredLM
-from lape_harness.steering import SteerSyntaxError
 from local_task import choice_task
 from steering_reference import make_neuron_set, patch_reference
+
+from lape_harness.errors import InputError
+from lape_harness.plugin.hf_steered import HFSteeredLM
+from lape_harness.steering import SteerSyntaxError
 
 torch.set_num_threads(1)  # see test_hooks.py
 

@@ -7,10 +7,10 @@ import logging
 import pytest
 import torch
 from lm_eval.api.instance import Instance
-
-from lape_harness.model import HFSteeredLM
-from test_model import CONTEXTS, CONTINUATIONS, GENERATION
 from steering_reference import make_neuron_set
+from test_model import CONTEXTS, CONTINUATIONS, GENERATION
+
+from lape_harness.plugin.hf_steered import HFSteeredLM
 
 torch.set_num_threads(1)  # see test_hooks.py
 
@@ -65,7 +65,7 @@ def test_auto_steers_each_task_with_its_own_plan(auto_lm, kind, caplog):
 
     auto_lm.steering.use = recording_use
     try:
-        with caplog.at_level(logging.WARNING, logger="lape_harness.model"):
+        with caplog.at_level(logging.WARNING, logger="lape_harness.plugin.hf_steered"):
             got = getattr(auto_lm, kind)(mixed_requests(kind))
     finally:
         del auto_lm.steering.use
@@ -127,12 +127,12 @@ def test_auto_steers_a_user_task_by_its_metadata(tiny_llama, tmp_path):
 
     from lm_eval import simple_evaluate
     from lm_eval.utils import handle_non_serializable
+    from local_task import choice_task
     from transformers import AutoConfig
 
-    from lape_harness.leaderboard import build_leaderboard
-    from lape_harness.results import classify_task, load_runs
-    from lape_harness.task_languages import TaskLanguages, name_languages
-    from local_task import choice_task
+    from lape_harness.analysis.leaderboard import build_leaderboard
+    from lape_harness.analysis.results import classify_task, load_runs
+    from lape_harness.task_support.task_languages import TaskLanguages, name_languages
 
     name = "quiz_of_mine"
     assert name_languages(name) is None

@@ -7,12 +7,11 @@ import random
 import numpy as np
 import pytest
 import torch
-
 from pictures import assert_picture
 
-from lape_harness import neuron_figures
-from lape_harness.languages import family_of, order_by_family
+from lape_harness.analysis import neuron_figures
 from lape_harness.cli import main
+from lape_harness.languages import family_of, order_by_family
 from lape_harness.neurons import LanguageNeurons, NeuronSet
 
 LANGUAGES = ["en", "de", "nl", "fr", "es", "ru", "zh", "ja"]

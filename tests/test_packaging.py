@@ -30,7 +30,7 @@ import lape_harness
 import lm_eval.api.registry as registry
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._index import TaskIndex
-from lape_harness.registration import task_folder
+from lape_harness.plugin.registration import task_folder
 print(heavy)
 print(lape_harness.__file__)
 print(task_folder())
@@ -88,7 +88,7 @@ def probe(python: Path, cwd: Path) -> list[str]:
 def test_wheel_contains_the_hook_and_every_task_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert zipfile.ZipFile(wheel).read("lape_harness.pth") == PTH_SOURCE.read_bytes()
-    assert {"lape_harness/_boot.py", "lape_harness/registration.py"} <= names
+    assert {"lape_harness/_boot.py", "lape_harness/plugin/registration.py"} <= names
     assert "lape_harness/lape_harness.pth" not in names  # a .pth only acts at the site-packages root
     task_files = {f"lape_harness/tasks/{path.relative_to(REPO / 'tasks').as_posix()}"
                   for path in (REPO / "tasks").rglob("*") if path.is_file() and "__pycache__" not in path.parts}
@@ -106,7 +106,7 @@ def test_installed_wheel_registers_model_and_tasks(wheel, tmp_path):
     assert heavy == "[]"
     assert Path(package).is_relative_to(site_packages)
     assert Path(folder) == Path(package).parent / "tasks"
-    assert (model, wrapped) == ("lape_harness.model:HFSteeredLM True", "True")
+    assert (model, wrapped) == ("lape_harness.plugin.hf_steered:HFSteeredLM True", "True")
     expected = lape_task_names(REPO / "tasks")
     assert expected and expected <= set(tasks.split())
     listed = run(python, "-m", "lm_eval", "ls", "tasks", cwd=tmp_path).stdout  # the plain CLI, no --include_path
@@ -122,6 +122,6 @@ def test_editable_install_registers_model_and_the_checkout_tasks(tmp_path):
     assert heavy == "[]"
     assert Path(package) == REPO / "lape_harness" / "__init__.py"
     assert Path(folder) == REPO / "tasks"
-    assert (model, wrapped) == ("lape_harness.model:HFSteeredLM True", "True")
+    assert (model, wrapped) == ("lape_harness.plugin.hf_steered:HFSteeredLM True", "True")
     expected = lape_task_names(REPO / "tasks")
     assert expected and expected <= set(tasks.split())

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 import torch
+from steering_reference import CASES, make_neuron_set, reference_edit
 
 from lape_harness.steering import AutoPlan, SteerSyntaxError, Term, compile_plan, format_number, parse_steer
-from lape_harness.task_languages import TaskLanguages
-from steering_reference import CASES, make_neuron_set, reference_edit
+from lape_harness.task_support.task_languages import TaskLanguages
 
 # This shared 2-core machine runs several jobs: one thread avoids thread-spin contention (10-100x).
 torch.set_num_threads(1)

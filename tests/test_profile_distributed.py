@@ -34,7 +34,7 @@ def stop_after_two_batches(module, args):
 model.base_model.register_forward_pre_hook(stop_after_two_batches)
 profile_model(model, AutoTokenizer.from_pretrained(model_path), open_corpus(folder, sys.argv[4:]), seq_len=%d,
               batch_size=2, checkpoint_dir=partial, progress=False, dist=dist)
-""" % SEQ_LEN
+""" % SEQ_LEN  # noqa: UP031 - the script holds braces of its own
 
 
 def torchrun(*args, cwd):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lape_harness import _boot
-from lape_harness.registration import MODELS, task_folder
+from lape_harness.plugin.registration import MODELS, task_folder
 
 MODEL_TARGET = MODELS["hf-steered"]
 
@@ -61,16 +61,16 @@ def test_get_model_finds_hf_steered_and_every_built_in():
         print(registry.model_registry._objs['vllm-steered'])               # lazy: vLLM loads only when asked for
         print(registry.get_model('hf').__name__, registry.get_model('steered').__name__)
         print(len(inspect.getsource(registry)) > 0)                         # the wrapped loader still serves source
-        if importlib.util.find_spec('lape_harness.model') is not None:
+        if importlib.util.find_spec('lape_harness.plugin.hf_steered') is not None:
             from lm_eval.models.huggingface import HFLM
             steered = registry.get_model('hf-steered')
             print(steered.__module__ + ':' + steered.__name__, issubclass(steered, HFLM))
         else:
-            print('lape_harness.model:HFSteeredLM True')  # model module not written yet: the lazy target is checked above
+            print('lape_harness.plugin.hf_steered:HFSteeredLM True')  # model module not written yet: the lazy target is checked above
     """).stdout.splitlines()
     assert out[0] == "[]"
-    assert out[1] == MODEL_TARGET == "lape_harness.model:HFSteeredLM"
-    assert out[2] == MODELS["vllm-steered"] == "lape_harness.vllm_model:VLLMSteeredLM"
+    assert out[1] == MODEL_TARGET == "lape_harness.plugin.hf_steered:HFSteeredLM"
+    assert out[2] == MODELS["vllm-steered"] == "lape_harness.plugin.vllm_steered:VLLMSteeredLM"
     assert out[3] == "HFLM SteeredModel"
     assert out[4] == "True"
     assert out[5] == f"{MODEL_TARGET} True"
@@ -125,7 +125,7 @@ def test_lm_eval_ls_tasks_lists_our_tasks_without_include_path():
 
 def test_a_failing_hook_warns_once_and_lm_eval_keeps_working():
     result = python("""
-        import lape_harness.registration as registration
+        import lape_harness.plugin.registration as registration
         def broken(module):
             raise RuntimeError('simulated plugin bug')
         registration.on_registry = registration.on_task_manager = broken
@@ -144,7 +144,7 @@ def test_a_task_manager_without_the_expected_arguments_is_left_alone_with_one_wa
     every TaskManager(...), one warning that names the --include_path to pass."""
     import types
 
-    from lape_harness import registration
+    from lape_harness.plugin import registration
 
     class TaskManager:
         def __init__(self, verbosity=None, paths=None):

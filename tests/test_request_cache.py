@@ -9,13 +9,13 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM, CachingLM, hash_args
-
-from lape_harness.model import HFSteeredLM
-from lape_harness.request_cache import PlanKeyedCache, key_by_plan, plan_namespace
-from lape_harness.steering import parse_steer
 from steering_reference import make_neuron_set
 from test_model import requests
 from test_model_auto import TASKS, mixed_requests
+
+from lape_harness.plugin.hf_steered import HFSteeredLM
+from lape_harness.plugin.request_cache import PlanKeyedCache, key_by_plan, plan_namespace
+from lape_harness.steering import parse_steer
 
 torch.set_num_threads(1)  # see test_hooks.py
 
@@ -90,7 +90,7 @@ def test_a_cache_that_cannot_be_keyed_by_plan_is_an_error():
     (e.g. an lm-eval refactor): plans would share cached answers, so it fails loudly."""
     from lm_eval.api.model import CacheHook
 
-    from lape_harness.request_cache import RequestCacheError
+    from lape_harness.plugin.request_cache import RequestCacheError
 
     class Wrapper:
         def __init__(self, model, dbdict):

@@ -7,13 +7,12 @@ import math
 
 import numpy as np
 import pytest
-
-from lape_harness import result_figures
-from lape_harness.errors import InputError
-from lape_harness.result_matrices import Matrix, dominance, forcing_matrix, ppl_change, ppl_change_matrix
-from lape_harness.results import load_runs
-
 from pictures import assert_picture
+
+from lape_harness.analysis import result_figures
+from lape_harness.analysis.result_matrices import Matrix, dominance, forcing_matrix, ppl_change, ppl_change_matrix
+from lape_harness.analysis.results import load_runs
+from lape_harness.errors import InputError
 
 
 def _write_results(folder, name, plan, results):

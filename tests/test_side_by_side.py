@@ -1,4 +1,4 @@
-"""lape_harness.side_by_side: jobs' engine calls merged per round, answers routed back, errors raised."""
+"""lape_harness.plugin.side_by_side: jobs' engine calls merged per round, answers routed back, errors raised."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from lape_harness.side_by_side import current_job, engine_call, run_side_by_side
+from lape_harness.plugin.side_by_side import current_job, engine_call, run_side_by_side
 
 
 def test_jobs_with_different_numbers_of_calls_get_their_own_answers():

@@ -193,7 +193,7 @@ def test_neuron_slices_compute_exactly_that_neuron(kind):
         slices = neuron_slices(model, site.layer)
         down = slices[-1]
         assert down.module is site.down_proj and down.name == "weight"
-        assert getattr(down.module, "weight").shape[down.dim] == site.width
+        assert down.module.weight.shape[down.dim] == site.width
         seen = {}
         handle = site.down_proj.register_forward_pre_hook(lambda m, i: seen.__setitem__("input", i[0].clone()))
         try:

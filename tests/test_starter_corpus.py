@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from lape_harness import starter_corpus
 from lape_harness.cli import main
 from lape_harness.errors import InputError
-from lape_harness.starter_corpus import build_corpus, clean_text, split_paragraphs, strip_troff
+from lape_harness.starter_corpus import fetch, formats
+from lape_harness.starter_corpus.build import build_corpus, split_paragraphs
+from lape_harness.starter_corpus.formats import clean_text, strip_troff
 
 UDHR_EN = """<!doctype html>
 <html lang="en"><body><h1>Universal Declaration of Human Rights</h1>
@@ -118,7 +119,7 @@ def test_strip_troff_keeps_running_text_only():
 
 
 def test_udhr_reader_keeps_paragraphs_and_list_items_in_article_order(tmp_path):
-    paragraphs = starter_corpus.read_udhr(write_udhr(tmp_path / "udhr"), "en")
+    paragraphs = formats.read_udhr(write_udhr(tmp_path / "udhr"), "en")
     keys = [key for key, _ in paragraphs]
     assert keys == ["udhr:1:0", "udhr:2:0", "udhr:2:1", "udhr:3:0", "udhr:0:0", "udhr:0:1"]
     assert dict(paragraphs)["udhr:1:0"] == "All human beings are born free and equal in dignity and rights."
@@ -127,14 +128,14 @@ def test_udhr_reader_keeps_paragraphs_and_list_items_in_article_order(tmp_path):
 
 def test_django_reader_cleans_and_drops_untranslated(tmp_path):
     wheel = write_django_wheel(tmp_path / "django.whl")
-    german = dict(starter_corpus.read_django(wheel, "de"))
+    german = dict(formats.read_django(wheel, "de"))
     assert sorted(german.values()) == [
         "Sichern und weiter bearbeiten",
         "Warnung: Einträge werden entfernt",
         "löschen",
         "zum Ändern auswählen",
     ]
-    english = dict(starter_corpus.read_django(wheel, "en"))
+    english = dict(formats.read_django(wheel, "en"))
     assert "Log out" in english.values() and "Delete" in english.values()
     assert set(german) < set(english)  # the same keys in both languages: a parallel split
 
@@ -181,7 +182,7 @@ def test_build_corpus_writes_files_manifest_and_reports_lost_sources(tmp_path):
 
 
 def test_unavailable_source_names_the_languages_that_lost_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(starter_corpus.shutil, "which", lambda name: None)
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: None)
     warnings = []
     manifest = build_corpus(
         ["de", "fr"], ["udhr", "django"], tmp_path / "out",

@@ -10,7 +10,7 @@ import torch
 
 from lape_harness.errors import InputError
 from lape_harness.neurons import LanguageNeurons, NeuronSet
-from lape_harness.sweep import PlanEntry, parse_plan_entry, read_plans_file, run_sweep
+from lape_harness.studies.sweep import PlanEntry, parse_plan_entry, read_plans_file, run_sweep
 
 TEXT = {
     "de": ["Die Katze sitzt auf der warmen Matte.", "Jeder hat das Recht auf Leben und Freiheit."],
@@ -196,7 +196,7 @@ def test_a_passed_model_holding_another_set_is_given_the_model_arguments_set(
     """A model reused across sweeps may still hold the set of an earlier sweep's last PLAN@FILE:
     plans without @FILE must use the set of the model arguments, and must not be merged with
     PLAN@FILE plans of that other set."""
-    from lape_harness.model import HFSteeredLM
+    from lape_harness.plugin.hf_steered import HFSteeredLM
 
     other = tmp_path / "lape-top3.safetensors"
     tiny_neuron_set(seed=7).save(other)
@@ -223,7 +223,7 @@ def test_only_rank_zero_touches_the_output_folder(tmp_path, monkeypatch):
     partial folder rank 0 is writing (it used to clean up 'stale' ones) nor make one of its own."""
     import lm_eval
 
-    from lape_harness import sweep
+    from lape_harness.studies import sweep
 
     output = tmp_path / "out"
     output.mkdir()

@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from lape_harness import task_languages as task_languages_module
-from lape_harness.task_languages import (
+from lape_harness.task_support import task_languages as task_languages_module
+from lape_harness.task_support.task_languages import (
     TaskLanguages,
     TaskLanguagesError,
     declared_languages,

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import sacrebleu
 import torch
-
-from lape_harness import flores
-from lape_harness.langid import identify_language
-from lape_harness.metrics import extract_belebele_answer, extract_xnli_label
-from lape_harness.task_data import DATA_ENV
 from test_metrics import _reference_paper_f1, _reference_squad_f1
+
+from lape_harness.langid import identify_language
+from lape_harness.task_support import flores
+from lape_harness.task_support.metrics import extract_belebele_answer, extract_xnli_label
+from lape_harness.task_support.task_data import DATA_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"

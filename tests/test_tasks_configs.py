@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lape_harness import flores
 from lape_harness.errors import InputError
 from lape_harness.languages import PAPER_CODES
-from lape_harness.task_data import DATA_ENV, forcing_questions, heldout_documents, load_split
-from lape_harness.task_languages import declared_languages, name_languages
+from lape_harness.task_support import flores
+from lape_harness.task_support.task_data import DATA_ENV, forcing_questions, heldout_documents, load_split
+from lape_harness.task_support.task_languages import declared_languages, name_languages
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "tasks"

@@ -27,11 +27,11 @@ if find_spec("vllm") is None:
     pytest.skip(message, allow_module_level=True)
 
 from lm_eval.api.instance import Instance
-
-from lape_harness.errors import HookNeverFiredError, InputError
 from local_task import choice_task
 from steering_reference import make_neuron_set
 from tiny_models import build_tiny_model
+
+from lape_harness.errors import HookNeverFiredError, InputError
 
 PLANS = ["none", "-de", "+2*de", "*0.5*de", "=de", "+de.diff", "-de=-1.5", "-de+fr"]
 PREFIX = "Everyone has the right to life, liberty and security of person. " * 3  # longer than a cache block
@@ -69,14 +69,14 @@ def neuron_file(model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(model_dir, neuron_file):
-    from lape_harness.vllm_model import VLLMSteeredLM
+    from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
     return VLLMSteeredLM(pretrained=str(model_dir), neurons=str(neuron_file), steer="none", **ENGINE)
 
 
 @pytest.fixture(scope="module")
 def reference(model_dir, neuron_file):
-    from lape_harness.model import HFSteeredLM
+    from lape_harness.plugin.hf_steered import HFSteeredLM
 
     return HFSteeredLM(pretrained=str(model_dir), neurons=str(neuron_file), steer="none", device="cpu",
                        dtype="float32", batch_size=4)
@@ -122,7 +122,7 @@ def test_plans_change_the_output(hf_results):
 
 @pytest.fixture(scope="module")
 def plain(model_dir, engine):
-    from lape_harness.vllm_setup import lm_eval_vllm_class
+    from lape_harness.plugin.vllm_setup import lm_eval_vllm_class
 
     return lm_eval_vllm_class()(pretrained=str(model_dir), **ENGINE)
 
@@ -265,7 +265,7 @@ def test_the_cache_salt_is_what_keeps_plans_apart(auto_engine, monkeypatch):
 
 
 def _languages(code: str):
-    from lape_harness.task_languages import TaskLanguages
+    from lape_harness.task_support.task_languages import TaskLanguages
 
     return TaskLanguages(kind="monolingual", source=None, target=code)
 
@@ -300,7 +300,7 @@ def test_a_steering_that_does_not_reach_the_model_is_an_error(engine, monkeypatc
     with pytest.raises(HookNeverFiredError, match="silent no-op"):
         engine._check_steering_takes_effect()
     with pytest.raises(HookNeverFiredError, match="edit 0 neurons"):
-        engine.apply_plan(_plan("-de"))
+        engine._install_plan(_plan("-de"))
     monkeypatch.setattr(llm, "collective_rpc", real)
     engine._active = None
     engine.set_plan("none")
@@ -334,7 +334,7 @@ def _plan(spec: str):
 def test_registered_and_bad_arguments_fail_before_loading(model_dir, neuron_file):
     from lm_eval.api.registry import get_model
 
-    from lape_harness.vllm_model import VLLMSteeredLM
+    from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
     assert get_model("vllm-steered") is VLLMSteeredLM
     for arguments, match in [
@@ -356,7 +356,7 @@ def test_wrappers_compute_the_edited_activation():
     from vllm.config import VllmConfig, set_current_vllm_config
     from vllm.model_executor.layers.activation import GeluAndMul, MulAndSilu, SiluAndMul
 
-    from lape_harness.vllm_worker import SteeredActAndMul, SteeredActivation
+    from lape_harness.plugin.vllm_worker import SteeredActAndMul, SteeredActivation
 
     torch.manual_seed(0)
     width = 6
@@ -388,7 +388,7 @@ def test_the_router_lays_slots_out_in_batch_order():
     """Requests learnt from the scheduler's output; tokens in the runner's order; finished requests forgotten."""
     from types import SimpleNamespace
 
-    from lape_harness.vllm_worker import SLOT_KEY, SlotRouter
+    from lape_harness.plugin.vllm_worker import SLOT_KEY, SlotRouter
 
     def new(req_id, extra):
         return SimpleNamespace(req_id=req_id, sampling_params=SimpleNamespace(extra_args=extra))
@@ -417,7 +417,7 @@ def test_both_model_runners_fill_the_slot_index_before_preparing_inputs():
 
     import numpy as np
 
-    from lape_harness.vllm_worker import SLOT_KEY, SteeredActAndMul, route_slots
+    from lape_harness.plugin.vllm_worker import SLOT_KEY, SteeredActAndMul, route_slots
 
     model = torch.nn.Module()
     model.layers = torch.nn.ModuleList([torch.nn.Module()])
@@ -456,8 +456,8 @@ def test_both_model_runners_fill_the_slot_index_before_preparing_inputs():
 def test_each_tensor_parallel_rank_writes_its_shard(monkeypatch):
     """A layer of 8 neurons over 2 ranks: rank r holds neurons 4r..4r+3 at local positions 0..3,
     written into the plan slot asked for."""
-    from lape_harness import vllm_worker
-    from lape_harness.vllm_worker import SteeredActAndMul, write_plan
+    from lape_harness.plugin import vllm_worker
+    from lape_harness.plugin.vllm_worker import SteeredActAndMul, write_plan
 
     class Model(torch.nn.Module):
         def __init__(self):
@@ -481,8 +481,8 @@ def test_each_tensor_parallel_rank_writes_its_shard(monkeypatch):
 
 def test_sweep_runs_every_plan_on_one_engine(engine, model_dir, tmp_path):
     """`lape-harness sweep --engine vllm` reuses one engine; PLAN@FILE switches neuron sets on it."""
-    from lape_harness.results import load_runs
-    from lape_harness.sweep import run_sweep
+    from lape_harness.analysis.results import load_runs
+    from lape_harness.studies.sweep import run_sweep
 
     other = tmp_path / "lape-top2.safetensors"
     make_neuron_set(num_layers=2, width=128, languages=["de", "fr", "en"], seed=1).save(other)
@@ -506,7 +506,7 @@ def test_tensor_parallel_ranks_agree_with_one_rank(engine, model_dir, neuron_fil
     layer's neurons; scores equal the single-rank engine's to float32 rounding."""
     import gc
 
-    from lape_harness.vllm_model import VLLMSteeredLM
+    from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
     parallel = VLLMSteeredLM(pretrained=str(model_dir), neurons=str(neuron_file), steer="none",
                              tensor_parallel_size=2, **ENGINE)

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("vllm")
 from vllm.platforms import current_platform  # noqa: E402
 
-from lape_harness.vllm_setup import cpu_defaults  # noqa: E402
+from lape_harness.plugin.vllm_setup import cpu_defaults  # noqa: E402
 
 if not current_platform.is_cpu():
     pytest.skip("these are the CPU build's defaults", allow_module_level=True)
@@ -22,7 +22,7 @@ def machine(monkeypatch):
     """A machine with a chosen number of cores, one NUMA node and none of the settings made."""
     for name in SETTINGS:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr("lape_harness.vllm_setup._numa_nodes", lambda: 1)
+    monkeypatch.setattr("lape_harness.plugin.vllm_setup._numa_nodes", lambda: 1)
 
     def cores(count: int) -> None:
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(count)))

@@ -19,7 +19,8 @@ SAMPLE_TEXT = {
     "en": "The cat sits on the warm mat. Everyone has the right to life, liberty and security of person.",
     "de": "Die Katze sitzt auf der warmen Matte. Jeder hat das Recht auf Leben, Freiheit und Sicherheit der Person.",
     "fr": "Le chat est assis sur le tapis chaud. Tout individu a droit à la vie, à la liberté et à la sûreté de sa personne.",
-    "es": "El gato está sentado en la alfombra caliente. Todo individuo tiene derecho a la vida, a la libertad y a la seguridad de su persona.",
+    "es": "El gato está sentado en la alfombra caliente. Todo individuo tiene derecho a la vida, a la libertad "
+          "y a la seguridad de su persona.",
     "ru": "Кошка сидит на тёплом коврике. Каждый человек имеет право на жизнь, на свободу и на личную неприкосновенность.",
     "zh": "猫坐在温暖的垫子上。人人有权享有生命、自由和人身安全。",
 }

@@ -18,7 +18,6 @@ import sys
 from lape_harness import __version__
 from lape_harness.errors import LapeError
 
-
 # The order a user walks them in; a module not listed here comes after these.
 _ORDER = ("demo", "corpus", "profile", "identify", "control", "inspect", "plot", "lens", "sweep", "leaderboard", "fallback",
           "bake", "finetune", "masks")

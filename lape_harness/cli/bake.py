@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lape_harness.bake import bake_checkpoint
+    from lape_harness.steering.bake import bake_checkpoint
 
     record = bake_checkpoint(args.model, args.neurons, args.steer, args.out, args.dtype, args.overwrite,
                              allow_other_model=args.allow_other_model)

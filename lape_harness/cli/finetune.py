@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from lape_harness.neurons import NeuronSet
     from lape_harness.path_checks import check_output_dir
     from lape_harness.paths import corpus_dir
-    from lape_harness.task_data import heldout_path
+    from lape_harness.task_support.task_data import heldout_path
 
     for flag, value in (("--steps", args.steps), ("--seq-len", args.seq_len), ("--batch-size", args.batch_size),
                         ("--max-tokens", args.max_tokens)):  # fmt: skip
@@ -92,11 +92,11 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from lape_harness.bake import write_checkpoint
     from lape_harness.cli.profile import DTYPES, load_model
     from lape_harness.corpora import Packing
-    from lape_harness.finetune import attach, merge, perplexity, train
     from lape_harness.identity import model_identity
+    from lape_harness.steering.bake import write_checkpoint
+    from lape_harness.studies.finetune import attach, merge, perplexity, train
 
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype_name = DTYPES.get(args.dtype) or ("bfloat16" if device.type == "cuda" else "float32")

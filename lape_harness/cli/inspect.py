@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from lape_harness.inspection import render, summarize
+    from lape_harness.analysis.inspection import render, summarize
 
     summary = summarize(args.file)
     print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else render(summary))

@@ -30,16 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="metric to report for a task family (e.g. lape_forcing=clean_target_rate, "
                              "lape_ppl=bits_per_byte), or for every family without FAMILY=; repeatable. "
                              "Defaults: forcing target_rate, flores paper_sentence_bleu, xquad paper_f1, "
-                             "belebele/xnli acc, ppl byte_perplexity (perplexities as relative change), others acc (or the first reported of "
+                             "belebele/xnli acc, ppl byte_perplexity (perplexities as relative change), others acc "
+                             "(or the first reported of "
                              "exact_match, f1, perplexity ...)")
     parser.add_argument("--no-plot", action="store_true", help="write only the Markdown and CSV tables")
 
 
 def run(args: argparse.Namespace) -> int:
-    from lape_harness.leaderboard import build_leaderboard, parse_metric_overrides
-    from lape_harness.leaderboard_report import write_leaderboard
+    from lape_harness.analysis.leaderboard import build_leaderboard, parse_metric_overrides
+    from lape_harness.analysis.leaderboard_report import write_leaderboard
+    from lape_harness.analysis.results import load_runs
     from lape_harness.path_checks import check_output_dir
-    from lape_harness.results import load_runs
 
     check_output_dir(args.out, "--out")
     overrides = parse_metric_overrides(args.metric)

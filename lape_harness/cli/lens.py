@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def read_prompts(path: str | None, forcing: list[str], limit: int | None) -> list[str]:
     """The prompts of a file and of the forcing questions of ``forcing`` languages."""
     from lape_harness.errors import InputError
-    from lape_harness.registration import task_folder
-    from lape_harness.task_data import forcing_questions
+    from lape_harness.plugin.registration import task_folder
+    from lape_harness.task_support.task_data import forcing_questions
 
     groups = []
     if path:
@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
     from lape_harness.atomic import write_json_atomic
     from lape_harness.cli.profile import DTYPES, load_model
-    from lape_harness.lens import LogitLens, plot_lens
-    from lape_harness.vocab_languages import RULE
+    from lape_harness.studies.lens import LogitLens, plot_lens
+    from lape_harness.task_support.vocab_languages import RULE
 
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, DTYPES.get(args.dtype) or ("bfloat16" if device.type == "cuda" else "float32"))

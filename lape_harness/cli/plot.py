@@ -50,15 +50,15 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     written = []
     if args.neurons:
+        from lape_harness.analysis.neuron_figures import neuron_report
         from lape_harness.neurons import NeuronSet
-        from lape_harness.neuron_figures import neuron_report
 
         paths, lines = neuron_report(NeuronSet.load(args.neurons), args.out)
         written += paths
         print("\n".join(lines))
     if args.results:
-        from lape_harness.result_figures import results_report
-        from lape_harness.results import load_runs
+        from lape_harness.analysis.result_figures import results_report
+        from lape_harness.analysis.results import load_runs
 
         problems: list[str] = []
         runs = load_runs(args.results, problems=problems)

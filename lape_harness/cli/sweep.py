@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lape_harness.errors import InputError
-    from lape_harness.sweep import read_plans_file, run_sweep
+    from lape_harness.studies.sweep import read_plans_file, run_sweep
 
     plans = [plan.strip() for group in args.plans for plan in group.split(",") if plan.strip()]
     plans += read_plans_file(args.plans_file) if args.plans_file else []

@@ -5,7 +5,7 @@
 1. the starter corpus (:mod:`lape_harness.starter_corpus`), built once into the cache;
 2. activation statistics of every language with text (:mod:`lape_harness.profile`);
 3. LAPE neuron sets at the top rates 1%…5% (:mod:`lape_harness.lape`);
-4. lm-eval with the ``hf-steered`` model, all plans on one model load (:mod:`lape_harness.sweep`):
+4. lm-eval with the ``hf-steered`` model, all plans on one model load (:mod:`lape_harness.studies.sweep`):
    the perplexity matrix (plan ``-L`` for each language L on every ``lape_ppl_<M>`` task,
    relative to no steering) and language forcing (``lape_forcing_<S>_to_<T>``, plans
    ``none``, ``auto:-src=c+α*tgt`` and ``auto:+α*tgt``, swept over ratios and strengths one at a time);

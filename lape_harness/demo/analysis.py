@@ -1,5 +1,5 @@
-"""The demo's numbers from its lm-eval runs (read through :mod:`lape_harness.results`): the
-perplexity matrix with its dominance summary (computed by :mod:`lape_harness.result_matrices`,
+"""The demo's numbers from its lm-eval runs (read through :mod:`lape_harness.analysis.results`): the
+perplexity matrix with its dominance summary (computed by :mod:`lape_harness.analysis.result_matrices`,
 on token-level and on byte-level perplexity) and the forcing table.
 
 Example:
@@ -16,8 +16,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from lape_harness.result_matrices import control_specificity, dominance, effect_ratio, ppl_change
-from lape_harness.results import BASELINE, Run, family_scores
+from lape_harness.analysis.result_matrices import control_specificity, dominance, effect_ratio, ppl_change
+from lape_harness.analysis.results import BASELINE, Run, family_scores
 
 FORCING_METRICS = ("target_rate", "clean_target_rate", "degenerate_rate", "source_rate")
 
@@ -38,7 +38,7 @@ def perplexity_summary(runs: dict[str, Run], languages: Sequence[str], heldout: 
     ``control_runs`` (plans ``-L`` run with the set's random control) add ``control``: the
     control's change matrix and dominance, and per language the own-language change with the
     set and with the control and their ratio, the specificity
-    (:func:`~lape_harness.result_matrices.control_specificity`), on token-level perplexity."""
+    (:func:`~lape_harness.analysis.result_matrices.control_specificity`), on token-level perplexity."""
     languages = list(languages)
     rows = [f"-{lang}" for lang in languages]
 
@@ -93,7 +93,7 @@ def forcing_summary(runs: dict[str, Run], conditions: dict[str, dict[str, Any]],
     the lowest degenerate_rate. A condition whose ``control_of`` names another's label is that
     plan run with the set's random control: the plan's row gets ``control_clean_target_rate``
     and ``specificity``, its gain in clean_target_rate over no steering divided by the
-    control's (:func:`~lape_harness.result_matrices.effect_ratio`)."""
+    control's (:func:`~lape_harness.analysis.result_matrices.effect_ratio`)."""
     rows = []
     for label, info in conditions.items():
         scores = {name: family_scores(runs[label], "lape_forcing", name) for name in FORCING_METRICS}

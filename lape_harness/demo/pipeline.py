@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lape_harness.analysis.results import Run, read_run
 from lape_harness.atomic import write_json_atomic, write_text_atomic
 from lape_harness.demo.analysis import forcing_summary, perplexity_summary
 from lape_harness.demo.modes import DEFAULT_MODEL, MODES, Mode, rate_tag
 from lape_harness.demo.report import headline, write_report
 from lape_harness.errors import InputError
 from lape_harness.paths import cache_dir, model_slug
-from lape_harness.results import Run, read_run
-
 
 CONTROL_SEED = 0
 
@@ -155,7 +154,7 @@ def _ensure_corpus(corpus: str | Path | None, model: str, log) -> Path:
         return folder
     folder = corpus_dir()
     if not (folder / "manifest.json").is_file():
-        from lape_harness.starter_corpus import build_corpus
+        from lape_harness.starter_corpus.build import build_corpus
 
         log(f"[demo] building the starter corpus in {folder} (once) ...")
         build_corpus(out=folder, tokenizer=model)
@@ -186,7 +185,7 @@ def _choose_languages(corpus: Path, mode: Mode, languages: Sequence[str] | None,
 
 def _load_model(run: DemoRun, batch_size: int, device: str | None):
     """The ``hf-steered`` model, loaded once for every evaluation (holding the perplexity neuron set)."""
-    from lape_harness.model import HFSteeredLM, pick_device
+    from lape_harness.plugin.hf_steered import HFSteeredLM, pick_device
 
     with run.stage("load model"):
         options = {"batch_size": batch_size, "device": pick_device(device)}
@@ -283,7 +282,7 @@ def _heldout(run: DemoRun, tokenizer) -> dict[str, dict[str, int]]:
     Returns per language the paragraphs, tokens (as lm-eval scores them: the tokenizer's
     own special tokens included) and UTF-8 bytes.
     """
-    from lape_harness.task_data import heldout_documents
+    from lape_harness.task_support.task_data import heldout_documents
 
     counts = {}
     with _data_root(run.corpus):
@@ -306,7 +305,7 @@ def _heldout(run: DemoRun, tokenizer) -> dict[str, dict[str, int]]:
 @contextmanager
 def _data_root(folder: Path):
     """Point the lape tasks' held-out text at ``folder/heldout`` while inside."""
-    from lape_harness.task_data import DATA_ENV
+    from lape_harness.task_support.task_data import DATA_ENV
 
     before = os.environ.get(DATA_ENV)
     os.environ[DATA_ENV] = str(folder)
@@ -325,7 +324,7 @@ def _sweep(run: DemoRun, lm, name: str, plans: list[str], tasks: list[str], batc
 
     Plans without ``@file`` use the perplexity set (the model is given it back when a plan of an
     earlier sweep left another set, e.g. a control, in place)."""
-    from lape_harness.sweep import run_sweep
+    from lape_harness.studies.sweep import run_sweep
 
     default = str(run.neuron_file(run.mode.ppl_rate))
     if lm.neurons_path != default:

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from lape_harness.analysis.neuron_figures import plot_neurons_per_layer, plot_overlap
+from lape_harness.analysis.result_figures import plot_forcing, plot_ppl_change
+from lape_harness.analysis.result_matrices import Matrix
 from lape_harness.atomic import write_text_atomic
 from lape_harness.demo.modes import rate_tag
-from lape_harness.neuron_figures import plot_neurons_per_layer, plot_overlap
-from lape_harness.result_figures import plot_forcing, plot_ppl_change
-from lape_harness.result_matrices import Matrix
 from lape_harness.steering.plan import format_number
 
 
@@ -120,13 +120,13 @@ def _markdown(run, summary: dict[str, Any], figures: dict[str, str]) -> str:
     out += [
         "",
         f"- row dominance (deactivating L hurts L most): {sum(ppl['row_dominance'].values())}/{len(langs)} "
-        f"({', '.join(l for l, ok in ppl['row_dominance'].items() if ok) or 'none'})",
+        f"({', '.join(lang for lang, ok in ppl['row_dominance'].items() if ok) or 'none'})",
         f"- column dominance (L's text suffers most from deactivating L): {sum(ppl['column_dominance'].values())}/{len(langs)}",
         f"- median ratio of own-language change to mean other-language change: {ratio:.2f}",
         f"- on lm-eval's byte-level perplexity instead: row dominance {ppl['byte_level']['row_dominance_rate']:.2f}, "
         f"column dominance {ppl['byte_level']['column_dominance_rate']:.2f}, median ratio "
         f"{ppl['byte_level']['median_own_other_ratio']:.2f}",
-        "- baseline token perplexity: " + ", ".join(f"{l} {v:.1f}" for l, v in ppl["baseline_token_perplexity"].items()),
+        "- baseline token perplexity: " + ", ".join(f"{lang} {v:.1f}" for lang, v in ppl["baseline_token_perplexity"].items()),
         "",
         f"![perplexity change]({figures['perplexity change']})",
         "",

@@ -10,6 +10,11 @@
   and a shift (:func:`compile_plan`, :class:`LayerEdit`), engine-neutral, on the CPU.
 * :mod:`~lape_harness.steering.hooks`: applying compiled plans to a Hugging Face model with
   forward hooks (:class:`SteeringHooks`).
+* :mod:`~lape_harness.steering.bake`: folding a multiplicative / zeroing plan into a checkpoint's
+  weights (the third applier, for engines lape-harness cannot steer).
+
+May import the ground floor and the method (neuron files, model identity); never the plugin, task
+support, analysis, studies or the CLI.
 
 Importing this package (or :mod:`~lape_harness.steering.plan`) does not import torch; the names
 of the other two modules load on first use.

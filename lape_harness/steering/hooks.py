@@ -28,7 +28,8 @@ import torch
 
 from lape_harness.errors import HookNeverFiredError, InputError, LapeError
 from lape_harness.steering.compiled import LayerEdit, compile_plan
-from lape_harness.steering.plan import NO_STEERING, SCOPES, SteeringPlan
+from lape_harness.steering.plan import NO_STEERING, SteeringPlan
+from lape_harness.steering.spec import check_scope, require_neurons
 
 
 class SteeringHooks:
@@ -51,9 +52,7 @@ class SteeringHooks:
     def __init__(self, model: torch.nn.Module, neurons=None, scope: str = "all", start_tokens: Sequence[int] = ()):
         from lape_harness.sites import find_sites, unwrap
 
-        if scope not in SCOPES:
-            raise InputError(f"steer_scope={scope!r} is not one of {', '.join(SCOPES)}; e.g. steer_scope=generated")
-        self.scope = scope
+        self.scope = check_scope(scope)
         self.start_tokens = tuple(int(token) for token in start_tokens)
         self.neurons = neurons
         self.sites = find_sites(model)
@@ -88,8 +87,7 @@ class SteeringHooks:
         """Switch to ``plan``: compile it and place each layer's master copy where that layer computes,
         cast to the layer's dtype when its weights are floating point (quantized weights: at the first
         forward pass, to the activation's dtype)."""
-        if plan and self.neurons is None:
-            raise InputError(f"steer={plan} needs a neuron set: add neurons=path/to/lape-top1.safetensors")
+        require_neurons(plan, self.neurons)
         masters = self._placed.get(plan)
         if masters is None:
             masters = [None] * self.num_layers

@@ -40,7 +40,7 @@ term is an affine update ``a ← s·a + b`` of its language's neurons; a neuron 
 terms gets all of them composed in that order. E.g. with ``-de+fr`` a neuron of both de and fr
 ends at ``0 + μ_fr``; with ``+de+fr`` at ``a + μ_de + μ_fr``; with ``+de=fr`` at ``μ_fr``.
 
-``auto`` steers each request by its task (:func:`lape_harness.task_languages.task_languages`):
+``auto`` steers each request by its task (:func:`lape_harness.task_support.task_languages.task_languages`):
 monolingual task in L → ``+L``; language forcing S→T → ``-S+T``; translation into T → ``+T``;
 a cross-lingual instruction (S prompt asking for an answer in T, the Language Confusion
 Benchmark's cross-lingual set) → ``+T``.
@@ -206,7 +206,7 @@ class AutoPlan:
         return self.template.methods
 
     def for_task(self, languages) -> SteeringPlan:
-        """The plan for a task whose :class:`~lape_harness.task_languages.TaskLanguages` are given."""
+        """The plan for a task whose :class:`~lape_harness.task_support.task_languages.TaskLanguages` are given."""
         forcing = languages.kind == "forcing"
         if self.template is None:
             terms = [Term("add", languages.target)]
@@ -299,7 +299,8 @@ class _Scanner:
                 self.fail(
                     "'-' deactivates a language and takes no factor",
                     at=number_at,
-                    hint=f"to subtract write +-{format_number(strength)}*LANG; to deactivate with a fill write -LANG={format_number(strength)}",
+                    hint=f"to subtract write +-{format_number(strength)}*LANG; "
+                         f"to deactivate with a fill write -LANG={format_number(strength)}",
                 )
             if self._peek() == "*":
                 self.position += 1

@@ -1,8 +1,8 @@
 """Belebele reading comprehension (facebook/belebele, test) answered by generation."""
 
 from lape_harness.languages import get_language
-from lape_harness.metrics import extract_belebele_answer
-from lape_harness.task_data import load_split, prompt_name
+from lape_harness.task_support.metrics import extract_belebele_answer
+from lape_harness.task_support.task_data import load_split, prompt_name
 
 
 def load_belebele(languages, **_metadata):

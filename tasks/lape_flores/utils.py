@@ -1,13 +1,13 @@
 """FLORES devtest translation: the source and target sentences of a pair joined by id, from
-FLORES-200 (facebook/flores) or FLORES+ (see lape_harness.flores)."""
+FLORES-200 (facebook/flores) or FLORES+ (see lape_harness.task_support.flores)."""
 
 import datasets
 
 from lape_harness.errors import InputError
-from lape_harness.flores import load_pair
 from lape_harness.languages import get_language
-from lape_harness.metrics import corpus_bleu, corpus_chrf_pp, paper_sentence_bleu, translation_signature  # noqa: F401
-from lape_harness.task_data import prompt_name
+from lape_harness.task_support.flores import load_pair
+from lape_harness.task_support.metrics import corpus_bleu, corpus_chrf_pp, paper_sentence_bleu, translation_signature  # noqa: F401
+from lape_harness.task_support.task_data import prompt_name
 
 
 def load_flores(languages, **_metadata):

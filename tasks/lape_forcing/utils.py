@@ -8,8 +8,8 @@ from pathlib import Path
 import datasets
 
 from lape_harness.errors import LapeError
-from lape_harness.metrics import forcing_scores, language_counts  # noqa: F401 (language_counts: used by the YAML)
-from lape_harness.task_data import read_questions
+from lape_harness.task_support.metrics import forcing_scores, language_counts  # noqa: F401 (language_counts: used by the YAML)
+from lape_harness.task_support.task_data import read_questions
 
 QUESTIONS = Path(__file__).with_name("questions.json")
 

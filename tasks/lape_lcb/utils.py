@@ -3,11 +3,11 @@ language; each completion gets a verdict that the LPR/WPR/LCPR aggregations read
 
 import datasets
 
-from lape_harness.confusion import WPR_LANGUAGES, completion_verdict
-from lape_harness.confusion import lcpr_aggregation as lcpr  # noqa: F401 (used by the YAML)
-from lape_harness.confusion import lpr_aggregation as lpr  # noqa: F401 (used by the YAML)
-from lape_harness.confusion import wpr_aggregation as wpr  # noqa: F401 (used by the YAML)
-from lape_harness.task_data import lcb_prompts
+from lape_harness.task_support.confusion import WPR_LANGUAGES, completion_verdict
+from lape_harness.task_support.confusion import lcpr_aggregation as lcpr  # noqa: F401 (used by the YAML)
+from lape_harness.task_support.confusion import lpr_aggregation as lpr  # noqa: F401 (used by the YAML)
+from lape_harness.task_support.confusion import wpr_aggregation as wpr  # noqa: F401 (used by the YAML)
+from lape_harness.task_support.task_data import lcb_prompts
 
 
 def load_test_set(languages, setting, source, **_metadata):

@@ -2,7 +2,7 @@
 
 import datasets
 
-from lape_harness.task_data import heldout_documents
+from lape_harness.task_support.task_data import heldout_documents
 
 
 def load_heldout(languages, **_metadata):

@@ -1,8 +1,8 @@
 """XNLI (facebook/xnli, the first 1,000 test pairs) answered by generation."""
 
 from lape_harness.languages import get_language
-from lape_harness.metrics import extract_xnli_label
-from lape_harness.task_data import load_split, prompt_name
+from lape_harness.task_support.metrics import extract_xnli_label
+from lape_harness.task_support.task_data import load_split, prompt_name
 
 FIRST = 1000  # the paper scores the first 1,000 test pairs
 

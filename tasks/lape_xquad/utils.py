@@ -1,8 +1,8 @@
 """XQuAD extractive QA (google/xquad, validation) scored by the paper's and SQuAD's EM/F1."""
 
 from lape_harness.languages import get_language
-from lape_harness.metrics import paper_exact_match, paper_f1, squad_exact_match, squad_f1
-from lape_harness.task_data import load_split, prompt_name
+from lape_harness.task_support.metrics import paper_exact_match, paper_f1, squad_exact_match, squad_f1
+from lape_harness.task_support.task_data import load_split, prompt_name
 
 
 def load_xquad(languages, **_metadata):

@@ -74,7 +74,7 @@ def summarize_stats(stats: ActivationStats, path: str | os.PathLike = "") -> dic
 
 
 def summarize_neuron_set(neuron_set: NeuronSet, path: str | os.PathLike = "") -> dict[str, Any]:
-    from lape_harness.neuron_analysis import neurons_per_layer, overlap
+    from lape_harness.analysis.neuron_analysis import neurons_per_layer, overlap
 
     ordered, per_layer = neurons_per_layer(neuron_set)
     overlap_languages, shared, jaccard = overlap(neuron_set)

@@ -1,5 +1,5 @@
 """Pictures of steering results: the perplexity-change and forcing matrices of
-:mod:`lape_harness.result_matrices` as heatmaps, and :func:`results_report` (both pictures with
+:mod:`lape_harness.analysis.result_matrices` as heatmaps, and :func:`results_report` (both pictures with
 their numbers in ``results.md``).
 
 Example:
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lape_harness.analysis.figures import annotate, cell_font, percent_norm, pyplot, save_figure
+from lape_harness.analysis.result_matrices import Matrix, forcing_matrix, ppl_change_matrix
+from lape_harness.analysis.results import deactivated_language
 from lape_harness.atomic import write_text_atomic
 from lape_harness.errors import InputError
-from lape_harness.figures import annotate, cell_font, percent_norm, pyplot, save_figure
-from lape_harness.result_matrices import Matrix, forcing_matrix, ppl_change_matrix
-from lape_harness.results import deactivated_language
 
 
 def plot_ppl_change(matrix: Matrix, path: str | os.PathLike) -> dict[str, dict[str, float]]:
@@ -32,7 +32,8 @@ def plot_ppl_change(matrix: Matrix, path: str | os.PathLike) -> dict[str, dict[s
     figure, axis = plt.subplots(figsize=(max(5.5, 0.5 * len(matrix.columns) + 3), max(3.0, 0.45 * len(matrix.rows) + 2)))
     image = axis.imshow(np.ma.masked_invalid(percent), cmap="RdBu_r", norm=percent_norm(limit), aspect="auto")
     axis.set_facecolor("#dddddd")
-    annotate(axis, percent, ".0f" if limit >= 10 else ".1f", threshold=min(limit * 0.6, 30), dark="both", fontsize=cell_font(len(matrix.columns)))
+    annotate(axis, percent, ".0f" if limit >= 10 else ".1f", threshold=min(limit * 0.6, 30), dark="both",
+             fontsize=cell_font(len(matrix.columns)))
     for i, plan in enumerate(matrix.rows):
         language = deactivated_language(plan)
         if language in matrix.columns:

@@ -74,7 +74,8 @@ def current_job() -> _Job | None:
 
 def run_side_by_side(jobs: list[Callable[[], Any]], merged: Callable[[list[tuple[int, Any]]], list[Any]]) -> list[Any]:
     """Run ``jobs`` side by side; ``merged([(job number, payload), ...])`` answers each round's
-    engine calls (one answer per call, in order; a finished job has no call in later rounds). Returns each job's result; the first error of a job or of ``merged`` is
+    engine calls (one answer per call, in order; a finished job has no call in later rounds). Returns each job's
+    result; the first error of a job or of ``merged`` is
     raised after every other job has been stopped."""
     events: queue.SimpleQueue = queue.SimpleQueue()
     runners = [_Job(work, events) for work in jobs]

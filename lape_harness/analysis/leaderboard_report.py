@@ -1,4 +1,4 @@
-"""Writing a :class:`~lape_harness.leaderboard.Leaderboard`: Markdown tables (languages ×
+"""Writing a :class:`~lape_harness.analysis.leaderboard.Leaderboard`: Markdown tables (languages ×
 plans, ``score ± stderr (Δ vs baseline)``), a long-format CSV and a heatmap of the differences.
 
 Example:
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from lape_harness.analysis.figures import annotate, percent_norm, pyplot, save_figure
+from lape_harness.analysis.leaderboard import Leaderboard, Row
+from lape_harness.analysis.results import BASELINE, is_perplexity
 from lape_harness.atomic import write_text_atomic
 from lape_harness.errors import InputError
-from lape_harness.figures import annotate, percent_norm, pyplot, save_figure
 from lape_harness.languages import order_by_family
-from lape_harness.leaderboard import Leaderboard, Row
-from lape_harness.results import BASELINE, is_perplexity
 
 
 def _fmt(value: float | None, sign: bool = False) -> str:

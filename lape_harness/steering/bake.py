@@ -133,9 +133,9 @@ def bake_checkpoint(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lape_harness.embedded import resolve_pretrained
+    from lape_harness.hf_loading import load_pretrained
     from lape_harness.identity import pretrained_identity
     from lape_harness.path_checks import check_output_dir
-    from lape_harness.hf_loading import load_pretrained
 
     plan = parse_steer(steer)
     check_bakeable(plan)

@@ -1,5 +1,5 @@
 """Pictures of a neuron set, each returning the numbers it drew (computed by
-:mod:`lape_harness.neuron_analysis`):
+:mod:`lape_harness.analysis.neuron_analysis`):
 
 * :func:`plot_neurons_per_layer`: heatmap of neurons per layer per language;
 * :func:`plot_overlap`: Jaccard overlap between languages, ordered by family, with the
@@ -24,10 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from lape_harness.analysis.figures import annotate, cell_font, group_spans, pyplot, save_figure
+from lape_harness.analysis.neuron_analysis import (
+    neurons_per_layer,
+    overlap,
+    specialization,
+    specialization_summary,
+    summary_lines,
+)
 from lape_harness.atomic import write_text_atomic
-from lape_harness.figures import annotate, cell_font, group_spans, pyplot, save_figure
 from lape_harness.languages import family_of, script_of
-from lape_harness.neuron_analysis import neurons_per_layer, overlap, specialization, specialization_summary, summary_lines
 
 
 def plot_neurons_per_layer(neuron_set, path: str | os.PathLike) -> dict[str, Any]:

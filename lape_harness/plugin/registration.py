@@ -10,7 +10,7 @@ Example::
     >>> from lm_eval.api.registry import get_model
     >>> get_model("hf-steered").__name__
     'HFSteeredLM'
-    >>> from lape_harness.registration import task_folder
+    >>> from lape_harness.plugin.registration import task_folder
     >>> task_folder().name
     'tasks'
 """
@@ -25,8 +25,8 @@ from lape_harness.errors import LapeError
 
 #: lm-eval model name -> its class, registered lazily: torch, transformers or vLLM load on first use.
 MODELS = {
-    "hf-steered": "lape_harness.model:HFSteeredLM",
-    "vllm-steered": "lape_harness.vllm_model:VLLMSteeredLM",
+    "hf-steered": "lape_harness.plugin.hf_steered:HFSteeredLM",
+    "vllm-steered": "lape_harness.plugin.vllm_steered:VLLMSteeredLM",
 }
 
 
@@ -36,7 +36,7 @@ def task_folder() -> Path:
     An installed wheel ships it as ``lape_harness/tasks``; a source checkout (and an editable
     install, whose package is the checkout's) keeps it as ``tasks/`` beside ``pyproject.toml``.
     """
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # lape_harness/ (this file is lape_harness/plugin/)
     if (package / "tasks").is_dir():
         return package / "tasks"
     checkout = package.parent
@@ -95,7 +95,7 @@ def on_task_manager(manager) -> None:
 
 def _record_loaded_tasks(task_manager) -> None:
     """Wrap ``TaskManager.load`` so that each loaded task's ``metadata`` is recorded under the name its
-    requests carry (:func:`lape_harness.task_languages.record_loaded_task`)."""
+    requests carry (:func:`lape_harness.task_support.task_languages.record_loaded_task`)."""
     original = getattr(task_manager, "load", None)
     if original is None:
         import warnings
@@ -108,7 +108,7 @@ def _record_loaded_tasks(task_manager) -> None:
 
     @functools.wraps(original)
     def load(self, *args, **kwargs):
-        from lape_harness.task_languages import record_loaded_task
+        from lape_harness.task_support.task_languages import record_loaded_task
 
         loaded = original(self, *args, **kwargs)
         for name, task in (loaded.get("tasks") or {}).items():

@@ -41,9 +41,10 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lape_harness.atomic import write_json_atomic
 from lape_harness.errors import InputError
@@ -326,10 +327,10 @@ def _check_manifest(output: Path, settings: dict[str, Any]) -> bool:
 def _load_model(engine: str, args: dict[str, Any], batch_size, max_batch_size, device):
     """The steered lm-eval model of ``engine``, built once for the whole sweep."""
     if engine == "vllm":
-        from lape_harness.vllm_model import VLLMSteeredLM
+        from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
         return VLLMSteeredLM.create_from_arg_obj(args, {"batch_size": batch_size, "max_batch_size": max_batch_size})
-    from lape_harness.model import HFSteeredLM, pick_device
+    from lape_harness.plugin.hf_steered import HFSteeredLM, pick_device
 
     return HFSteeredLM.create_from_arg_obj(
         args, {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": pick_device(device)})

@@ -7,7 +7,7 @@
 * :func:`forcing_matrix`: source × target success rate of the language-forcing tasks under
   one plan.
 
-:mod:`lape_harness.result_figures` draws them; the demo reports them.
+:mod:`lape_harness.analysis.result_figures` draws them; the demo reports them.
 
 Example:
     >>> change = ppl_change({"de": 10.0, "en": 8.0}, {"-de": {"de": 15.0, "en": 10.0}})
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from lape_harness.analysis.results import BASELINE, deactivated_language, family_scores, plan_labels, select_model
 from lape_harness.errors import InputError
 from lape_harness.languages import order_by_family
-from lape_harness.results import BASELINE, deactivated_language, family_scores, plan_labels, select_model
 
 
 @dataclass
@@ -56,7 +56,7 @@ def ppl_change_matrix(runs, model: str | None = None, metric: str = "byte_perple
     """Relative perplexity change (plan / baseline − 1) of every held-out language (columns,
     tasks ``lape_ppl_<lang>``) under each single-language deactivation plan (rows, ``-L``).
 
-    ``runs`` are :func:`lape_harness.results.load_runs` results of one model (or pick
+    ``runs`` are :func:`lape_harness.analysis.results.load_runs` results of one model (or pick
     ``model``); the baseline is its plan ``none``. Rows are labelled by plan, so the same
     language deactivated with two fill values gives two rows.
     """

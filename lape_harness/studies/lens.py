@@ -1,6 +1,6 @@
 """The logit lens by language: at every decoder layer, the model's final norm and LM head applied
 to the residual stream at the last prompt position, read as a distribution over the vocabulary,
-summed per language (:mod:`lape_harness.vocab_languages`).
+summed per language (:mod:`lape_harness.task_support.vocab_languages`).
 
 Layer ``l`` reads the output of decoder layer ``l`` (0-based) through the model's own final
 norm (:func:`~lape_harness.sites.final_norm`) and output embeddings, with the final logit
@@ -27,7 +27,7 @@ from lape_harness.errors import InputError, LapeError
 from lape_harness.neurons import NeuronSet
 from lape_harness.sites import decoder_layers, final_norm, unwrap
 from lape_harness.steering import AutoPlan, SteeringHooks, parse_steer
-from lape_harness.vocab_languages import VocabularyLanguages, vocabulary_languages
+from lape_harness.task_support.vocab_languages import VocabularyLanguages, vocabulary_languages
 
 
 class LogitLens:
@@ -123,7 +123,7 @@ def plot_lens(result: dict[str, Any], path: str | os.PathLike) -> None:
     """One heatmap per plan: layers (rows) × categories (columns), the mean probability mass."""
     import numpy as np
 
-    from lape_harness.figures import annotate, cell_font, pyplot, save_figure
+    from lape_harness.analysis.figures import annotate, cell_font, pyplot, save_figure
 
     plt = pyplot()
     categories, plans = result["categories"], list(result["plans"])

@@ -32,7 +32,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lape_harness.errors import InputError, LapeError  # noqa: F401 - InputError: the docstring example
 

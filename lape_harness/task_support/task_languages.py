@@ -11,7 +11,7 @@ Used by ``steer=auto`` (steer towards the task's target language) and by the lea
 optional: with a source the kind defaults to ``translation`` (steer towards the target only),
 without one to ``monolingual``; ``forcing`` also deactivates the source. Codes are any the
 language table knows (``de``, ``deu_Latn``, ``nb``...). Tasks lm-eval's ``TaskManager`` loads are
-recorded here (:func:`record_loaded_task`, called by :mod:`lape_harness.registration`), so a
+recorded here (:func:`record_loaded_task`, called by :mod:`lape_harness.plugin.registration`), so a
 request's task name finds its declaration. Without one, the name decides: the lape task suite
 and lm-eval's built-in multilingual families are understood; None when it does not tell
 (callers warn).

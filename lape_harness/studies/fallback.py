@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lape_harness.atomic import write_json_atomic, write_text_atomic
 from lape_harness.errors import InputError
@@ -226,7 +227,7 @@ def plot_fallback(study: FallbackStudy, path: str | os.PathLike, top: int = 8) -
     frequent languages overall; the rest as "other"). Returns the plotted shares."""
     import numpy as np
 
-    from lape_harness.figures import pyplot, save_figure
+    from lape_harness.analysis.figures import pyplot, save_figure
 
     plt = pyplot()
     totals = Counter()

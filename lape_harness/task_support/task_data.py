@@ -143,7 +143,7 @@ def _lcb_member(setting: str, source: str, language: str) -> str:
     if language not in LCB_TEST_SETS.get(setting, {}).get(source, ()):
         known = ", ".join(f"{s}/{src}" for s, sources in LCB_TEST_SETS.items() for src in sources)
         raise InputError(f"the Language Confusion Benchmark has no {setting}/{source} test set for {language!r} "
-                         f"(its sets: {known}; languages per set in lape_harness.task_data.LCB_TEST_SETS)")
+                         f"(its sets: {known}; languages per set in lape_harness.task_support.task_data.LCB_TEST_SETS)")
     return f"test_sets/{setting}/{source}/{language}.csv"
 
 

@@ -1,6 +1,6 @@
 """``hf-steered``: lm-eval's ``hf`` model with language arithmetics on the MLP neurons.
 
-Every ``hf`` argument keeps working; four more select the steering::
+Every ``hf`` argument keeps working; five more select the steering::
 
     lm_eval --model hf-steered \\
         --model_args pretrained=meta-llama/Llama-3.1-8B,neurons=neuron_cache/llama-3.1-8b/lape-top1.safetensors,steer=-en+de \\
@@ -10,7 +10,7 @@ Every ``hf`` argument keeps working; four more select the steering::
 * ``steer=``: a plan in the grammar of :mod:`lape_harness.steering` (``none``, ``auto``, ``-de+fr``, ...);
 * ``steer_scope=all|prompt|generated``: which token positions are steered;
 * ``allow_other_model=True``: steer with a neuron set made for another model on purpose
-  (otherwise an error, see :mod:`lape_harness.identity`).
+  (otherwise an error, see :mod:`lape_harness.identity`);
 * ``steer_bos=true|false``: whether the start token's positions are steered too (default true,
   as the paper's code does; false leaves them as profiling does, which never counts them).
 
@@ -18,12 +18,12 @@ The spec, the neuron file, the plan's languages (each must have neurons in the f
 model the file was made for (its id and configuration hash against the model's configuration)
 are checked before any weights load; the file's layer count and width are checked against the
 loaded model. Under the ``lm_eval`` command an error of these checks prints as its message,
-without lm-eval's traceback (:mod:`lape_harness.error_display`). Steering applies in ``loglikelihood``,
+without lm-eval's traceback (:mod:`lape_harness.plugin.error_display`). Steering applies in ``loglikelihood``,
 ``loglikelihood_rolling``, ``generate_until`` (KV cache on) and batch-size auto-detection.
 ``steer=auto`` steers each request by its task's languages, grouping requests by plan.
 The results JSON gets a ``steering`` entry (see :meth:`HFSteeredLM.steering_signature`), and
 lm-eval's request cache (``--use_cache``) keeps one plan's answers apart from another's
-(:mod:`lape_harness.request_cache`).
+(:mod:`lape_harness.plugin.request_cache`).
 
 Example:
     >>> lm = HFSteeredLM(pretrained="lape:gemma-3-270m", neurons="lape-top1.safetensors", steer="de")  # doctest: +SKIP
@@ -34,15 +34,10 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 from lm_eval.models.huggingface import HFLM
 
-from lape_harness.embedded import resolve_pretrained
-from lape_harness.error_display import plain_errors
-from lape_harness.identity import config_hash
 from lape_harness.neurons import NeuronSet
-from lape_harness.steered_lm import SteeredLM
+from lape_harness.plugin.steered_lm import SteeredLM
 from lape_harness.steering import SteeringHooks, SteeringPlan
 
 
@@ -63,22 +58,10 @@ class HFSteeredLM(SteeredLM, HFLM):
 
     model_name = "hf-steered"
 
-    @plain_errors
-    def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",
-                 allow_other_model: bool = False, steer_bos: Any = True, **kwargs) -> None:
-        spec = self.check_steering_args(neurons, steer, steer_scope, allow_other_model, steer_bos)
-        checked = isinstance(pretrained, str) and self.check_neurons_model(pretrained, kwargs)
-        if isinstance(pretrained, str):
-            pretrained = resolve_pretrained(pretrained)
-        super().__init__(pretrained=pretrained, **kwargs)
-        if not checked:  # a model object, or a configuration that could not be read before loading
-            self.identity = {"model_id": str(getattr(self.config, "_name_or_path", "") or ""),
-                             "config_hash": config_hash(self.config)}
-            if self.neuron_set is not None:
-                self.neuron_set.check_model(self.identity, allow_other_model, self.neurons_path)
+    def _engine_started(self, pretrained) -> None:
         self._split_requests_across_cpu_processes()
-        self.steering = SteeringHooks(self.model, self.neuron_set, scope=steer_scope, start_tokens=self._start_tokens())
-        self.set_plan(spec)
+        self._start_token_ids = self._start_tokens()
+        self.steering: SteeringHooks | None = None
 
     def _split_requests_across_cpu_processes(self) -> None:
         """Data parallel on CPU as on GPUs: ``HFLM`` splits requests across launched processes only with >1 GPU.
@@ -101,16 +84,16 @@ class HFSteeredLM(SteeredLM, HFLM):
 
     # ---------------------------------------------------------------- plans
 
-    def apply_plan(self, plan: SteeringPlan) -> None:
+    def _install_plan(self, plan: SteeringPlan) -> None:
         """Swap the hooks' per-layer tensors to ``plan`` (compiled once, cached)."""
         self.steering.use(plan)
 
-    def use_neurons(self, neuron_set: NeuronSet) -> None:
-        """New hooks for ``neuron_set`` (checked against the model's layers and width)."""
-        neuron_set.validate_for(self.steering.num_layers, self.steering.width)
-        start_tokens = self.steering.start_tokens
-        self.steering.remove()
-        self.steering = SteeringHooks(self.model, neuron_set, scope=self.steer_scope, start_tokens=start_tokens)
+    def _install_neurons(self, neuron_set: NeuronSet | None) -> None:
+        """New hooks for ``neuron_set`` (checked against the model's layers and width), then the old ones removed."""
+        hooks = SteeringHooks(self.model, neuron_set, scope=self.steer_scope, start_tokens=self._start_token_ids)
+        if self.steering is not None:
+            self.steering.remove()
+        self.steering = hooks
 
     def _detect_batch_size(self, requests=None, pos: int = 0):
         """``batch_size=auto``: lm-eval detects the largest batch that fits at every call of a request

@@ -1,51 +1,108 @@
-"""What every steered lm-eval model shares, whatever its engine: the ``neurons=``, ``steer=`` and
-``steer_scope=`` arguments checked before any weights load, the plan each request runs under
-(``steer=auto`` groups requests by their task's plan), the steering signature in the results
-JSON, and one request-cache namespace per plan.
+"""What every steered lm-eval model shares, whatever its engine: the steering ``model_args``
+parsed and checked once (:class:`SteeringArgs`) before any weights load, one constructor sequence,
+the plan each request runs under (``steer=auto`` groups requests by their task's plan), the
+steering signature in the results JSON, and one request-cache namespace per plan.
 
-An engine (``hf-steered`` in :mod:`lape_harness.model`, ``vllm-steered`` in
-:mod:`lape_harness.vllm_model`) mixes :class:`SteeredLM` in before lm-eval's model class and
-implements :meth:`SteeredLM.apply_plan`, which makes its forward passes follow a plan.
+An engine (``hf-steered`` in :mod:`lape_harness.plugin.hf_steered`, ``vllm-steered`` in
+:mod:`lape_harness.plugin.vllm_steered`) mixes :class:`SteeredLM` in before lm-eval's model class
+and supplies only what differs: :meth:`~SteeredLM._engine_kwargs` (its own refusals and settings),
+:meth:`~SteeredLM._engine_started`, :meth:`~SteeredLM._install_neurons` and
+:meth:`~SteeredLM._install_plan` (how its forward passes follow a plan), and the scopes it supports.
 
 Example:
     >>> class MySteeredLM(SteeredLM, HFLM):                       # doctest: +SKIP
-    ...     def apply_plan(self, plan): self.hooks.use(plan)
+    ...     def _install_plan(self, plan): self.hooks.use(plan)
     >>> lm.set_plan("-de+2*fr")                                  # doctest: +SKIP
     >>> lm.steering_signature()["signature"]                     # doctest: +SKIP
-    'lape-steer|plan:-de+2*fr|methods:deactivate,additive|scope:all|neurons:lape-top1.safetensors@3f2a9c1e0b7d|v:0.1.0'
+    'lape-steer|plan:-de+2*fr|methods:deactivate,additive|scope:all|steer_bos:true|neurons:lape-top1.safetensors@3f2a9c1e0b7d|v:0.1.0'
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lape_harness import __version__
-from lape_harness.error_display import plain_errors
+from lape_harness.embedded import resolve_pretrained
 from lape_harness.errors import InputError
 from lape_harness.neurons import NeuronSet
-from lape_harness.request_cache import key_by_plan, plan_namespace
-from lape_harness.steering.plan import NO_STEERING, SCOPES, SteeringPlan
-from lape_harness.steering.spec import parse_steer
+from lape_harness.plugin.error_display import plain_errors
+from lape_harness.plugin.request_cache import key_by_plan, plan_namespace
+from lape_harness.steering.plan import NO_STEERING, SCOPES, AutoPlan, SteeringPlan
+from lape_harness.steering.spec import check_scope, parse_steer, require_neurons
 
 logger = logging.getLogger(__name__)
 
 
 def default_task_languages(task_name: str | None):
-    """The :class:`~lape_harness.task_languages.TaskLanguages` of an lm-eval task (its config's
+    """The :class:`~lape_harness.task_support.task_languages.TaskLanguages` of an lm-eval task (its config's
     ``metadata.languages``, else its name), or None."""
-    from lape_harness.task_languages import task_languages
+    from lape_harness.task_support.task_languages import task_languages
 
     return task_languages(task_name) if task_name else None
+
+
+@dataclasses.dataclass(frozen=True)
+class SteeringArgs:
+    """The steering ``model_args`` of a steered model, parsed and checked once, before any weights load.
+
+    >>> args = SteeringArgs.parse(steer="none", steer_scope="generated", steer_bos="false")
+    >>> str(args.spec), args.scope, args.steer_bos, args.neuron_set
+    ('none', 'generated', False, None)
+    >>> SteeringArgs.parse(steer="-de")
+    Traceback (most recent call last):
+    lape_harness.errors.InputError: steer=-de needs a neuron set: add neurons=path/to/lape-top1.safetensors ...
+    """
+
+    spec: SteeringPlan | AutoPlan
+    scope: str = "all"
+    steer_bos: bool = True
+    allow_other_model: bool = False
+    neuron_set: NeuronSet | None = None
+    neurons_path: str | None = None
+    neurons_hash: str | None = None
+
+    @classmethod
+    def parse(cls, neurons: Any = None, steer: Any = "none", steer_scope: Any = "all", steer_bos: Any = True,
+              allow_other_model: Any = False, *, scopes: tuple[str, ...] = SCOPES,
+              steer_bos_false: bool = True) -> SteeringArgs:
+        """Every problem an :class:`InputError`: the spec, the scope (among the engine's ``scopes``),
+        ``steer_bos`` (``false`` only where ``steer_bos_false``), ``allow_other_model``, the neuron file
+        and the plan's languages in it."""
+        bos = _flag("steer_bos", steer_bos)
+        if not bos and not steer_bos_false:
+            raise InputError("steer_bos=false is not supported by this engine (it steers every position); "
+                             "use hf-steered for steer_bos=false")
+        if not isinstance(allow_other_model, bool):
+            raise InputError(f"allow_other_model={allow_other_model!r}: write allow_other_model=True or False")
+        spec = parse_steer(steer)
+        scope = check_scope(steer_scope, scopes)
+        require_neurons(spec, neurons)
+        args = cls(spec, scope, bos, allow_other_model)
+        return args.with_neurons(neurons) if neurons is not None else args
+
+    def with_neurons(self, path: Any) -> SteeringArgs:
+        """These arguments with the neuron set at ``path`` (loaded; the plan's languages checked in it)."""
+        neuron_set = NeuronSet.load(path)
+        if isinstance(self.spec, SteeringPlan):
+            self.spec.check_languages(neuron_set)
+        return dataclasses.replace(self, neuron_set=neuron_set, neurons_path=str(path),
+                                   neurons_hash=neuron_set.content_hash())
 
 
 class SteeredLM:
     """The engine-neutral half of a steered lm-eval model (see the module docstring).
 
-    Subclasses call :meth:`check_steering_args` before loading weights and :meth:`set_plan`
-    once the engine can steer, and implement :meth:`apply_plan` and :meth:`use_neurons`.
+    The constructor runs one sequence for every engine: parse the steering arguments; check the
+    neuron set against the model's configuration (before the weights load); the engine's own
+    keyword arguments (:meth:`_engine_kwargs`); start the engine (lm-eval's constructor);
+    :meth:`_engine_started`; the identity check from the loaded model where the configuration could
+    not be read before; :meth:`_install_neurons`; :meth:`_check_steering_takes_effect`;
+    :meth:`set_plan`.
     """
 
     #: task name -> TaskLanguages | None, used by ``steer=auto`` (replaceable, e.g. in tests).
@@ -57,58 +114,98 @@ class SteeredLM:
     #: whether this engine can leave the start token's positions unedited (``steer_bos=false``).
     supports_steer_bos_false: bool = True
 
-    neuron_set: NeuronSet | None
-    neurons_path: str | None
-    neurons_hash: str | None
-    steer_scope: str
+    steering_args: SteeringArgs
 
-    def check_steering_args(self, neurons: str | None, steer: Any, steer_scope: str, allow_other_model: bool = False,
-                            steer_bos: Any = True):
-        """Parse ``steer=``, check ``steer_scope=`` and ``steer_bos=`` and load the neuron file: every
-        problem an :class:`InputError` before any weights load. Returns the parsed spec."""
-        self.steer_bos = _flag("steer_bos", steer_bos)
-        if not self.steer_bos and not self.supports_steer_bos_false:
-            raise InputError("steer_bos=false is not supported by this engine (it steers every position); "
-                             "use hf-steered for steer_bos=false")
-        if not isinstance(allow_other_model, bool):
-            raise InputError(f"allow_other_model={allow_other_model!r}: write allow_other_model=True or False")
-        self.allow_other_model = allow_other_model
-        self.identity: dict[str, Any] | None = None
-        spec = parse_steer(steer)
-        if steer_scope not in SCOPES:
-            raise InputError(f"steer_scope={steer_scope!r} is not one of {', '.join(SCOPES)}; e.g. steer_scope=generated")
-        if steer_scope not in self.supported_scopes:
-            raise InputError(f"steer_scope={steer_scope} is not supported by this engine (it steers "
-                             f"{' or '.join(self.supported_scopes)}); use hf-steered for steer_scope={steer_scope}")
-        self.steer_scope = steer_scope
-        self.neuron_set = _load_neurons(neurons, spec)
-        self.neurons_path = None if neurons is None else str(neurons)
-        self.neurons_hash = None if self.neuron_set is None else self.neuron_set.content_hash()
+    @plain_errors
+    def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",
+                 allow_other_model: bool = False, steer_bos: Any = True, **kwargs) -> None:
+        self.steering_args = SteeringArgs.parse(neurons, steer, steer_scope, steer_bos, allow_other_model,
+                                                scopes=self.supported_scopes,
+                                                steer_bos_false=self.supports_steer_bos_false)
         self.plans_by_task: dict[str, str] = {}
         self._warned_tasks: set[str | None] = set()
-        return spec
+        self.identity = self._identity_before_load(pretrained, kwargs)
+        kwargs = self._engine_kwargs(kwargs)
+        if isinstance(pretrained, str):
+            pretrained = resolve_pretrained(pretrained)
+        super().__init__(pretrained=pretrained, **kwargs)
+        self._engine_started(pretrained)
+        if self.identity is None:  # a model object, or a configuration that could not be read before loading
+            self.identity = self._identity_after_load()
+            if self.neuron_set is not None:
+                self.neuron_set.check_model(self.identity, self.steering_args.allow_other_model, self.neurons_path)
+        self._install_neurons(self.neuron_set)
+        self._check_steering_takes_effect()
+        self.set_plan(self.steering_args.spec)
 
-    def check_neurons_model(self, pretrained: str, model_args: dict[str, Any]) -> bool:
-        """Before the weights load: the neuron set's recorded model against ``pretrained``'s
-        configuration (an error for another model unless ``allow_other_model``). Returns whether
-        the configuration could be read (else the engine checks after loading, where it can)."""
+    # ---------------------------------------------------------------- what the steering arguments hold
+
+    @property
+    def neuron_set(self) -> NeuronSet | None:
+        return self.steering_args.neuron_set
+
+    @property
+    def neurons_path(self) -> str | None:
+        return self.steering_args.neurons_path
+
+    @property
+    def neurons_hash(self) -> str | None:
+        return self.steering_args.neurons_hash
+
+    @property
+    def steer_scope(self) -> str:
+        return self.steering_args.scope
+
+    @property
+    def steer_bos(self) -> bool:
+        return self.steering_args.steer_bos
+
+    # ---------------------------------------------------------------- the constructor's steps
+
+    def _identity_before_load(self, pretrained: Any, model_args: dict[str, Any]) -> dict[str, Any] | None:
+        """The identity of ``pretrained`` read from its configuration, checked against the neuron set's
+        recorded model (an error for another model unless ``allow_other_model``); None where it
+        could not be read (a model object, a configuration only the engine can read)."""
+        if not isinstance(pretrained, str):
+            return None
         from lape_harness.identity import pretrained_identity
 
         options = {key: model_args[key] for key in ("revision", "trust_remote_code") if model_args.get(key) is not None}
-        self.identity = pretrained_identity(pretrained, **options)
-        if self.identity is not None and self.neuron_set is not None:
-            self.neuron_set.check_model(self.identity, self.allow_other_model, self.neurons_path)
-        return self.identity is not None
+        identity = pretrained_identity(pretrained, **options)
+        if identity is not None and self.neuron_set is not None:
+            self.neuron_set.check_model(identity, self.steering_args.allow_other_model, self.neurons_path)
+        return identity
 
-    # ---------------------------------------------------------------- plans
+    def _identity_after_load(self) -> dict[str, Any]:
+        """The loaded model's identity (its configuration's name and hash)."""
+        from lape_harness.identity import config_hash
 
-    def apply_plan(self, plan: SteeringPlan) -> None:
+        config = self._loaded_config()
+        return {"model_id": str(getattr(config, "_name_or_path", "") or ""), "config_hash": config_hash(config)}
+
+    def _loaded_config(self):
+        """The loaded model's Hugging Face configuration."""
+        return self.config
+
+    def _engine_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The engine's own checks and settings of the remaining ``model_args``, before it starts."""
+        return kwargs
+
+    def _engine_started(self, pretrained: Any) -> None:
+        """Set-up once lm-eval's constructor has loaded the weights (before any neuron set is installed)."""
+
+    def _install_neurons(self, neuron_set: NeuronSet | None) -> None:
+        """Check ``neuron_set`` against the loaded model and make the engine ready to steer with it."""
+        raise NotImplementedError
+
+    def _install_plan(self, plan: SteeringPlan) -> None:
         """Make the engine's forward passes follow ``plan`` (``NO_STEERING``: unsteered)."""
         raise NotImplementedError
 
-    def use_neurons(self, neuron_set: NeuronSet) -> None:
-        """Check ``neuron_set`` against the loaded model and make the engine ready to steer with it."""
-        raise NotImplementedError
+    def _check_steering_takes_effect(self) -> None:
+        """An engine whose steering could silently not apply proves here that it does."""
+
+    # ---------------------------------------------------------------- plans
 
     @plain_errors
     def set_neurons(self, path: str) -> None:
@@ -117,23 +214,22 @@ class SteeredLM:
 
         >>> lm.set_neurons("neuron_cache/gemma-3-270m/lape-top3.safetensors")   # doctest: +SKIP
         """
-        neuron_set = NeuronSet.load(path)
+        args = dataclasses.replace(self.steering_args, spec=NO_STEERING).with_neurons(path)
         if self.identity is not None:
-            neuron_set.check_model(self.identity, self.allow_other_model, str(path))
-        self.use_neurons(neuron_set)
-        self.neuron_set, self.neurons_path, self.neurons_hash = neuron_set, str(path), neuron_set.content_hash()
+            args.neuron_set.check_model(self.identity, args.allow_other_model, str(path))
+        self._install_neurons(args.neuron_set)
+        self.steering_args = args
         self.set_plan("none")
 
     @plain_errors
     def set_plan(self, spec: Any) -> None:
         """Switch to another ``steer=`` spec without reloading the model (plan text, plan object or None)."""
         plan = parse_steer(spec)
-        if plan and self.neuron_set is None:
-            raise InputError(f"steer={plan} needs a neuron set: add neurons=path/to/lape-top1.safetensors")
+        require_neurons(plan, self.neuron_set)
         self._spec = plan
         self.plans_by_task = {}
         self._warned_tasks = set()
-        self.apply_plan(plan if isinstance(plan, SteeringPlan) else NO_STEERING)
+        self._install_plan(plan if isinstance(plan, SteeringPlan) else NO_STEERING)
 
     def plan_for(self, task_name: str | None) -> SteeringPlan:
         """The plan a request of ``task_name`` runs under (the fixed plan, or auto's plan for the task)."""
@@ -191,10 +287,10 @@ class SteeredLM:
         answers = []
         try:
             for plan, group in groups:
-                self.apply_plan(plan)
+                self._install_plan(plan)
                 answers.append(run(group))
         finally:
-            self.apply_plan(NO_STEERING)
+            self._install_plan(NO_STEERING)
         return answers
 
     # ---------------------------------------------------------------- lm-eval entry points
@@ -252,23 +348,9 @@ class SteeredLM:
 
     def set_cache_hook(self, cache_hook) -> None:
         """When lm-eval wraps this model in its request cache (``--use_cache``), key the cache by plan
-        (see :mod:`lape_harness.request_cache`)."""
+        (see :mod:`lape_harness.plugin.request_cache`)."""
         key_by_plan(self, cache_hook, sys._getframe(1), self.group_by_plan, self.cache_namespace)
         super().set_cache_hook(cache_hook)
-
-
-def _load_neurons(neurons: str | None, spec) -> NeuronSet | None:
-    if neurons is None:
-        if spec:
-            raise InputError(
-                f"steer={spec} needs a neuron set: add neurons=path/to/lape-top1.safetensors to --model_args "
-                "(made by `lape-harness identify`)"
-            )
-        return None
-    neuron_set = NeuronSet.load(neurons)
-    if isinstance(spec, SteeringPlan):
-        spec.check_languages(neuron_set)
-    return neuron_set
 
 
 def _flag(name: str, value: Any) -> bool:

@@ -1,9 +1,9 @@
 """Leaderboards from lm-eval results: per task family and language, each steering plan
-against the unsteered baseline of the same model (:mod:`lape_harness.leaderboard_report`
+against the unsteered baseline of the same model (:mod:`lape_harness.analysis.leaderboard_report`
 writes them as Markdown, CSV and a heatmap).
 
-Runs come from :mod:`lape_harness.results`; each family has a primary metric
-(:data:`lape_harness.results.PRIMARY_METRICS`, overridable).
+Runs come from :mod:`lape_harness.analysis.results`; each family has a primary metric
+(:data:`lape_harness.analysis.results.PRIMARY_METRICS`, overridable).
 
 Plans run with a neuron set and with its random control (:mod:`lape_harness.controls`; the
 control file is ``<set>-control-s<SEED>.safetensors``) are paired: :func:`specificity` gives each
@@ -29,9 +29,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from lape_harness.errors import InputError
-from lape_harness.result_matrices import effect_ratio
-from lape_harness.results import (
+from lape_harness.analysis.result_matrices import effect_ratio
+from lape_harness.analysis.results import (
     BASELINE,
     FALLBACK_METRICS,
     PRIMARY_METRICS,
@@ -43,6 +42,7 @@ from lape_harness.results import (
     metric_key,
     plan_labels,
 )
+from lape_harness.errors import InputError
 
 
 @dataclass
@@ -76,7 +76,7 @@ class Specificity:
     control_effect, both oriented so that the plan's intended direction is positive (harm for a
     deactivation: perplexity up, accuracy down; improvement for other plans), ``inf`` where the
     control has no effect in that direction
-    (:func:`~lape_harness.result_matrices.effect_ratio`).
+    (:func:`~lape_harness.analysis.result_matrices.effect_ratio`).
     """
 
     model: str

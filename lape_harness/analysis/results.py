@@ -7,7 +7,7 @@ the sweep) reads results through this module. It reads any lm-eval results file
 multilingual ones). A run's *plan* is the sweep's recorded plan, else the ``hf-steered``
 signature's plan, else the ``steer=`` of its ``model_args``, else ``none`` (an unsteered ``hf``
 run is the baseline). Its *model* is the ``pretrained=`` argument. Each task is placed in a
-family and a language by :mod:`lape_harness.task_languages`.
+family and a language by :mod:`lape_harness.task_support.task_languages`.
 
 Example:
     >>> runs = load_runs(["results/sweep"])                 # doctest: +SKIP
@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from lape_harness.errors import InputError
-from lape_harness.task_data import LCB_TEST_SETS
+from lape_harness.task_support.task_data import LCB_TEST_SETS
 
 logger = logging.getLogger(__name__)
 
 #: The plan of an unsteered run: every steered plan is compared with it.
 BASELINE = "none"
 
-# Per family (lape_harness.task_languages.task_family): the metrics to report, best first
+# Per family (lape_harness.task_support.task_languages.task_family): the metrics to report, best first
 # (the first one a task reports is used); other families use FALLBACK_METRICS.
 PRIMARY_METRICS: dict[str, tuple[str, ...]] = {
     "lape_forcing": ("target_rate", "clean_target_rate"),
@@ -130,7 +130,7 @@ def read_run(path: str | os.PathLike) -> Run:
 
 def _declared_languages(path: Path, configs) -> dict[str, Any]:
     """task -> TaskLanguages from each task config's ``metadata.languages`` in a results file."""
-    from lape_harness.task_languages import TaskLanguagesError, declared_languages
+    from lape_harness.task_support.task_languages import TaskLanguagesError, declared_languages
 
     declared = {}
     for task, config in (configs if isinstance(configs, dict) else {}).items():
@@ -268,7 +268,7 @@ def classify_task(task: str, declared=None) -> tuple[str, str] | None:
     >>> classify_task("belebele_deu_Latn")
     ('belebele', 'de')
     """
-    from lape_harness.task_languages import task_family, task_languages
+    from lape_harness.task_support.task_languages import task_family, task_languages
 
     languages = declared or task_languages(task)
     if languages is None:

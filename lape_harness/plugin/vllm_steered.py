@@ -2,22 +2,21 @@
 
 The same ``neurons=``, ``steer=`` (every method and combination, plan files, ``auto`` and
 ``auto:<template>`` grouped by task plan) as ``hf-steered``, the same steering signature in the
-results JSON and the same per-plan request-cache keys (:mod:`lape_harness.steered_lm`); every
+results JSON and the same per-plan request-cache keys (:mod:`lape_harness.plugin.steered_lm`); every
 ``vllm`` argument keeps working (``tensor_parallel_size``, ``dtype``, ``max_model_len``,
 ``gpu_memory_utilization``, ``enforce_eager``, ...)::
 
-    lm_eval --model vllm-steered \\
-        --model_args pretrained=meta-llama/Llama-3.1-8B,tensor_parallel_size=2,neurons=neuron_cache/llama-3.1-8b/lape-top1.safetensors,steer=auto \\
-        --tasks lape_forcing_de
+    lm_eval --model vllm-steered --tasks lape_forcing_de \\
+        --model_args pretrained=meta-llama/Llama-3.1-8B,tensor_parallel_size=2,neurons=lape-top1.safetensors,steer=auto
 
-How: vLLM imports :mod:`lape_harness.vllm_worker` in each worker process as the engine's
+How: vLLM imports :mod:`lape_harness.plugin.vllm_worker` in each worker process as the engine's
 ``worker_extension_cls``, which wraps every decoder MLP's activation while the model loads,
 before vLLM compiles it or captures graphs. Each wrapper holds ``plan_slots`` plans (default
 16): slot 0 is the plan set by ``steer=``/:meth:`set_plan` (switching it compiles the plan once,
 writes each layer's scale and shift into the workers' tables, each tensor-parallel rank its
 shard of the neurons, and resets vLLM's prefix cache); under ``steer=auto`` the task plans of
 one lm-eval call go into the other slots and run side by side in ONE engine call
-(:mod:`lape_harness.side_by_side`): each request carries its slot in
+(:mod:`lape_harness.plugin.side_by_side`): each request carries its slot in
 ``SamplingParams.extra_args`` and a per-plan ``cache_salt``, so vLLM's continuous batching mixes
 plans while its prefix cache never serves KV computed under one plan to another. More plans
 than free slots run in chunks. With ``--use_cache`` lm-eval's cache splits the requests by plan
@@ -43,21 +42,20 @@ import logging
 import math
 from typing import Any
 
-from lape_harness.embedded import resolve_pretrained
-from lape_harness.error_display import plain_errors
 from lape_harness.errors import HookNeverFiredError, InputError
-from lape_harness.side_by_side import current_job, engine_call, run_side_by_side
+from lape_harness.plugin.error_display import plain_errors
+from lape_harness.plugin.side_by_side import current_job, engine_call, run_side_by_side
+from lape_harness.plugin.steered_lm import SteeredLM
+from lape_harness.plugin.vllm_setup import cpu_defaults, lm_eval_vllm_class
+from lape_harness.plugin.vllm_worker import SLOT_KEY, SLOTS_CONFIG
 from lape_harness.sites import UnsupportedArchitectureError
-from lape_harness.steered_lm import SteeredLM
 from lape_harness.steering.compiled import compile_plan
 from lape_harness.steering.plan import SteeringPlan
-from lape_harness.vllm_setup import cpu_defaults, lm_eval_vllm_class
-from lape_harness.vllm_worker import SLOT_KEY, SLOTS_CONFIG
 
 logger = logging.getLogger(__name__)
 
 VLLM = lm_eval_vllm_class()
-WORKER_EXTENSION = "lape_harness.vllm_worker.SteeringWorkerExtension"
+WORKER_EXTENSION = "lape_harness.plugin.vllm_worker.SteeringWorkerExtension"
 PROBE_TEXT = "The capital of France is"
 #: plan slots per layer: slot 0 for the ``steer=`` plan, the others for ``steer=auto``'s task plans.
 PLAN_SLOTS = 16
@@ -73,34 +71,38 @@ class VLLMSteeredLM(SteeredLM, VLLM):
     supports_steer_bos_false = False
 
     @plain_errors
-    def __init__(self, pretrained, neurons: str | None = None, steer: Any = "none", steer_scope: str = "all",
-                 allow_other_model: bool = False, plan_slots: int | str = PLAN_SLOTS, **kwargs) -> None:
-        spec = self.check_steering_args(neurons, steer, steer_scope, allow_other_model)
-        if int(kwargs.get("data_parallel_size", 1)) > 1:
+    def __init__(self, pretrained, plan_slots: int | str = PLAN_SLOTS, **kwargs) -> None:
+        self._plan_slots = _slots(plan_slots)
+        super().__init__(pretrained, **kwargs)
+
+    def _engine_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Refuse what one steered engine cannot serve; add the worker extension, the slot count and
+        the CPU build's defaults."""
+        if _whole_number("data_parallel_size", kwargs.get("data_parallel_size", 1)) > 1:
             raise InputError("vllm-steered steers one engine; data_parallel_size>1 starts independent engines "
                              "through Ray that it cannot reach: use tensor_parallel_size=N (or one lm_eval per GPU group)")
         extension = kwargs.setdefault("worker_extension_cls", WORKER_EXTENSION)
         if extension != WORKER_EXTENSION:
             raise InputError(f"vllm-steered needs worker_extension_cls={WORKER_EXTENSION}; remove "
                              f"worker_extension_cls={extension} from --model_args")
-        kwargs["additional_config"] = {**_config_dict(kwargs.get("additional_config")), SLOTS_CONFIG: _slots(plan_slots)}
+        kwargs["additional_config"] = {**_config_dict(kwargs.get("additional_config")), SLOTS_CONFIG: self._plan_slots}
         cpu_defaults(kwargs)
-        self.check_neurons_model(pretrained, kwargs)
-        pretrained = resolve_pretrained(pretrained)
-        super().__init__(pretrained=pretrained, **kwargs)
+        return kwargs
+
+    def _engine_started(self, pretrained) -> None:
+        """Route engine calls through :class:`MergingLLM`; read the steerable layout and the slot count."""
         self.model = MergingLLM(self.model)
         self.num_layers, self.width = self._steerable_layout(pretrained)
         self.plan_slots = min(self.model.collective_rpc("lape_route_slots"))
         self._active: SteeringPlan | None = None
         self._slots: list[SteeringPlan | None] = [None] * self.plan_slots  # what each slot holds
-        if self.neuron_set is not None:
-            self.use_neurons(self.neuron_set)
-        self._check_steering_takes_effect()
-        self.set_plan(spec)
+
+    def _loaded_config(self):
+        return self._config
 
     # ---------------------------------------------------------------- plans
 
-    def apply_plan(self, plan: SteeringPlan) -> None:
+    def _install_plan(self, plan: SteeringPlan) -> None:
         """Write ``plan`` into slot 0 (requests that name no slot) and reset the prefix cache."""
         if plan == self._active:
             return
@@ -121,9 +123,10 @@ class VLLMSteeredLM(SteeredLM, VLLM):
                                       "the engine's layers do not match the neuron file")
         self._slots[slot] = plan
 
-    def use_neurons(self, neuron_set) -> None:
+    def _install_neurons(self, neuron_set) -> None:
         """Check ``neuron_set`` against the engine's layers and width; the next plans are written anew."""
-        neuron_set.validate_for(self.num_layers, self.width)
+        if neuron_set is not None:
+            neuron_set.validate_for(self.num_layers, self.width)
         self._active = None
         self._slots = [None] * self.plan_slots
 
@@ -234,7 +237,7 @@ class VLLMSteeredLM(SteeredLM, VLLM):
 
 class MergingLLM:
     """vLLM's ``LLM`` (as ``llm``, every attribute passed through) whose ``generate`` calls made
-    inside a side-by-side job (:mod:`lape_harness.side_by_side`) wait to be merged into one."""
+    inside a side-by-side job (:mod:`lape_harness.plugin.side_by_side`) wait to be merged into one."""
 
     def __init__(self, llm) -> None:
         self.llm = llm
@@ -266,6 +269,14 @@ def _config_dict(value) -> dict:
         if isinstance(parsed, dict):
             return parsed
     raise InputError(f"additional_config={value!r} is not a JSON object; e.g. additional_config='{{\"key\": 1}}'")
+
+
+def _whole_number(name: str, value) -> int:
+    """A whole-number model argument (lm-eval passes ``8`` as an int, ``abc`` as text)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}={value!r} is not a whole number; e.g. {name}=1") from None
 
 
 def _slots(value) -> int:

@@ -1,6 +1,6 @@
 """Neuron-set analysis: where each language's neurons sit and how they overlap, and the
 paper's three claims (deeper layers, non-Latin scripts more specific, related languages
-overlap) put to the numbers. No drawing here: :mod:`lape_harness.neuron_figures` draws these.
+overlap) put to the numbers. No drawing here: :mod:`lape_harness.analysis.neuron_figures` draws these.
 
 Example:
     >>> neuron_set = NeuronSet.load("neuron_cache/gemma-3-270m/lape-top1.safetensors")  # doctest: +SKIP

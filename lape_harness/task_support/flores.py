@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lape_harness.errors import InputError
 from lape_harness.languages import get_language
-from lape_harness.task_data import DATA_ENV, load_split, local_root, local_split_path
+from lape_harness.task_support.task_data import DATA_ENV, load_split, local_root, local_split_path
 
 SOURCE_ENV = "LAPE_HARNESS_FLORES"
 SPLIT = "devtest"

@@ -24,7 +24,7 @@ or captures graphs: the compiled model reads the tables and the slot index as bu
 addresses, and switching plans writes into them in place
 (:meth:`SteeringWorkerExtension.lape_write_plan`) with no reload and no recompilation. The number
 of slots is read at load time from the engine's ``additional_config["lape_plan_slots"]``
-(default 1). ``lape_harness.vllm_model`` drives this from the lm-eval process through
+(default 1). ``lape_harness.plugin.vllm_steered`` drives this from the lm-eval process through
 ``collective_rpc``.
 
 Example (inside a worker; the lm-eval side calls these through ``llm.collective_rpc``):
