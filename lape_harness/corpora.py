@@ -73,7 +73,7 @@ class LocalFile(TextSource):
         return str(self.path)
 
     def fingerprint(self) -> str:
-        return _file_sha256(self.path)
+        return file_sha256(self.path)
 
     def check_utf8(self) -> None:
         """Raise :class:`InputError` naming the file, the byte and its line if the file is not UTF-8
@@ -217,7 +217,8 @@ def _empty(source: TextSource) -> InputError:
     )
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file at ``path`` (hex), read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -20,8 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 RENAMED_IN = "4.56.0"  # the first transformers version whose from_pretrained takes dtype=
-
-
 def dtype_keyword(version: str | None = None) -> str:
     """``"dtype"`` for transformers ≥ 4.56, else ``"torch_dtype"`` (``version``: the installed one)."""
     from packaging.version import Version

@@ -18,17 +18,15 @@ from __future__ import annotations
 import re
 
 from lape_harness.errors import InputError
-from lape_harness.languages import get_language
+from lape_harness.languages import canonical_code, get_language
 
 UNKNOWN = "unknown"
 
-# Codes the identifiers emit that differ from the table's spelling.
-_IDENTIFIER_ALIASES = {"iw": "he", "jw": "jv", "zh-hant": "zh", "zh-hans": "zh", "nb": "no", "nn": "no", "jp": "ja"}
 _HAS_LETTER = re.compile(r"[^\W\d_]")
 
 
 def _to_table_code(code: str) -> str:
-    code = _IDENTIFIER_ALIASES.get(code.lower(), code.lower())
+    code = canonical_code(code)
     try:
         return get_language(code).code
     except InputError:

@@ -41,10 +41,23 @@ class UnknownLanguageError(InputError):
 
 _TABLE: dict[str, Language] = {}
 _BY_FLORES: dict[str, Language] = {}
-# Other spellings seen in datasets and language identifiers, mapped onto table codes.
-# FLORES+ names Chinese by its individual language: cmn_Hans.
-_ALIASES: dict[str, str] = {"nb": "no", "nob": "no", "zh-cn": "zh", "zh-hans": "zh", "zh-tw": "zh", "zh-hant": "zh",
-                            "cmn": "zh", "cmn_hans": "zh"}
+# The one table of other spellings, seen in datasets, task names and language identifiers, mapped
+# onto table codes. FLORES+ names Chinese by its individual language (cmn_Hans); identifiers emit
+# the withdrawn codes iw and jw; lm-eval task names use jp; nn (Nynorsk) counts as Norwegian.
+ALIASES: dict[str, str] = {
+    "nb": "no", "nob": "no", "nn": "no", "zh-cn": "zh", "zh-hans": "zh", "zh-tw": "zh", "zh-hant": "zh",
+    "cmn": "zh", "cmn_hans": "zh", "jp": "ja", "iw": "he", "jw": "jv",
+}  # fmt: skip
+
+
+def canonical_code(key: str) -> str:
+    """``key`` lowercased, with an alias replaced by the code it stands for (known language or not).
+
+    >>> canonical_code("NB"), canonical_code("iw"), canonical_code("xx")
+    ('no', 'he', 'xx')
+    """
+    lowered = key.strip().lower()
+    return ALIASES.get(lowered, lowered)
 
 
 def register_language(code: str, flores: str, name: str, script: str, family: str) -> Language:
@@ -106,8 +119,7 @@ PAPER_CODES: tuple[str, ...] = tuple(language.code for language in PAPER_LANGUAG
 
 def get_language(key: str) -> Language:
     """Look a language up by ISO code, FLORES-200 code or a known alias (case-insensitive)."""
-    lowered = key.strip().lower()
-    lowered = _ALIASES.get(lowered, lowered)
+    lowered = canonical_code(key)
     if lowered in _TABLE:
         return _TABLE[lowered]
     if lowered in _BY_FLORES:
@@ -166,3 +178,19 @@ def order_by_family(codes) -> list[str]:
     codes = list(dict.fromkeys(codes))
     size = Counter(family_of(code) for code in codes)
     return sorted(codes, key=lambda c: (family_of(c) == "other", -size[family_of(c)], family_of(c), script_of(c), c))
+
+
+def language_list(values: list[str]) -> list[str]:
+    """Codes from ``--languages de fr`` or ``--languages de,fr``, normalized where the table knows them.
+
+    >>> language_list(["de,deu_Latn", "nb", "xx"])
+    ['de', 'de', 'no', 'xx']
+    """
+    codes = []
+    for value in values:
+        for code in filter(None, value.split(",")):
+            try:
+                codes.append(normalize_code(code))
+            except UnknownLanguageError:
+                codes.append(code)
+    return codes

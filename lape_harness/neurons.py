@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 from lape_harness import __version__
 from lape_harness.atomic import atomic_path
 from lape_harness.errors import InputError
-from lape_harness.identity import compare_identity, model_identity  # noqa: F401 - model_identity: its old home
+from lape_harness.identity import compare_identity
 
 logger = logging.getLogger(__name__)
 
@@ -262,10 +262,6 @@ class LanguageNeurons:
 
     def __len__(self) -> int:
         return int(self.layer.numel())
-
-    def in_layer(self, layer: int) -> torch.Tensor:
-        """Boolean mask of the entries that sit in ``layer``."""
-        return self.layer == layer
 
 
 @dataclass

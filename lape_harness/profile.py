@@ -38,7 +38,8 @@ import torch
 
 from lape_harness.corpora import Packing, TextSource
 from lape_harness.errors import HookNeverFiredError, InputError
-from lape_harness.neurons import ActivationStats, model_identity
+from lape_harness.identity import model_identity
+from lape_harness.neurons import ActivationStats
 from lape_harness.profile_state import CHECKPOINT_FORMAT, Checkpoints, Distributed, Tally
 from lape_harness.sites import NeuronSite, execution_device, find_sites, unwrap
 

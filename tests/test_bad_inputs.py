@@ -356,12 +356,12 @@ class _Loaded(Exception):
 
 @pytest.fixture
 def no_model_load(monkeypatch):
-    import lape_harness.cli.profile as profile_cli
+    import lape_harness.model_loading as model_loading
 
     def refuse(*args, **kwargs):
         raise _Loaded
 
-    monkeypatch.setattr(profile_cli, "load_model", refuse)
+    monkeypatch.setattr(model_loading, "load_model", refuse)
 
 
 def test_corpus_file_with_an_unknown_language_code_is_reported(tmp_path, capsys, no_model_load, caplog):

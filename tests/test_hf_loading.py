@@ -77,7 +77,7 @@ def old_transformers(monkeypatch):
 def test_profile_loads_each_rank_straight_onto_its_device(old_transformers):
     """torchrun: rank r loads onto cuda:r directly (no whole model in host RAM first), and the
     keyword of transformers < 4.56 is used."""
-    from lape_harness.cli.profile import load_model
+    from lape_harness.model_loading import load_model
 
     model, tokenizer = load_model("some/model", None, torch.bfloat16, torch.device("cuda", 1), None)
     assert tokenizer == "tokenizer"

@@ -245,3 +245,24 @@ def _fraction(value: float) -> str:
 def _mean(values: torch.Tensor) -> float | None:
     return float(values.double().mean()) if values.numel() else None
 
+
+def neuron_set_line(neuron_set) -> str:
+    """One line: candidates, kept, (neuron, language) pairs, emptiest/fullest language, distinct neurons.
+
+    E.g. ``top 1% = 4588 candidates, 4588 kept; 5210 language neurons over 21 languages (fewest bo 12,
+    most en 800), 4588 distinct``.
+    """
+    thresholds = neuron_set.meta["thresholds"]
+    counts = neuron_set.counts()
+    distinct = {pair for lang in neuron_set.languages
+                for pair in zip(neuron_set[lang].layer.tolist(), neuron_set[lang].index.tolist())}  # fmt: skip
+    fewest = min(counts, key=counts.get)
+    most = max(counts, key=counts.get)
+    control = neuron_set.meta.get("control")
+    return (
+        (f"random control (seed {control['seed']}) of " if control else "")
+        + f"top {thresholds['top_rate'] * 100:g}% = {thresholds['candidates']} candidates, "
+        f"{thresholds['candidates_kept']} kept; {sum(counts.values())} language neurons over "
+        f"{len(counts)} languages (fewest {fewest} {counts[fewest]}, most {most} {counts[most]}), "
+        f"{len(distinct)} distinct"
+    )

@@ -225,7 +225,7 @@ def canonical_plan(plan: str) -> str:
     >>> canonical_plan("+fr-de=0"), canonical_plan("none"), canonical_plan("plans/x.yaml")
     ('-de+fr', 'none', 'plans/x.yaml')
     """
-    from lape_harness.steering.plan import parse_text
+    from lape_harness.steering.grammar import parse_text
     from lape_harness.steering.plan_file import looks_like_file
 
     if looks_like_file(plan):

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lape_harness.cli.identify import summary_line
+    from lape_harness.analysis.inspection import neuron_set_line
     from lape_harness.controls import control_filename, random_control
     from lape_harness.neurons import ActivationStats, NeuronSet
     from lape_harness.path_checks import check_output_dir
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             target = out_dir / control_filename(path.name, seed)
             control = random_control(neuron_set, stats, seed)
             control.save(target)
-            print(f"wrote {target}: {summary_line(control) if 'thresholds' in control.meta else control.counts()}")
+            print(f"wrote {target}: {neuron_set_line(control) if 'thresholds' in control.meta else control.counts()}")
     if stats is None:
         print("note: no --stats: the controls carry no activation values; only deactivate and multiply plans "
               "(-de, *0.5*de) work with them", file=sys.stderr)  # fmt: skip

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lape_harness.errors import InputError
-    from lape_harness.plugin.hf_steered import HFSteeredLM, pick_device
+    from lape_harness.model_loading import pick_device
+    from lape_harness.plugin.hf_steered import HFSteeredLM
     from lape_harness.studies.fallback import QUESTIONS, run_fallback, write_report
     from lape_harness.studies.sweep import model_args_dict
 

@@ -68,14 +68,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lape_harness.analysis.inspection import neuron_set_line
     from lape_harness.controls import control_filename, random_control
+    from lape_harness.languages import language_list
     from lape_harness.lape import identify_many, neuron_set_filename
     from lape_harness.neurons import ActivationStats
     from lape_harness.path_checks import check_output_dir
 
     out_dir = check_output_dir(args.out_dir or Path(args.stats).parent, "--out-dir")
     stats = ActivationStats.load(args.stats)
-    languages = _languages(args.languages) if args.languages else None
+    languages = language_list(args.languages) if args.languages else None
     top_rates = list(dict.fromkeys(args.top_rate))
     sets = identify_many(stats, top_rates, args.filter_rate, args.activation_bar_ratio, languages)
     for top_rate, neuron_set in sets.items():
@@ -87,46 +89,10 @@ def run(args: argparse.Namespace) -> int:
                              for name, variant in list(variants.items()) for seed in dict.fromkeys(args.seed)})  # fmt: skip
         for name, variant in variants.items():
             variant.save(out_dir / name)
-            print(f"wrote {out_dir / name}: {summary_line(variant)}")
+            print(f"wrote {out_dir / name}: {neuron_set_line(variant)}")
             empty = [language for language, count in variant.counts().items() if count == 0]
             if empty:
                 print(f"warning: {name}: {', '.join(empty)} got no neurons at top rate {top_rate:g}; steering "
                       f"{'them' if len(empty) > 1 else 'it'} with this file is an error: use a higher --top-rate "
                       "for them", file=sys.stderr)
     return 0
-
-
-def summary_line(neuron_set) -> str:
-    """One line: candidates, kept, (neuron, language) pairs, emptiest/fullest language, distinct neurons.
-
-    E.g. ``top 1% = 4588 candidates, 4588 kept; 5210 language neurons over 21 languages (fewest bo 12,
-    most en 800), 4588 distinct``.
-    """
-    thresholds = neuron_set.meta["thresholds"]
-    counts = neuron_set.counts()
-    distinct = {pair for lang in neuron_set.languages
-                for pair in zip(neuron_set[lang].layer.tolist(), neuron_set[lang].index.tolist())}  # fmt: skip
-    fewest = min(counts, key=counts.get)
-    most = max(counts, key=counts.get)
-    control = neuron_set.meta.get("control")
-    return (
-        (f"random control (seed {control['seed']}) of " if control else "")
-        + f"top {thresholds['top_rate'] * 100:g}% = {thresholds['candidates']} candidates, "
-        f"{thresholds['candidates_kept']} kept; {sum(counts.values())} language neurons over "
-        f"{len(counts)} languages (fewest {fewest} {counts[fewest]}, most {most} {counts[most]}), "
-        f"{len(distinct)} distinct"
-    )
-
-
-def _languages(values: list[str]) -> list[str]:
-    """Codes from ``--languages de fr`` or ``--languages de,fr``, normalized where the table knows them."""
-    from lape_harness.languages import UnknownLanguageError, normalize_code
-
-    codes = []
-    for value in values:
-        for code in filter(None, value.split(",")):
-            try:
-                codes.append(normalize_code(code))
-            except UnknownLanguageError:
-                codes.append(code)
-    return codes

@@ -26,6 +26,8 @@ HELP = "logit lens by language: per layer, the next-token probability mass of ea
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lape_harness.model_loading import DTYPES
+
     parser.add_argument("--model", required=True,
                         help="Hugging Face model id or local folder (or lape:gemma-3-270m); required")
     parser.add_argument("--prompts", metavar="FILE", help="prompts, one per line (or a JSON list of strings)")
@@ -43,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "script (an ideograph counts 2) (default: 4)")
     parser.add_argument("--top-k", type=int, default=5, help="top tokens recorded per layer and prompt (default: 5)")
     parser.add_argument("--out", default="lens", metavar="DIR", help="output folder (default: ./lens)")
-    parser.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
+    parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="model dtype (default: auto = bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     parser.add_argument("--allow-other-model", action="store_true",
@@ -110,12 +112,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from lape_harness.atomic import write_json_atomic
-    from lape_harness.cli.profile import DTYPES, load_model
+    from lape_harness.model_loading import dtype_name, load_model, pick_device
     from lape_harness.studies.lens import LogitLens, plot_lens
     from lape_harness.task_support.vocab_languages import RULE
 
-    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, DTYPES.get(args.dtype) or ("bfloat16" if device.type == "cuda" else "float32"))
+    device = torch.device(pick_device(args.device))
+    dtype = getattr(torch, dtype_name(args.dtype, device.type == "cuda"))
     model, tokenizer = load_model(args.model, None, dtype, device, None)
     lens = LogitLens(model, tokenizer, languages, neurons, top_k=args.top_k, min_letters=args.min_letters)
     result = lens.run(prompts, plans)

@@ -51,15 +51,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: {len(neuron_set.languages)} languages ({' '.join(neuron_set.languages)}) "
               f"× {neuron_set.num_layers} layers")  # fmt: skip
         return 0
-    from lape_harness.cli.identify import _languages
-    from lape_harness.corpora import _file_sha256
+    from lape_harness.corpora import file_sha256
     from lape_harness.identity import layout_identity
+    from lape_harness.languages import language_list
     from lape_harness.masks import import_masks
 
     masks = read_masks(args.masks)
-    languages = _languages(args.languages)
+    languages = language_list(args.languages)
     stats = ActivationStats.load(args.stats) if args.stats else None
-    source = {"file": str(args.masks), "sha256": _file_sha256(args.masks)}
+    source = {"file": str(args.masks), "sha256": file_sha256(args.masks)}
     neuron_set = import_masks(masks, languages, layout_identity(args.model), stats, source)
     if stats is not None:
         neuron_set.check_model(stats.meta.get("model"), source=args.out)

@@ -23,10 +23,11 @@ from pathlib import Path
 
 HELP = "collect per-language activation statistics of a model's MLP neurons"
 
-DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lape_harness.model_loading import DTYPES
+
     parser.add_argument("--model", required=True,
                         help="Hugging Face model id or local folder (or lape:gemma-3-270m); required")
     parser.add_argument("--corpus", default=None,
@@ -77,11 +78,10 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from lape_harness.model_loading import dtype_name, load_model, pick_device
     from lape_harness.profile import Checkpoints, Distributed, profile_model
 
-    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was given but PyTorch sees no CUDA device; use --device cpu")
+    device = torch.device(pick_device(args.device))
     dist = Distributed.from_env(use_cuda=device.type == "cuda")
     if dist.world > 1 and device_map is not None:
         raise InputError("--device-map spreads one model over devices; with torchrun/accelerate each process "
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
     if dist.device is not None:
         device = dist.device
     on_gpu = device.type == "cuda" or (device_map is not None and torch.cuda.is_available())
-    dtype_name = DTYPES.get(args.dtype) or ("bfloat16" if on_gpu else "float32")
-    model, tokenizer = load_model(args.model, args.revision, getattr(torch, dtype_name), device, device_map)
+    dtype = getattr(torch, dtype_name(args.dtype, on_gpu))
+    model, tokenizer = load_model(args.model, args.revision, dtype, device, device_map)
 
     started = time.monotonic()
     checkpoints_dir = out.with_name(out.stem + ".partial")
@@ -138,23 +138,3 @@ def _parse_device_map(value: str | None):
             'e.g. --device-map \'{"model.embed_tokens": 0, "model.layers": 0, "model.norm": 1, "lm_head": 1}\''
         )
     return parsed
-
-
-def load_model(name: str, revision: str | None, dtype, device, device_map):
-    """The model placed where it runs, straight from the checkpoint: with ``device_map`` as given, else
-    onto ``device``. Under torchrun every rank loads its own copy; loading it into host memory first
-    and moving it afterwards would need world size × model size of host RAM."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lape_harness.embedded import resolve_pretrained
-    from lape_harness.hf_loading import load_pretrained
-
-    path = resolve_pretrained(name)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-    kwargs = {"revision": revision, "low_cpu_mem_usage": True}
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    elif device.type != "cpu":
-        kwargs["device_map"] = {"": str(device)}
-    model = load_pretrained(AutoModelForCausalLM, path, dtype=dtype, **kwargs)
-    return model.eval(), tokenizer

@@ -185,7 +185,8 @@ def _choose_languages(corpus: Path, mode: Mode, languages: Sequence[str] | None,
 
 def _load_model(run: DemoRun, batch_size: int, device: str | None):
     """The ``hf-steered`` model, loaded once for every evaluation (holding the perplexity neuron set)."""
-    from lape_harness.plugin.hf_steered import HFSteeredLM, pick_device
+    from lape_harness.model_loading import pick_device
+    from lape_harness.plugin.hf_steered import HFSteeredLM
 
     with run.stage("load model"):
         options = {"batch_size": batch_size, "device": pick_device(device)}

@@ -41,18 +41,6 @@ from lape_harness.plugin.steered_lm import SteeredLM
 from lape_harness.steering import SteeringHooks, SteeringPlan
 
 
-def pick_device(device: str | None = None) -> str:
-    """``device`` when given, else ``cuda`` where there is one and ``cpu`` otherwise
-    (lm-eval's ``hf`` alone asks for ``cuda`` even on a machine without it).
-
-    >>> pick_device("cuda:1"), pick_device() in ("cuda", "cpu")
-    ('cuda:1', True)
-    """
-    import torch
-
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class HFSteeredLM(SteeredLM, HFLM):
     """``HFLM`` whose forward passes steer language neurons by a plan (see module docstring)."""
 

@@ -2,6 +2,8 @@
 
 * :mod:`~lape_harness.steering.plan`: the ``steer=`` grammar and the plan objects
   (:class:`Term`, :class:`SteeringPlan`, :class:`AutoPlan`); no torch, no model.
+* :mod:`~lape_harness.steering.grammar`: reading ``steer=`` text into those objects
+  (:func:`parse_text`), with a caret under the first bad token.
 * :mod:`~lape_harness.steering.plan_file`: plans kept in YAML/JSON files, with a strict schema
   that also reads the results JSON's own term format.
 * :mod:`~lape_harness.steering.spec`: :func:`parse_steer`, any ``steer=`` value (text, file,

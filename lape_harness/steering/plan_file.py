@@ -35,6 +35,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lape_harness.steering.grammar import known_code, parse_terms, parse_text
 from lape_harness.steering.plan import (
     OPS,
     STRENGTH_NAMES,
@@ -43,9 +44,6 @@ from lape_harness.steering.plan import (
     SteeringPlan,
     SteerSyntaxError,
     Term,
-    known_code,
-    parse_terms,
-    parse_text,
 )
 
 SUFFIXES = (".yaml", ".yml", ".json")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lape_harness.errors import InputError
+from lape_harness.steering.grammar import parse_text
 from lape_harness.steering.plan import (
     EXAMPLE,
     NO_STEERING,
@@ -26,7 +27,6 @@ from lape_harness.steering.plan import (
     AutoPlan,
     SteeringPlan,
     SteerSyntaxError,
-    parse_text,
 )
 from lape_harness.steering.plan_file import looks_like_file, read_plan_file
 

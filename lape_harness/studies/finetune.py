@@ -38,6 +38,7 @@ from lape_harness.profile import deferred_interrupts, stop_if_interrupted
 from lape_harness.sites import find_sites, neuron_slices
 
 STATE_FILE = "state.pt"
+RECORD_FILE = "lape_harness_finetune.json"  # beside the fine-tuned checkpoint: what it was trained on
 STATE_FORMAT = 1
 
 
@@ -154,8 +155,7 @@ def train(model: nn.Module, deltas: list[nn.Parameter], rows: torch.Tensor, *, s
 
     from tqdm.auto import tqdm
 
-    if steps <= 0 or batch_size <= 0 or lr <= 0:
-        raise InputError(f"--steps, --batch-size and --lr must be positive, got {steps}, {batch_size}, {lr}")
+    check_settings(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
     device = deltas[0].device
     optimizer = torch.optim.AdamW(deltas, lr=lr, weight_decay=weight_decay)
     run = {**(run or {}), "seed": seed, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
@@ -198,9 +198,32 @@ def train(model: nn.Module, deltas: list[nn.Parameter], rows: torch.Tensor, *, s
             raise
         finally:
             model.eval()
+    if not all(bool(torch.isfinite(delta).all()) for delta in deltas):  # the last update is after the last loss
+        raise InputError(f"the trained changes are not finite after step {state.step} (the last update diverged); "
+                         "lower --lr")
     if checkpoint_dir is not None:
         _save_state(checkpoint_dir, deltas, optimizer, state, run)
     return state
+
+
+def check_settings(**settings: float | None) -> None:
+    """Training settings, before anything loads: counts positive whole numbers, ``lr`` finite and
+    positive, ``weight_decay`` finite and not negative (None: not set).
+
+    >>> check_settings(steps=10, lr=float("nan"))
+    Traceback (most recent call last):
+    lape_harness.errors.InputError: --lr must be a finite number above 0, got nan
+    """
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        if name in ("lr", "weight_decay"):
+            bound = "above 0" if name == "lr" else "0 or more"
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise InputError(f"{flag} must be a finite number {bound}, got {value}")
+        elif value <= 0:
+            raise InputError(f"{flag} must be a positive integer, got {value}")
 
 
 @torch.no_grad()
@@ -220,3 +243,90 @@ def perplexity(model: nn.Module, rows: list[list[int]], labels_from: int = 0) ->
     if count == 0:
         raise InputError("the held-out text gave no tokens to predict; give longer held-out text")
     return math.exp(total / count)
+
+
+def run_finetune(model: str, neurons: str | Path, language: str, out: str | Path, *, corpus: str | None = None,
+                 heldout: str | Path | None = None, steps: int = 300, seq_len: int = 128, batch_size: int = 4,
+                 max_tokens: int | None = None, lr: float = 1e-4, weight_decay: float = 0.0, seed: int = 0,
+                 dtype: str = "auto", device: str | None = None, checkpoint_every: float = 300.0,
+                 overwrite: bool = False, allow_other_model: bool = False, progress: bool = True,
+                 note: Callable[[str], None] = print) -> dict[str, Any]:
+    """The whole workflow of ``lape-harness finetune``: check the inputs, load the model, train
+    ``language``'s neurons of the set at ``neurons`` on ``corpus`` (profile's corpus forms; default
+    the starter corpus), score the held-out text before and after (default: the language's
+    ``lape_ppl`` text), write a standard checkpoint to ``out`` with its record
+    (:data:`RECORD_FILE`); resumes from ``<out>.partial``. Returns the record.
+
+    >>> record = run_finetune("lape:gemma-3-270m", "neuron_cache/gemma-3-270m/lape-top3.safetensors", "mt",
+    ...                       "finetuned/gemma-mt", steps=100)   # doctest: +SKIP
+    >>> record["heldout_token_perplexity"]                          # doctest: +SKIP
+    {'before': 289.76, 'after': 86.63}
+    """
+    import shutil
+
+    from lape_harness.corpora import Packing, TextFile, open_corpus
+    from lape_harness.identity import model_identity, pretrained_identity
+    from lape_harness.languages import normalize_code
+    from lape_harness.model_loading import dtype_name, load_model, pick_device
+    from lape_harness.neurons import NeuronSet
+    from lape_harness.path_checks import check_output_dir
+    from lape_harness.paths import corpus_dir
+    from lape_harness.steering.bake import write_checkpoint
+    from lape_harness.task_support.task_data import heldout_path
+
+    check_settings(steps=steps, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens, lr=lr,
+                   weight_decay=weight_decay)
+    language = normalize_code(language)
+    out = check_output_dir(out, "--out")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    partial = check_output_dir(out.with_name(out.name + ".partial"), "the checkpoint folder of --out")
+    source = open_corpus(corpus or str(corpus_dir() / "train"), [language])[language]
+    heldout_file = Path(heldout) if heldout else heldout_path(language)
+    if heldout and not heldout_file.is_file():
+        raise InputError(f"--heldout {str(heldout)!r} does not exist; pass a text file (paragraphs separated by blank lines)")
+    heldout_source = TextFile(language, heldout_file) if heldout_file.is_file() else None
+    if heldout_source is None:
+        note(f"note: no held-out text for {language!r} at {heldout_file}; perplexity is not scored")
+    neuron_set = NeuronSet.load(neurons)
+    language_neurons = neuron_set[language]
+    neuron_set.check_model(pretrained_identity(model), allow_other_model, str(neurons))
+
+    placed = torch.device(pick_device(device))
+    dtype_used = dtype_name(dtype, placed.type == "cuda")
+    loaded, tokenizer = load_model(model, None, getattr(torch, dtype_used), placed, None)
+    packing = Packing.for_tokenizer(tokenizer, seq_len)
+    chunks = [chunk for chunk in packing.chunks(source.documents(), tokenizer, max_tokens)
+              if len(chunk) == packing.chunk_len]  # fmt: skip
+    if not chunks:
+        raise InputError(f"the corpus for {language!r} ({source.source}) gives no sequence of --seq-len {seq_len} "
+                         "tokens; lower --seq-len or add text")
+    rows = torch.tensor([packing.prefix + chunk for chunk in chunks], dtype=torch.long)
+    heldout_rows = [packing.prefix + chunk for chunk in packing.chunks(heldout_source.documents(), tokenizer)] \
+        if heldout_source is not None else []
+    start = len(packing.prefix)
+    before = perplexity(loaded, heldout_rows, start) if heldout_rows else None
+
+    deltas = attach(loaded, language_neurons)
+    run_key = {"model": model_identity(loaded)["config_hash"], "neurons": neuron_set.content_hash(),
+               "language": language, "corpus": source.source, "corpus_sha256": source.fingerprint(),
+               "max_tokens": max_tokens, "dtype": dtype_used}  # fmt: skip
+    state = train(loaded, deltas, rows, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                  weight_decay=weight_decay, labels_from=start, checkpoint_dir=partial,
+                  checkpoint_every=checkpoint_every, run=run_key, progress=progress)  # fmt: skip
+    merge(loaded)
+    after = perplexity(loaded, heldout_rows, start) if heldout_rows else None
+    record = {
+        "source_model": model, "neurons": str(neurons), "neurons_hash": neuron_set.content_hash(),
+        "language": language, "neuron_count": len(language_neurons),
+        "trained_weights": sum(delta.numel() for delta in deltas),
+        "corpus": source.source, "corpus_sha256": source.fingerprint(), "training_sequences": int(rows.shape[0]),
+        "steps": state.step, "seq_len": seq_len, "batch_size": batch_size, "lr": lr,
+        "weight_decay": weight_decay, "seed": seed, "dtype": dtype_used, "losses": state.losses,
+        "heldout": str(heldout_file) if heldout_source else None,
+        "heldout_token_perplexity": {"before": before, "after": after},
+    }  # fmt: skip
+    loaded.config.lape_harness_finetune = {key: value for key, value in record.items() if key != "losses"}
+    write_checkpoint(out, loaded, tokenizer, RECORD_FILE, record)
+    shutil.rmtree(partial, ignore_errors=True)
+    return record

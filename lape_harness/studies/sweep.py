@@ -330,7 +330,8 @@ def _load_model(engine: str, args: dict[str, Any], batch_size, max_batch_size, d
         from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
         return VLLMSteeredLM.create_from_arg_obj(args, {"batch_size": batch_size, "max_batch_size": max_batch_size})
-    from lape_harness.plugin.hf_steered import HFSteeredLM, pick_device
+    from lape_harness.model_loading import pick_device
+    from lape_harness.plugin.hf_steered import HFSteeredLM
 
     return HFSteeredLM.create_from_arg_obj(
         args, {"batch_size": batch_size, "max_batch_size": max_batch_size, "device": pick_device(device)})

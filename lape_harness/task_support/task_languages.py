@@ -84,8 +84,6 @@ _BUILTIN_MONOLINGUAL = sorted(
 )
 # The source language of names that do not spell it: LCB's cross-lingual prompts are English.
 _IMPLIED_SOURCES = {"crosslingual": "en"}
-# Spellings in lm-eval task names that are not ISO 639-1.
-_NAME_ALIASES = {"jp": "ja", "nb": "no", "zh-cn": "zh"}
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("forcing", re.compile(r"^(?P<family>lape_forcing)_(?P<source>[a-z]{2,3})_to_(?P<target>[a-z]{2,3})$")),
@@ -117,7 +115,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 
 def _code(name_part: str) -> str | None:
     try:
-        return normalize_code(_NAME_ALIASES.get(name_part, name_part))
+        return normalize_code(name_part)  # spellings such as jp and nb: lape_harness.languages.ALIASES
     except InputError:
         return None
 
