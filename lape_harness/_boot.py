@@ -5,7 +5,8 @@ at every start-up (also in processes that ``accelerate launch`` and ``torchrun``
 line imports this module. It only puts a finder on ``sys.meta_path``: torch and lm_eval are not
 imported. When a program later imports lm_eval's registry or task manager, the finder lets the
 module execute as usual and then hands it to :mod:`lape_harness.plugin.registration`, which registers
-``hf-steered`` and this project's task folder. A failure there warns once and leaves lm_eval as it is.
+both models, ``hf-steered`` and ``vllm-steered`` (as lazy targets: their modules are imported only
+when lm-eval builds one), and this project's task folder. A failure there warns once and leaves lm_eval as it is.
 
 Set ``LAPE_HARNESS_DISABLE_PLUGIN=1`` to switch the hook off without uninstalling.
 
@@ -72,7 +73,7 @@ def run_hook(hook: str, module) -> None:
         getattr(registration, hook)(module)
     except Exception as error:  # a plugin must never break lm_eval
         warn_once(f"lape-harness could not register with lm_eval ({type(error).__name__}: {error}); "
-                  f"`--model hf-steered` and the lape_ tasks are unavailable in this process. "
+                  f"`--model hf-steered`, `--model vllm-steered` and the lape_ tasks are unavailable in this process. "
                   f"Reinstall with `pip install --force-reinstall --no-deps lape-harness`, or set "
                   f"{DISABLE_VARIABLE}=1 to run lm_eval without lape-harness.")
 

@@ -2,7 +2,8 @@
 
 lm-eval's ``CachingLM`` keys its entries by the request arguments only, so without help a
 cached answer under one plan would be served to the same prompt under another. When
-``CachingLM`` wraps an ``hf-steered`` model, its constructor calls the model's
+``CachingLM`` wraps an ``hf-steered`` or ``vllm-steered`` model (any
+:class:`~lape_harness.plugin.steered_lm.SteeredLM`), its constructor calls the model's
 ``set_cache_hook``; :func:`key_by_plan` then puts the cache database behind a
 :class:`PlanKeyedCache` view and makes ``CachingLM``'s request methods split requests by plan
 (several plans under ``steer=auto``), so every lookup and every store uses the key prefix
