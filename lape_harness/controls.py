@@ -71,6 +71,20 @@ def random_control(neuron_set: NeuronSet, stats: ActivationStats | None = None, 
     return NeuronSet(list(neuron_set.languages), neuron_set.num_layers, neuron_set.width, neurons, meta)
 
 
+def check_seeds(seeds) -> list[int]:
+    """The distinct seeds, each a whole number ≥ 0 (the file name ``-control-s<N>`` that the
+    leaderboard pairs controls by has no room for a sign).
+
+    >>> check_seeds([0, 3, 0])
+    [0, 3]
+    """
+    negative = [seed for seed in seeds if seed < 0]
+    if negative:
+        raise InputError(f"--seed {' '.join(map(str, negative))}: seeds are whole numbers from 0 up "
+                         "(control files are named -control-s<N>)")
+    return list(dict.fromkeys(seeds))
+
+
 def control_filename(name: str, seed: int) -> str:
     """The control's file name next to the real set's.
 

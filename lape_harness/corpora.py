@@ -213,7 +213,7 @@ class HFDataset(TextSource):
 def _empty(source: TextSource) -> InputError:
     return InputError(
         f"corpus file {source.source} for {source.language!r} has no text; "
-        f"add text to it or leave {source.language!r} out of --languages"
+        f"add text to it, or leave {source.language!r} out of the languages asked for"
     )
 
 
@@ -289,7 +289,7 @@ def open_corpus(corpus: str | os.PathLike, languages: Iterable[str]) -> dict[str
         else:
             raise InputError(
                 f"no corpus file for {code!r} in {str(folder)!r}: add {code}.txt or {code}.jsonl, "
-                f"or leave {code!r} out of --languages"
+                f"or leave {code!r} out of the languages asked for"
             )
         sources[code].check()
     return sources

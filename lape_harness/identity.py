@@ -64,9 +64,11 @@ def model_identity(model) -> dict[str, Any]:
 
 
 def pretrained_identity(name: str, **config_kwargs) -> dict[str, Any] | None:
-    """``{"model_id": name, "config_hash": ...}`` from the configuration alone (no weights), or
-    None when it cannot be read here (the model load reports that problem itself).
-    ``config_kwargs`` go to ``AutoConfig.from_pretrained`` (``revision``, ``trust_remote_code``)."""
+    """``{"model_id": name, "config_hash": ...}`` from the configuration alone (no weights), plus
+    ``num_layers`` and ``width`` where the configuration states them as plain numbers (a dense
+    decoder's ``num_hidden_layers`` and ``intermediate_size``), or None when it cannot be read here
+    (the model load reports that problem itself). ``config_kwargs`` go to
+    ``AutoConfig.from_pretrained`` (``revision``, ``trust_remote_code``)."""
     from transformers import AutoConfig
 
     from lape_harness.embedded import resolve_pretrained
@@ -75,7 +77,13 @@ def pretrained_identity(name: str, **config_kwargs) -> dict[str, Any] | None:
         config = AutoConfig.from_pretrained(resolve_pretrained(name), **config_kwargs)
     except Exception:  # noqa: BLE001 - missing, gated or malformed: the weights load will say which
         return None
-    return {"model_id": name, "config_hash": config_hash(config)}
+    identity: dict[str, Any] = {"model_id": name, "config_hash": config_hash(config)}
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key, field in (("num_layers", "num_hidden_layers"), ("width", "intermediate_size")):
+        value = getattr(text, field, None)
+        if type(value) is int:  # per-layer lists (e.g. Gemma-3n) and missing fields: the loaded model decides
+            identity[key] = value
+    return identity
 
 
 def layout_identity(name: str, **config_kwargs) -> dict[str, Any]:

@@ -46,7 +46,11 @@ def read_masks(path: str | os.PathLike) -> list[list[torch.Tensor]]:
     try:
         masks = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        lines = [line for line in str(error).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        first = lines[0].strip() if lines else ""
+        if "GLOBAL" not in first:  # not a pickle of lists and tensors at all: random bytes, a text file, ...
+            raise MaskFileError(f"{str(path)!r} is not a torch.save file of masks ({first[:200]}); pass the .pth "
+                                "file the masks were saved to") from None
         raise MaskFileError(
             f"{str(path)!r} holds objects other than lists and tensors ({first[:200]}); lape-harness reads masks "
             "only with torch.load(weights_only=True) and never unpickles other objects: re-save the masks as a "
@@ -60,7 +64,9 @@ def read_masks(path: str | os.PathLike) -> list[list[torch.Tensor]]:
 
 def _check_structure(masks: Any, path: Path) -> None:
     shape = "a List[List[LongTensor]] (one list per language, one tensor of neuron indices per layer)"
-    if not isinstance(masks, (list, tuple)) or not masks or not all(isinstance(m, (list, tuple)) for m in masks):
+    if isinstance(masks, (list, tuple)) and not masks:
+        raise MaskFileError(f"{str(path)!r} holds an empty list: no language's masks; expected {shape}")
+    if not isinstance(masks, (list, tuple)) or not all(isinstance(m, (list, tuple)) for m in masks):
         raise MaskFileError(f"{str(path)!r} holds {type(masks).__name__}, not {shape}")
     layers = {len(m) for m in masks}
     if len(layers) != 1:
@@ -68,6 +74,9 @@ def _check_structure(masks: Any, path: Path) -> None:
                             f"expected {shape}")  # fmt: skip
     for i, language in enumerate(masks):
         for j, entry in enumerate(language):
+            if isinstance(entry, torch.Tensor) and entry.dtype == torch.bool:
+                raise MaskFileError(f"{str(path)!r}: entry [{i}][{j}] is a boolean mask, not neuron indices; "
+                                    f"expected {shape} (convert each with mask.nonzero().flatten())")
             if not isinstance(entry, torch.Tensor) or entry.dim() != 1 or entry.is_floating_point() or entry.is_complex():
                 raise MaskFileError(f"{str(path)!r}: entry [{i}][{j}] is not a 1-D integer tensor; expected {shape}")
 
@@ -92,6 +101,8 @@ def import_masks(masks: list[list[torch.Tensor]], languages: list[str], model: d
         )
     if len(set(languages)) != len(languages):
         raise InputError(f"languages {' '.join(languages)} repeat a language; pass each once")
+    if not any(len(entry) for per_language in masks for entry in per_language):
+        raise InputError("the masks list no neuron at all; nothing to import (check that the file holds the masks)")
     if len(masks[0]) != num_layers:
         raise InputError(f"the masks have {len(masks[0])} layers, the model {model.get('model_id')!r} has "
                          f"{num_layers}: they are for another model")  # fmt: skip

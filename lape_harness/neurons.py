@@ -341,7 +341,10 @@ class NeuronSet:
         """Compare the model this set was made for with ``model`` (``model_id``/``config_hash``,
         e.g. from :func:`~lape_harness.identity.pretrained_identity`): another model is an error
         unless ``allow_other_model``; a partial match is a warning (rules:
-        :func:`~lape_harness.identity.compare_identity`)."""
+        :func:`~lape_harness.identity.compare_identity`). Where ``model`` states its layer count and
+        width, a set of another shape is an error even with ``allow_other_model``."""
+        if model and isinstance(model.get("num_layers"), int) and isinstance(model.get("width"), int):
+            self.validate_for(model["num_layers"], model["width"], f"model {model.get('model_id') or '(unnamed)'!r}")
         verdict, differences = compare_identity(self.meta.get("model") or {}, model or {})
         if verdict == "same":
             return

@@ -3,11 +3,13 @@ and the loader of the benchmark's test sets (local CSV folder, local zip, clear 
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 
 import pytest
 
 from lape_harness.errors import InputError
+from lape_harness.task_support import task_data
 from lape_harness.task_support.confusion import (
     benchmark_averages,
     completion_verdict,
@@ -18,7 +20,7 @@ from lape_harness.task_support.confusion import (
     scores_from_results,
     tokenize,
 )
-from lape_harness.task_support.task_data import DATA_ENV, LCB_TEST_SETS, LCB_ZIP_URL, lcb_prompts
+from lape_harness.task_support.task_data import DATA_ENV, LCB_COMMIT, LCB_TEST_SETS, lcb_prompts
 
 
 def fake_identify(line: str) -> str:
@@ -200,9 +202,10 @@ def test_download_once_into_the_cache(monkeypatch, tmp_path):
     monkeypatch.delenv(DATA_ENV, raising=False)
     monkeypatch.setenv("LAPE_HARNESS_CACHE", str(tmp_path))
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setitem(task_data.LCB_SHA256, "test_sets.zip", hashlib.sha256(archive.getvalue()).hexdigest())
     for _ in range(2):
         assert lcb_prompts("crosslingual", "okapi", "ja")[0]["prompt"] == "Reply in Japanese. Hi"
-    assert requested == [LCB_ZIP_URL]
+    assert requested == [f"https://github.com/for-ai/language-confusion/raw/{LCB_COMMIT}/test_sets.zip"]
     assert list(tmp_path.rglob("test_sets.zip"))
 
     def offline(url, timeout):
@@ -211,4 +214,32 @@ def test_download_once_into_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("LAPE_HARNESS_CACHE", str(tmp_path / "empty"))
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(InputError, match="could not download.*LAPE_HARNESS_DATA"):
+        lcb_prompts("crosslingual", "okapi", "ja")
+
+
+def test_a_bad_download_is_never_cached_and_a_corrupt_cache_entry_is_named(monkeypatch, tmp_path):
+    """An error page saved by a proxy (or a cut download) is refused before it is cached; a cached
+    file that was damaged later is named with the command that clears it."""
+    import io
+    import urllib.request
+
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.setenv("LAPE_HARNESS_CACHE", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"<html>Proxy error</html>"))
+    with pytest.raises(InputError, match="is not the pinned file.*nothing was cached"):
+        lcb_prompts("crosslingual", "okapi", "ja")
+    assert not list(tmp_path.rglob("test_sets.zip"))
+    cached = tmp_path / "lcb" / LCB_COMMIT / "test_sets.zip"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(InputError, match=f"{cached} is corrupt.*rm {cached}"):
+        lcb_prompts("crosslingual", "okapi", "ja")
+
+
+def test_a_local_copy_that_is_not_a_zip_is_named(monkeypatch, tmp_path):
+    local = tmp_path / "for-ai" / "language-confusion"
+    local.mkdir(parents=True)
+    (local / "test_sets.zip").write_text("<html>not found</html>")
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    with pytest.raises(InputError, match="test_sets.zip is not a readable zip file"):
         lcb_prompts("crosslingual", "okapi", "ja")

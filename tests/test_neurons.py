@@ -4,12 +4,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from lape_harness.identity import model_identity
 from lape_harness.neurons import (
     ActivationStats,
     LanguageNeurons,
     NeuronFileError,
     NeuronSet,
-    model_identity,
 )
 
 

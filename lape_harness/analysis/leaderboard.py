@@ -163,7 +163,7 @@ def build_leaderboard(runs: list[Run], metric: dict[str, str] | None = None, not
     for model in models:
         seen = list(dict.fromkeys(row.plan for row in rows if row.model == model))
         plans[model] = sorted(seen, key=lambda plan: (plan != BASELINE, seen.index(plan)))
-    return Leaderboard(rows, averages, notes, models, plans, specificity(rows))
+    return Leaderboard(rows, averages, notes, models, plans, specificity(rows, notes))
 
 
 _CONTROL = re.compile(r"^(?P<plan>.+) @(?P<set>.+)-control-s\d+$")
@@ -179,10 +179,11 @@ def control_of(label: str) -> str | None:
     return f"{found['plan']} @{found['set']}" if found else None
 
 
-def specificity(rows: list[Row]) -> list[Specificity]:
+def specificity(rows: list[Row], notes: list[str] | None = None) -> list[Specificity]:
     """Each plan that has a control plan, per (model, family, metric): the effect on the
     deactivated language (plans ``-L``), else the mean effect over the languages both plans were
-    scored on, with the set and with the control, and their ratio."""
+    scored on, with the set and with the control, and their ratio. A control run whose plan has no
+    run with the set itself (or none on the same languages) gets a line in ``notes``."""
     effects: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(dict)
     higher = {}
     for row in rows:
@@ -195,7 +196,13 @@ def specificity(rows: list[Row]) -> list[Specificity]:
         real = effects.get((model, family, metric, real_plan or ""), {})
         target = deactivated_language(plan.split(" @")[0])
         shared = [target] if target in control and target in real else [lang for lang in control if lang in real]
-        if real_plan is None or not shared:
+        if real_plan is None:
+            continue
+        if not shared:
+            if notes is not None:
+                why = "no run of that plan with the set itself" if not real else "no language both were scored on"
+                notes.append(f"control run {plan!r} ({family}, {model}) has no pair: {why}; run {real_plan!r} "
+                             "on the same tasks to get its specificity")
             continue
         language = shared[0] if shared == [target] else "average"
         effect, control_effect = (sum(side[lang] for lang in shared) / len(shared) for side in (real, control))

@@ -70,6 +70,8 @@ class Run:
     groups: set[str] = field(default_factory=set)
     #: task -> the TaskLanguages its config's ``metadata.languages`` declares (tasks that declare them)
     declared: dict[str, Any] = field(default_factory=dict)
+    #: what reading the file left out, for the leaderboard's notes
+    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- reading
@@ -114,8 +116,10 @@ def read_run(path: str | os.PathLike) -> Run:
     neurons = sweep.get("neurons") or args.get("neurons")
     n_samples = {task: (info or {}).get("effective") for task, info in (data.get("n-samples") or {}).items()}
     groups = set(data.get("groups") or {}) | {g for g, subtasks in (data.get("group_subtasks") or {}).items() if subtasks}
+    declared, notes = _declared_languages(path, data.get("configs"))
     return Run(
-        declared=_declared_languages(path, data.get("configs")),
+        declared=declared,
+        notes=notes,
         path=path,
         model=model,
         plan=plan,
@@ -128,19 +132,22 @@ def read_run(path: str | os.PathLike) -> Run:
     )
 
 
-def _declared_languages(path: Path, configs) -> dict[str, Any]:
-    """task -> TaskLanguages from each task config's ``metadata.languages`` in a results file."""
+def _declared_languages(path: Path, configs) -> tuple[dict[str, Any], list[str]]:
+    """task -> TaskLanguages from each task config's ``metadata.languages`` in a results file, and a
+    note for each task whose declaration is not understood (its languages then come from its name)."""
     from lape_harness.task_support.task_languages import TaskLanguagesError, declared_languages
 
-    declared = {}
+    declared, notes = {}, []
     for task, config in (configs if isinstance(configs, dict) else {}).items():
         try:
             languages = declared_languages((config or {}).get("metadata") if isinstance(config, dict) else None)
         except TaskLanguagesError as error:
-            raise TaskLanguagesError(f"{str(path)!r}, task {task!r}: {error}") from None
+            notes.append(f"{str(path)!r}, task {task!r}: {str(error).split('; ')[0]}; its languages are read from "
+                         "its name instead (fix metadata.languages in the task's YAML for later runs)")
+            continue
         if languages is not None:
             declared[task] = languages
-    return declared
+    return declared, notes
 
 
 def load_runs(paths, problems: list[str] | None = None) -> list[Run]:
@@ -156,8 +163,14 @@ def load_runs(paths, problems: list[str] | None = None) -> list[Run]:
     for given in paths:
         given = Path(given)
         if given.is_dir():
+            unfinished = set()
             for candidate in sorted(given.rglob("*.json")):
-                if candidate.name.startswith("."):
+                hidden = next((part for part in candidate.relative_to(given).parts if part.startswith(".")), None)
+                if hidden is not None:  # a sweep's unfinished plan (.<plan>.partial-*), or other hidden files
+                    if ".partial-" in hidden and hidden not in unfinished and candidate.name.startswith("results"):
+                        unfinished.add(hidden)
+                        reported.append(f"{str(candidate.parent.parent)!r} left out: an unfinished sweep plan "
+                                        "(re-run the sweep to finish it)")
                     continue
                 try:
                     runs.append(read_run(candidate))
@@ -172,7 +185,7 @@ def load_runs(paths, problems: list[str] | None = None) -> list[Run]:
         raise InputError(f"no lm-eval results JSON found in {', '.join(map(str, paths))}"
                          + (f" ({'; '.join(reported)})" if reported else "")
                          + "; pass the --output_path of lm_eval runs or a `lape-harness sweep` folder")
-    for problem in reported:
+    for problem in reported + [note for run in runs for note in run.notes]:
         problems.append(problem) if problems is not None else logger.warning(problem)
     return runs
 

@@ -34,15 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lape_harness.analysis.inspection import neuron_set_line
-    from lape_harness.controls import control_filename, random_control
+    from lape_harness.controls import check_seeds, control_filename, random_control
     from lape_harness.neurons import ActivationStats, NeuronSet
     from lape_harness.path_checks import check_output_dir
 
+    seeds = check_seeds(args.seed)
     stats = ActivationStats.load(args.stats) if args.stats else None
     for path in map(Path, args.neurons):
         neuron_set = NeuronSet.load(path)
         out_dir = check_output_dir(args.out_dir or path.parent, "--out-dir")
-        for seed in dict.fromkeys(args.seed):
+        for seed in seeds:
             target = out_dir / control_filename(path.name, seed)
             control = random_control(neuron_set, stats, seed)
             control.save(target)

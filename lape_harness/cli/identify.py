@@ -58,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "selected for that language, with the statistics' values there (docs/controls.md)",
     )  # fmt: skip
     parser.add_argument(
-        "--seed", nargs="+", type=int, default=[0], metavar="N",
-        help="seed(s) of the random controls; several write one control each (default: 0)",
+        "--seed", nargs="+", type=int, default=None, metavar="N",
+        help="seed(s) of the random controls (with --random-control); several write one control each (default: 0)",
     )  # fmt: skip
     parser.add_argument(
         "--out-dir", default=None, metavar="DIR",
@@ -69,30 +69,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lape_harness.analysis.inspection import neuron_set_line
-    from lape_harness.controls import control_filename, random_control
+    from lape_harness.controls import check_seeds, control_filename, random_control
+    from lape_harness.errors import InputError
     from lape_harness.languages import language_list
     from lape_harness.lape import identify_many, neuron_set_filename
     from lape_harness.neurons import ActivationStats
     from lape_harness.path_checks import check_output_dir
 
+    if args.seed is not None and not args.random_control:
+        raise InputError("--seed seeds the random controls only: add --random-control, or drop --seed")
+    seeds = check_seeds(args.seed if args.seed is not None else [0])
     out_dir = check_output_dir(args.out_dir or Path(args.stats).parent, "--out-dir")
     stats = ActivationStats.load(args.stats)
     languages = language_list(args.languages) if args.languages else None
     top_rates = list(dict.fromkeys(args.top_rate))
     sets = identify_many(stats, top_rates, args.filter_rate, args.activation_bar_ratio, languages)
+    written = {}
     for top_rate, neuron_set in sets.items():
         variants = {neuron_set_filename(top_rate): neuron_set}
         if args.exclusive:
             variants[neuron_set_filename(top_rate, exclusive=True)] = neuron_set.exclusive()
         if args.random_control:
             variants.update({control_filename(name, seed): random_control(variant, stats, seed)
-                             for name, variant in list(variants.items()) for seed in dict.fromkeys(args.seed)})  # fmt: skip
-        for name, variant in variants.items():
-            variant.save(out_dir / name)
-            print(f"wrote {out_dir / name}: {neuron_set_line(variant)}")
-            empty = [language for language, count in variant.counts().items() if count == 0]
-            if empty:
-                print(f"warning: {name}: {', '.join(empty)} got no neurons at top rate {top_rate:g}; steering "
-                      f"{'them' if len(empty) > 1 else 'it'} with this file is an error: use a higher --top-rate "
-                      "for them", file=sys.stderr)
+                             for name, variant in list(variants.items()) for seed in seeds})  # fmt: skip
+        written.update({name: (top_rate, variant) for name, variant in variants.items()})
+    _refuse_other_models_sets(out_dir, written, stats)
+    for name, (top_rate, variant) in written.items():
+        variant.save(out_dir / name)
+        print(f"wrote {out_dir / name}: {neuron_set_line(variant)}")
+        empty = [language for language, count in variant.counts().items() if count == 0]
+        if empty:
+            print(f"warning: {name}: {', '.join(empty)} got no neurons at top rate {top_rate:g}; steering "
+                  f"{'them' if len(empty) > 1 else 'it'} with this file is an error: use a higher --top-rate "
+                  "for them", file=sys.stderr)
     return 0
+
+
+def _refuse_other_models_sets(out_dir: Path, names, stats) -> None:
+    """Before anything is written: a file to be replaced must hold a set of the same model."""
+    from lape_harness.errors import InputError
+    from lape_harness.identity import compare_identity
+    from lape_harness.neurons import NeuronFileError, NeuronSet
+
+    for name in names:
+        path = out_dir / name
+        if not path.is_file():
+            continue
+        try:
+            recorded = NeuronSet.load(path).meta.get("model") or {}
+        except NeuronFileError:
+            continue  # not a readable set: nothing of value is replaced
+        verdict, differences = compare_identity(recorded, stats.meta.get("model") or {})
+        if verdict == "other":
+            raise InputError(f"{path} holds the neuron set of another model ({'; '.join(differences)}); nothing "
+                             "was written: pass --out-dir with a folder of this model's own, or delete that file")

@@ -56,7 +56,7 @@ def read_prompts(path: str | None, forcing: list[str], limit: int | None) -> lis
     """The prompts of a file and of the forcing questions of ``forcing`` languages."""
     from lape_harness.errors import InputError
     from lape_harness.plugin.registration import task_folder
-    from lape_harness.task_support.task_data import forcing_questions
+    from lape_harness.task_support.task_data import read_questions
 
     groups = []
     if path:
@@ -70,10 +70,17 @@ def read_prompts(path: str | None, forcing: list[str], limit: int | None) -> lis
                 raise InputError(f"{path} must hold a JSON list of strings")
         else:
             prompts = [line.rstrip("\n").replace("\\n", "\n") for line in text.splitlines() if line.strip()]
+        if not prompts:
+            raise InputError(f"--prompts {path!r} holds no prompt (it is empty or blank); write one prompt per line")
         groups.append(prompts)
-    questions = task_folder() / "lape_forcing" / "questions.json" if forcing else None
+    questions = read_questions(task_folder() / "lape_forcing" / "questions.json") if forcing else None
     for language in forcing:
-        groups.append([f"Q: {question} \nA:" for question in forcing_questions(questions, language)])
+        code = _known_code(language, "--forcing")
+        if code not in questions.questions:
+            raise InputError(f"--forcing {language}: lape-harness's forcing questions cover "
+                             f"{' '.join(sorted(questions.questions))}, not {code}; write {code} prompts to a file "
+                             "and pass it with --prompts FILE")
+        groups.append([f"Q: {question} \nA:" for question in questions.for_language(code)])
     return [prompt for group in groups for prompt in group[:limit]]
 
 
@@ -107,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("steering plans need a neuron set: add --neurons path/to/lape-top1.safetensors")
     from lape_harness.languages import PAPER_CODES
 
-    languages = args.languages or (neurons.languages if neurons is not None else list(PAPER_CODES))
+    languages = ([_known_code(code, "--languages") for code in args.languages] if args.languages else
+                 neurons.languages if neurons is not None else list(PAPER_CODES))
 
     import torch
 
@@ -128,3 +136,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'lens.json'} and {out / 'lens.png'}: {len(plans)} plan(s) x {len(prompts)} prompt(s), "
           f"{result['num_layers']} layers, {len(result['categories'])} categories")
     return 0
+
+
+def _known_code(language: str, flag: str) -> str:
+    """The table code of ``language``; an unknown code is an error naming ``flag``."""
+    from lape_harness.errors import InputError
+    from lape_harness.languages import UnknownLanguageError, normalize_code
+
+    try:
+        return normalize_code(language)
+    except UnknownLanguageError:
+        raise InputError(f"{flag} {language}: unknown language code; use ISO codes such as de fr ja "
+                         "(or FLORES codes such as deu_Latn)") from None

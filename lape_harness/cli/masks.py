@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 HELP = "import / export published neuron masks (List[List[LongTensor]], Tang et al.)"
 
@@ -25,7 +26,8 @@ HELP = "import / export published neuron masks (List[List[LongTensor]], Tang et 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     read = actions.add_parser("import", help="a mask file → a neuron-set file")
-    read.add_argument("masks", metavar="MASKS", help="torch.save file holding List[List[LongTensor]]")
+    read.add_argument("masks", metavar="MASKS", nargs="?",
+                      help="torch.save file holding List[List[LongTensor]]")
     read.add_argument("--languages", nargs="+", required=True, metavar="LANG",
                       help="the language of each list, in the file's order (Tang et al.'s released masks: "
                            "en zh fr es vi id ja); comma-separated works too")  # fmt: skip
@@ -44,8 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lape_harness.masks import read_masks, write_masks
     from lape_harness.neurons import ActivationStats, NeuronSet
+    from lape_harness.path_checks import check_output_file
 
     if args.action == "export":
+        check_output_file(args.out, "--out", example="masks.neuron.pth")
         neuron_set = NeuronSet.load(args.neurons)
         write_masks(neuron_set, args.out)
         print(f"wrote {args.out}: {len(neuron_set.languages)} languages ({' '.join(neuron_set.languages)}) "
@@ -53,13 +57,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from lape_harness.corpora import file_sha256
     from lape_harness.identity import layout_identity
-    from lape_harness.languages import language_list
     from lape_harness.masks import import_masks
 
-    masks = read_masks(args.masks)
-    languages = language_list(args.languages)
+    masks_path, language_values = _mask_file_and_languages(args.masks, args.languages)
+    languages = _known_languages(language_values)
+    check_output_file(args.out, "--out", example="masks.safetensors")
+    masks = read_masks(masks_path)
     stats = ActivationStats.load(args.stats) if args.stats else None
-    source = {"file": str(args.masks), "sha256": file_sha256(args.masks)}
+    source = {"file": str(masks_path), "sha256": file_sha256(masks_path)}
     neuron_set = import_masks(masks, languages, layout_identity(args.model), stats, source)
     if stats is not None:
         neuron_set.check_model(stats.meta.get("model"), source=args.out)
@@ -67,7 +72,41 @@ def run(args: argparse.Namespace) -> int:
     counts = neuron_set.counts()
     print(f"wrote {args.out}: {sum(counts.values())} language neurons over {len(counts)} languages "
           f"({', '.join(f'{lang} {n}' for lang, n in counts.items())})")  # fmt: skip
+    empty = [language for language, count in counts.items() if count == 0]
+    if empty:
+        print(f"warning: no neurons for {', '.join(empty)} in the masks", file=sys.stderr)
     if stats is None:
         print("note: no --stats: this set carries no activation values; only deactivate and multiply plans "
               "(-de, *0.5*de) work with it", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _mask_file_and_languages(masks: str | None, languages: list[str]) -> tuple[str, list[str]]:
+    """The mask file and the language values: ``--languages en zh FILE`` (the flag before the file)
+    leaves the file among the languages, where it is recognised as the one value that is a file."""
+    from lape_harness.errors import InputError
+
+    if masks is not None:
+        return masks, languages
+    files = [value for value in languages if Path(value).is_file() or value.endswith((".pth", ".pt", ".bin"))]
+    if len(files) != 1:
+        raise InputError("name the mask file: lape-harness masks import MASKS --languages en zh ... --model MODEL")
+    return files[0], [value for value in languages if value != files[0]]
+
+
+def _known_languages(values: list[str]) -> list[str]:
+    """Table codes of ``values`` (``de fr`` or ``de,fr``); an unknown code is an error, not kept as written."""
+    from lape_harness.errors import InputError
+    from lape_harness.languages import UnknownLanguageError, language_list, normalize_code
+
+    codes = language_list(values)
+    unknown = []
+    for code in codes:
+        try:
+            normalize_code(code)
+        except UnknownLanguageError:
+            unknown.append(code)
+    if unknown:
+        raise InputError(f"--languages: unknown language code(s) {', '.join(unknown)}; use ISO codes such as "
+                         "en zh fr es vi id ja (or FLORES codes such as deu_Latn)")
+    return codes

@@ -68,6 +68,7 @@ def on_task_manager(manager) -> None:
     """
     task_manager = manager.TaskManager
     _record_loaded_tasks(task_manager)
+    _check_matched_tasks(task_manager)
     original = task_manager.__init__
     if getattr(original, "_lape_harness", False):
         return
@@ -118,6 +119,26 @@ def _record_loaded_tasks(task_manager) -> None:
 
     load._lape_harness = True
     task_manager.load = load
+
+
+def _check_matched_tasks(task_manager) -> None:
+    """Wrap ``TaskManager.match_tasks`` (which lm-eval's command line calls before it builds the model)
+    so that the matched tasks are checked then (:mod:`lape_harness.plugin.task_checks`)."""
+    original = getattr(task_manager, "match_tasks", None)
+    if original is None or getattr(original, "_lape_harness", False) or not hasattr(task_manager, "task_index"):
+        return
+
+    @functools.wraps(original)
+    def match_tasks(self, *args, **kwargs):
+        from lape_harness.plugin.error_display import plain_errors
+        from lape_harness.plugin.task_checks import check_tasks
+
+        matched = original(self, *args, **kwargs)
+        plain_errors(check_tasks)(self, matched)
+        return matched
+
+    match_tasks._lape_harness = True
+    task_manager.match_tasks = match_tasks
 
 
 def _with_folder(include_path, folder: Path) -> list:

@@ -133,3 +133,24 @@ def _numa_nodes() -> int:
     import glob
 
     return max(1, len(glob.glob("/sys/devices/system/node/node[0-9]*")))
+
+
+def check_engine_keys(kwargs: dict, own: tuple[str, ...] = ()) -> None:
+    """Refuse, by name and before the engine starts, a ``model_args`` key that neither lm-eval's
+    ``vllm`` model nor vLLM's ``EngineArgs`` takes (``own``: keys the caller handles itself);
+    otherwise vLLM stops with a raw ``TypeError`` after the tokenizer has loaded."""
+    import dataclasses
+    import difflib
+    import inspect
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    known = {field.name for field in dataclasses.fields(EngineArgs)}
+    known |= set(inspect.signature(lm_eval_vllm_class().__init__).parameters) - {"self", "kwargs"}
+    known |= {"device", "swap_space", *own}  # lm-eval drops these two with a warning
+    unknown = sorted(key for key in kwargs if key not in known)
+    if unknown:
+        hints = [f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(key, known, 1)) else key
+                 for key in unknown]
+        raise InputError(f"vllm-steered cannot use --model_args {', '.join(hints)}: neither lm-eval's vllm model "
+                         "nor vLLM's engine takes it; remove it (docs: README, `vllm-steered`)")

@@ -46,7 +46,7 @@ from lape_harness.errors import HookNeverFiredError, InputError
 from lape_harness.plugin.error_display import plain_errors
 from lape_harness.plugin.side_by_side import current_job, engine_call, run_side_by_side
 from lape_harness.plugin.steered_lm import SteeredLM
-from lape_harness.plugin.vllm_setup import cpu_defaults, lm_eval_vllm_class
+from lape_harness.plugin.vllm_setup import check_engine_keys, cpu_defaults, lm_eval_vllm_class
 from lape_harness.plugin.vllm_worker import SLOT_KEY, SLOTS_CONFIG
 from lape_harness.sites import UnsupportedArchitectureError
 from lape_harness.steering.compiled import compile_plan
@@ -78,9 +78,14 @@ class VLLMSteeredLM(SteeredLM, VLLM):
     def _engine_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Refuse what one steered engine cannot serve; add the worker extension, the slot count and
         the CPU build's defaults."""
+        check_engine_keys(kwargs)
         if _whole_number("data_parallel_size", kwargs.get("data_parallel_size", 1)) > 1:
             raise InputError("vllm-steered steers one engine; data_parallel_size>1 starts independent engines "
                              "through Ray that it cannot reach: use tensor_parallel_size=N (or one lm_eval per GPU group)")
+        if _whole_number("pipeline_parallel_size", kwargs.get("pipeline_parallel_size", 1)) > 1:
+            raise InputError("vllm-steered cannot steer pipeline_parallel_size>1 (each stage's workers hold only "
+                             "their layers); use tensor_parallel_size=N instead")
+        _whole_number("tensor_parallel_size", kwargs.get("tensor_parallel_size", 1))
         extension = kwargs.setdefault("worker_extension_cls", WORKER_EXTENSION)
         if extension != WORKER_EXTENSION:
             raise InputError(f"vllm-steered needs worker_extension_cls={WORKER_EXTENSION}; remove "

@@ -290,6 +290,10 @@ def run_finetune(model: str, neurons: str | Path, language: str, out: str | Path
         note(f"note: no held-out text for {language!r} at {heldout_file}; perplexity is not scored")
     neuron_set = NeuronSet.load(neurons)
     language_neurons = neuron_set[language]
+    if len(language_neurons) == 0:
+        with_neurons = ", ".join(code for code, count in neuron_set.counts().items() if count)
+        raise InputError(f"{language!r} has no neurons in {neurons} (languages with neurons: {with_neurons}); "
+                         "pick one of those, or a set of a higher top rate")
     neuron_set.check_model(pretrained_identity(model), allow_other_model, str(neurons))
 
     placed = torch.device(pick_device(device))

@@ -121,10 +121,21 @@ def _args_string(args: dict[str, Any]) -> str:
     return ",".join(f"{key}={value}" for key, value in args.items())
 
 
-def finished_results(folder: Path) -> Path | None:
-    """The results JSON of a finished plan folder, or None."""
+def finished_results(folder: Path, log: Callable[[str], None] | None = None) -> Path | None:
+    """The results JSON of a finished plan folder, or None (also when that file no longer reads as
+    lm-eval results: the plan then runs again, and ``log`` says why)."""
+    from lape_harness.analysis.results import read_run
+
     found = sorted(folder.glob("*/results_*.json")) if folder.is_dir() else []
-    return found[-1] if found else None
+    if not found:
+        return None
+    try:
+        read_run(found[-1])
+    except InputError as error:
+        if log is not None:
+            log(f"note: {str(error).split('; ')[0]}; its plan runs again")
+        return None
+    return found[-1]
 
 
 @dataclass
@@ -195,7 +206,7 @@ def run_sweep(
     outcomes: dict[int, PlanOutcome] = {}
     pending = []
     for position, entry in enumerate(entries):
-        done = finished_results(output / entry.folder)
+        done = finished_results(output / entry.folder, log)
         if done is not None:
             outcomes[position] = PlanOutcome(entry, done, skipped=True)
             log(f"plan {entry.label}: finished earlier ({done}); skipped")

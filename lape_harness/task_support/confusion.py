@@ -11,12 +11,14 @@ Re-implemented from the benchmark's published definitions (its ``compute_metrics
   expected language.
 * **WPR** (only for ar, hi, ja, ko, ru, zh, where English words stand out): among the
   completions that pass the line check, the share containing no English word (a token that
-  is a lower-case word of more than 3 letters in the English word list).
+  is a lower-case word of more than 3 letters in the benchmark's English word list, its
+  repository's ``words`` file: 99,170 lines with plurals, -ing/-ed forms and possessives).
 * **LCPR**: the harmonic mean of LPR and WPR.
 
-Deviations (docs/tasks.md): lines are identified with :func:`lape_harness.langid.identify_language`
-(CLD2, then fastText lid.176 *compressed*) instead of fastText lid.176 with a 0.3 threshold,
-and the English word list is Webster's Second (``web2``) from the ``english-words`` package.
+Deviation (docs/tasks.md): lines are identified with :func:`lape_harness.langid.identify_language`
+instead of fastText lid.176 with a 0.3 threshold. The word list is the benchmark's own, fetched
+once from its repository at the pinned commit (or read from ``$LAPE_HARNESS_DATA``) and checked
+against its sha256 (:data:`WORD_LIST`).
 
 Example:
     >>> verdict = completion_verdict("Ich bin heute sehr müde und gehe früh schlafen.", "de")
@@ -41,6 +43,9 @@ from lape_harness.langid import identify_language
 WPR_LANGUAGES = frozenset({"ar", "hi", "ja", "ko", "ru", "zh"})
 MIN_LINE_TOKENS = 5
 MIN_ENGLISH_WORD_LETTERS = 4
+#: the word list WPR uses, as recorded in the LCB tasks' metadata (``metadata.wpr_word_list``).
+WORD_LIST = ("for-ai/language-confusion@94592802d5dd:words "
+             "sha256:1ec8230beef2a7c955742b089fc3cea2833866cf5482bf018d7c4124eef104bd")
 
 _STRIP = str.maketrans({**{ch: None for ch in string.punctuation}, "،": None, "—": " "})
 
@@ -97,14 +102,17 @@ def tokenize(line: str, language: str) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def english_words() -> frozenset[str]:
-    """The English words the word-level check looks for: lower-case words of 4+ letters of
-    Webster's Second International (``web2``, from the ``english-words`` package)."""
-    try:
-        from english_words import get_english_words_set
-    except ImportError:
-        raise _missing("english-words", "The word-level pass rate") from None
-    words = get_english_words_set(["web2"])
-    return frozenset(word for word in words if word.islower() and len(word) >= MIN_ENGLISH_WORD_LETTERS)
+    """The English words the word-level check looks for, as the benchmark's ``compute_metrics.py``
+    reads them: the lines of its ``words`` file that are lower-case and longer than 3 characters."""
+    from lape_harness.task_support.task_data import lcb_file
+
+    path = lcb_file("words")
+    if not path.is_file():
+        raise InputError(f"no copy of the Language Confusion Benchmark's English word list at {path}: copy the "
+                         "repository's words file there (commit in lape_harness.task_support.task_data.LCB_COMMIT), "
+                         "or unset LAPE_HARNESS_DATA to download it")
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return frozenset(word for word in lines if word.islower() and len(word) >= MIN_ENGLISH_WORD_LETTERS)
 
 
 def completion_verdict(completion: str, language: str, words: frozenset[str] | None = None,

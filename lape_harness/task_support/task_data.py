@@ -125,7 +125,11 @@ def heldout_documents(language: str) -> list[str]:
 
 LCB_REPOSITORY = "for-ai/language-confusion"
 LCB_COMMIT = "94592802d5dd33e30af2fe57952254a89ab6f683"
-LCB_ZIP_URL = f"https://github.com/{LCB_REPOSITORY}/raw/{LCB_COMMIT}/test_sets.zip"
+#: sha256 of the benchmark's files at LCB_COMMIT (read from the repository at that commit).
+LCB_SHA256 = {
+    "test_sets.zip": "3425337489fa65ff15d977e981e9748c86ce8e88ef0f4457ecdb4a65d8702712",
+    "words": "1ec8230beef2a7c955742b089fc3cea2833866cf5482bf018d7c4124eef104bd",
+}
 _LCB_CROSSLINGUAL = ("fr", "de", "es", "pt", "it", "ja", "ko", "zh", "ar", "tr", "hi", "ru", "id", "vi")
 #: ``{setting: {source: languages}}``: the benchmark's CSV files.
 LCB_TEST_SETS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -147,45 +151,73 @@ def _lcb_member(setting: str, source: str, language: str) -> str:
     return f"test_sets/{setting}/{source}/{language}.csv"
 
 
-def _lcb_zip() -> Path:
-    """The benchmark's test_sets.zip: the local copy, else the download cached under the user cache."""
+def lcb_file(name: str) -> Path:
+    """A file of the benchmark's repository at :data:`LCB_COMMIT` (``test_sets.zip``, ``words``): the
+    local copy under ``$LAPE_HARNESS_DATA/for-ai/language-confusion/``, else the download cached under
+    the user cache, checked against its pinned sha256 before it is cached and whenever it is read."""
     root = local_root()
     if root is not None:
-        return root / LCB_REPOSITORY / "test_sets.zip"
-    path = cache_dir() / "lcb" / LCB_COMMIT / "test_sets.zip"
+        return root / LCB_REPOSITORY / name
+    path = cache_dir() / "lcb" / LCB_COMMIT / name
+    url = f"https://github.com/{LCB_REPOSITORY}/raw/{LCB_COMMIT}/{name}"
     if not path.is_file():
-        import urllib.request
-
-        from lape_harness.atomic import atomic_path
-
-        try:
-            with urllib.request.urlopen(LCB_ZIP_URL, timeout=60) as response, atomic_path(path) as temporary:
-                temporary.write_bytes(response.read())
-        except OSError as error:
-            raise InputError(
-                f"could not download the Language Confusion Benchmark test sets from {LCB_ZIP_URL} ({error}); "
-                f"offline, copy the repository's test_sets folder (or test_sets.zip) to "
-                f"$LAPE_HARNESS_DATA/{LCB_REPOSITORY}/ and set {DATA_ENV}"
-            ) from None
+        download_verified(url, path, LCB_SHA256[name], offline_hint=(
+            f"offline, copy the repository's {name} (commit {LCB_COMMIT[:12]}) to "
+            f"$LAPE_HARNESS_DATA/{LCB_REPOSITORY}/ and set {DATA_ENV}"))
+    check_sha256(path, LCB_SHA256[name], fix=f"delete it to download it again: rm {path}")
     return path
+
+
+def download_verified(url: str, path: Path, sha256: str, offline_hint: str = "") -> None:
+    """Download ``url`` to ``path`` (atomically) only when its content has the ``sha256`` expected: an
+    error page saved by a proxy or a truncated download is never cached."""
+    import urllib.request
+
+    from lape_harness.atomic import atomic_path
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            content = response.read()
+    except OSError as error:
+        raise InputError(f"could not download {url} ({error}); {offline_hint}") from None
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != sha256:
+        raise InputError(f"the download of {url} is not the pinned file ({len(content):,} bytes, sha256 {digest[:12]}…, "
+                         f"expected {sha256[:12]}…): a proxy's error page or a cut connection; nothing was cached. "
+                         f"Try again, or {offline_hint}")
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(content)
+
+
+def check_sha256(path: Path, sha256: str, fix: str) -> None:
+    """An :class:`InputError` naming ``path`` and the ``fix`` when the file's content is not the pinned one."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise InputError(f"{path} is corrupt (sha256 {digest[:12]}…, expected {sha256[:12]}… for "
+                         f"{LCB_REPOSITORY}@{LCB_COMMIT[:12]}); {fix}")
 
 
 def _lcb_text(member: str) -> str:
     root = local_root()
     if root is not None and (root / LCB_REPOSITORY / member).is_file():
         return (root / LCB_REPOSITORY / member).read_text(encoding="utf-8")
-    archive = _lcb_zip()
+    archive = lcb_file("test_sets.zip")
     if not archive.is_file():
         raise InputError(f"no local copy of the Language Confusion Benchmark's {member}: expected "
                          f"{root / LCB_REPOSITORY / member} (or {archive}) because {DATA_ENV}={root}; copy the "
                          f"repository's test_sets folder there, or unset {DATA_ENV} to download it")
-    with zipfile.ZipFile(archive) as bundle:
-        # match <setting>/<source>/<lang>.csv whatever folder the archive puts it in
-        tail = "/" + member.removeprefix("test_sets/")
-        names = [name for name in bundle.namelist() if ("/" + name).endswith(tail) and "__MACOSX" not in name]
-        if not names:
-            raise InputError(f"{archive} holds no {member}; delete it to download it again")
-        return bundle.read(names[0]).decode("utf-8")
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            # match <setting>/<source>/<lang>.csv whatever folder the archive puts it in
+            tail = "/" + member.removeprefix("test_sets/")
+            names = [name for name in bundle.namelist() if ("/" + name).endswith(tail) and "__MACOSX" not in name]
+            if not names:
+                raise InputError(f"{archive} holds no {member}; replace it with the repository's test_sets.zip "
+                                 f"(commit {LCB_COMMIT[:12]})")
+            return bundle.read(names[0]).decode("utf-8")
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise InputError(f"{archive} is not a readable zip file ({error}); replace it with the repository's "
+                         f"test_sets.zip (commit {LCB_COMMIT[:12]})") from None
 
 
 def lcb_prompts(setting: str, source: str, language: str) -> list[dict[str, str]]:
