@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from lape_harness.atomic import atomic_path
+from lape_harness.atomic import atomic_path, write_json_atomic
 from lape_harness.errors import InputError
 from lape_harness.neurons import ActivationStats, LanguageNeurons, NeuronSet
 
@@ -135,8 +135,30 @@ def import_masks(masks: list[list[torch.Tensor]], languages: list[str], model: d
     return NeuronSet(list(languages), num_layers, width, neurons, meta)
 
 
-def to_masks(neuron_set: NeuronSet) -> list[list[torch.Tensor]]:
-    """The set as ``List[List[LongTensor]]`` (languages in the set's order, every layer listed).
+def export_order(neuron_set: NeuronSet, languages: list[str] | None = None) -> list[str]:
+    """The language order of an export: ``languages`` as given (each must be in the set), else the
+    paper's fixed 21-language order (:data:`~lape_harness.languages.PAPER_CODES`, the index order of
+    the authors' scripts) when the set holds exactly those languages, else the set's own order.
+
+    >>> masks = [[torch.tensor([1])], [torch.tensor([0])]]
+    >>> export_order(import_masks(masks, ["de", "fr"], {"num_layers": 1, "width": 4}), ["fr", "de"])
+    ['fr', 'de']
+    """
+    from lape_harness.languages import PAPER_CODES, normalize_code
+
+    if languages:
+        order = [normalize_code(language) for language in languages]
+        missing = [language for language in order if language not in neuron_set.languages]
+        if missing or len(set(order)) != len(order):
+            raise InputError(f"--languages {' '.join(languages)}: name each of the set's languages at most once "
+                             f"(it has {' '.join(neuron_set.languages)}; not in it: {' '.join(missing) or 'none'})")
+        return order
+    return list(PAPER_CODES) if set(neuron_set.languages) == set(PAPER_CODES) else list(neuron_set.languages)
+
+
+def to_masks(neuron_set: NeuronSet, languages: list[str] | None = None) -> list[list[torch.Tensor]]:
+    """The set as ``List[List[LongTensor]]`` (languages in ``languages``' order, default the set's;
+    every layer listed).
 
     >>> masks = [[torch.tensor([3, 1]), torch.tensor([], dtype=torch.long)], [torch.tensor([0]), torch.tensor([2])]]
     >>> [[t.tolist() for t in m] for m in to_masks(import_masks(masks, ["de", "fr"], {"num_layers": 2, "width": 4}))]
@@ -145,12 +167,18 @@ def to_masks(neuron_set: NeuronSet) -> list[list[torch.Tensor]]:
     return [
         [neuron_set.neurons[language].index[neuron_set.neurons[language].layer == layer].long().clone()
          for layer in range(neuron_set.num_layers)]
-        for language in neuron_set.languages
+        for language in (languages or neuron_set.languages)
     ]  # fmt: skip
 
 
-def write_masks(neuron_set: NeuronSet, path: str | os.PathLike) -> None:
-    """``torch.save`` :func:`to_masks` to ``path`` atomically (what Tang et al.'s scripts load)."""
+def write_masks(neuron_set: NeuronSet, path: str | os.PathLike, languages: list[str] | None = None) -> list[str]:
+    """``torch.save`` :func:`to_masks` to ``path`` atomically (what Tang et al.'s and the authors'
+    scripts load), in the order :func:`export_order` picks, recorded beside it in
+    ``<path>.languages.json`` (the mask file itself has no names). Returns the order."""
+    order = export_order(neuron_set, languages)
     with atomic_path(path) as temporary:
-        torch.save(to_masks(neuron_set), temporary)
+        torch.save(to_masks(neuron_set, order), temporary)
+    write_json_atomic(Path(f"{path}.languages.json"), {"languages": order, "num_layers": neuron_set.num_layers,
+                                                        "neurons_sha256": neuron_set.content_hash()})
+    return order
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from lape_harness.languages import PAPER_CODES
-from lape_harness.task_support.confusion import WPR_LANGUAGES
+from lape_harness.task_support.confusion import WORD_LIST, WPR_LANGUAGES
 from lape_harness.task_support.task_data import LCB_TEST_SETS
 
 HERE = Path(__file__).resolve().parent
@@ -34,9 +34,11 @@ GROUP_METRICS = {
     "lape_belebele": ("acc",),
     "lape_xnli": ("acc",),
     "lape_ppl": (),  # perplexities of different languages are not averaged
-    # plain means over the test sets; the benchmark's own averages (per language first, LCPR as
-    # the harmonic mean of the averages) come from lape_harness.task_support.confusion.benchmark_averages
-    "lape_lcb": ("lpr", "wpr"),
+    # none: lm-eval 0.4.13's group aggregate is a plain mean over the test sets (a custom aggregation
+    # is accepted but never called), not the benchmark's (per source and language, then per language,
+    # then all; LCPR the harmonic mean of the averaged LPR and WPR). `lape-harness leaderboard` reports
+    # those (lape_harness.task_support.confusion.benchmark_averages).
+    "lape_lcb": (),
 }
 
 
@@ -45,7 +47,7 @@ def _write(path: Path, config: dict) -> None:
 
 
 def _task(folder: Path, family: str, name: str, source: str | None, target: str, kind: str | None = None,
-          template: str | None = None, dataset_kwargs: dict | None = None) -> str:
+          template: str | None = None, dataset_kwargs: dict | None = None, metadata: dict | None = None) -> str:
     """One task YAML; its ``metadata.languages`` is what ``steer=auto`` and the leaderboard read
     (``kind`` only where the default, translation with a source and monolingual without, does not fit)."""
     languages = {"source": source, "target": target} if source else {"target": target}
@@ -54,7 +56,7 @@ def _task(folder: Path, family: str, name: str, source: str | None, target: str,
     config: dict = {"include": f"_{template or family}_template_yaml", "task": name}
     if dataset_kwargs:
         config["dataset_kwargs"] = dataset_kwargs
-    config["metadata"] = {"version": VERSION, "languages": languages}
+    config["metadata"] = {"version": VERSION, "languages": languages, **(metadata or {})}
     _write(folder / f"{name}.yaml", config)
     return name
 
@@ -72,6 +74,7 @@ def _lcb_tasks(folder: Path) -> dict[str, list[str]]:
                     kind="crosslingual" if setting == "crosslingual" else None,
                     template="lape_lcb" if code in WPR_LANGUAGES else "lape_lcb_no_wpr",
                     dataset_kwargs={"setting": setting, "source": source},
+                    metadata={"wpr_word_list": WORD_LIST} if code in WPR_LANGUAGES else None,
                 ))
     return settings
 

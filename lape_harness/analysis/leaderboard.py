@@ -6,8 +6,9 @@ Runs come from :mod:`lape_harness.analysis.results`; each family has a primary m
 (:data:`lape_harness.analysis.results.PRIMARY_METRICS`, overridable).
 
 Plans run with a neuron set and with its random control (:mod:`lape_harness.controls`; the
-control file is ``<set>-control-s<SEED>.safetensors``) are paired: :func:`specificity` gives each
-plan's effect next to its control's and their ratio (docs/controls.md).
+control file is ``<set>-control-s<SEED>.safetensors``) are paired:
+:func:`~lape_harness.analysis.specificity.specificity` gives each plan's effect next to its
+control's, counted in the direction the plan means (docs/controls.md).
 
 Nothing is guessed: a plan whose model has no baseline gets no difference, several models
 are compared each with its own baseline, runs whose sample counts differ are not
@@ -29,7 +30,6 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from lape_harness.analysis.result_matrices import effect_ratio
 from lape_harness.analysis.results import (
     BASELINE,
     FALLBACK_METRICS,
@@ -37,11 +37,11 @@ from lape_harness.analysis.results import (
     Run,
     as_float,
     classify_task,
-    deactivated_language,
     is_perplexity,
     metric_key,
     plan_labels,
 )
+from lape_harness.analysis.specificity import Specificity, specificity
 from lape_harness.errors import InputError
 
 
@@ -64,30 +64,6 @@ class Row:
     delta_stderr: float | None = None
     relative: float | None = None  # delta / baseline (shown for perplexities)
     source: str = ""
-
-
-@dataclass
-class Specificity:
-    """A plan's effect with a neuron set next to the same plan's effect with its random control.
-
-    ``effect`` is the relative change from the baseline for perplexities, else the difference;
-    on ``language`` (the deactivated language for a single-language deactivation plan, else
-    ``"average"``: the mean over the languages both were scored on). ``ratio`` = effect /
-    control_effect, both oriented so that the plan's intended direction is positive (harm for a
-    deactivation: perplexity up, accuracy down; improvement for other plans), ``inf`` where the
-    control has no effect in that direction
-    (:func:`~lape_harness.analysis.result_matrices.effect_ratio`).
-    """
-
-    model: str
-    family: str
-    metric: str
-    plan: str
-    control: str
-    language: str
-    effect: float
-    control_effect: float
-    ratio: float
 
 
 @dataclass
@@ -159,64 +135,12 @@ def build_leaderboard(runs: list[Run], metric: dict[str, str] | None = None, not
 
     _attach_baselines(rows, chosen, notes)
     averages = _averages(rows, notes)
+    _confusion_averages(averages, chosen)
     plans = {}
     for model in models:
         seen = list(dict.fromkeys(row.plan for row in rows if row.model == model))
         plans[model] = sorted(seen, key=lambda plan: (plan != BASELINE, seen.index(plan)))
     return Leaderboard(rows, averages, notes, models, plans, specificity(rows, notes))
-
-
-_CONTROL = re.compile(r"^(?P<plan>.+) @(?P<set>.+)-control-s\d+$")
-
-
-def control_of(label: str) -> str | None:
-    """The plan label a control plan label is paired with, else None.
-
-    >>> control_of("-de @lape-top3-control-s0"), control_of("-de @lape-top3")
-    ('-de @lape-top3', None)
-    """
-    found = _CONTROL.match(label)
-    return f"{found['plan']} @{found['set']}" if found else None
-
-
-def specificity(rows: list[Row], notes: list[str] | None = None) -> list[Specificity]:
-    """Each plan that has a control plan, per (model, family, metric): the effect on the
-    deactivated language (plans ``-L``), else the mean effect over the languages both plans were
-    scored on, with the set and with the control, and their ratio. A control run whose plan has no
-    run with the set itself (or none on the same languages) gets a line in ``notes``."""
-    effects: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(dict)
-    higher = {}
-    for row in rows:
-        if _effect(row) is not None:
-            effects[(row.model, row.family, row.metric, row.plan)][row.language] = _effect(row)
-            higher[(row.model, row.family, row.metric)] = row.higher_is_better and not is_perplexity(row.metric)
-    paired = []
-    for (model, family, metric, plan), control in sorted(effects.items()):
-        real_plan = control_of(plan)
-        real = effects.get((model, family, metric, real_plan or ""), {})
-        target = deactivated_language(plan.split(" @")[0])
-        shared = [target] if target in control and target in real else [lang for lang in control if lang in real]
-        if real_plan is None:
-            continue
-        if not shared:
-            if notes is not None:
-                why = "no run of that plan with the set itself" if not real else "no language both were scored on"
-                notes.append(f"control run {plan!r} ({family}, {model}) has no pair: {why}; run {real_plan!r} "
-                             "on the same tasks to get its specificity")
-            continue
-        language = shared[0] if shared == [target] else "average"
-        effect, control_effect = (sum(side[lang] for lang in shared) / len(shared) for side in (real, control))
-        # the intended direction counts as positive: harm for a deactivation, improvement otherwise
-        sign = -1.0 if (target is not None) == higher[(model, family, metric)] else 1.0
-        ratio = effect_ratio(sign * effect, sign * control_effect)
-        paired.append(Specificity(model, family, metric, real_plan, plan, language, effect, control_effect, ratio))
-    return paired
-
-
-def _effect(row: Row | None) -> float | None:
-    if row is None:
-        return None
-    return row.relative if is_perplexity(row.metric) else row.delta
 
 
 def _attach_baselines(rows: list[Row], chosen, notes: list[str]) -> None:
@@ -274,6 +198,40 @@ def _averages(rows: list[Row], notes: list[str]) -> list[Row]:
             delta=_mean([r.delta for r in paired]), relative=_mean(relatives) if len(relatives) == len(paired) else None,
         ))
     return averages
+
+
+def _confusion_averages(averages: list[Row], chosen) -> None:
+    """The Language Confusion Benchmark's families (``lape_lcb_<setting>_<source>``) averaged as the
+    benchmark averages a source: LPR and WPR each over the source's languages (WPR over those that
+    have it), LCPR the harmonic mean of those two averages, not the mean of per-language LCPRs
+    (:func:`~lape_harness.task_support.confusion.benchmark_averages`)."""
+    from lape_harness.task_support.confusion import benchmark_averages
+
+    def report(model: str, plan: str, family: str) -> tuple[dict, int] | None:
+        prefix = family + "_"
+        scores = {}
+        for (run_model, run_plan, task), (run, _label) in chosen.items():
+            values = run.metrics[task]
+            if run_model == model and run_plan == plan and task.startswith(prefix) and "lpr,none" in values:
+                scores[("source", task.removeprefix(prefix))] = {"lpr": as_float(values["lpr,none"]),
+                                                                 "wpr": as_float(values.get("wpr,none"))}
+        return (benchmark_averages(scores)[("source", "all")], len(scores)) if scores else None
+
+    confusion = [row for row in averages if row.family.startswith("lape_lcb_") and row.metric in ("lpr", "wpr", "lcpr")]
+    scores = {}
+    for row in confusion:
+        found = report(row.model, row.plan, row.family)
+        if found is not None:
+            averaged, count = found
+            row.score = averaged[row.metric]
+            row.task = f"the benchmark's average over {count} languages" + (
+                " (LCPR: harmonic mean of the averaged LPR and WPR)" if row.metric == "lcpr" else "")
+        scores[(row.model, row.family, row.metric, row.plan)] = row.score
+    for row in confusion:
+        base = scores.get((row.model, row.family, row.metric, BASELINE))
+        if row.plan != BASELINE and row.delta is not None and base is not None and row.score is not None:
+            row.baseline, row.delta = base, row.score - base
+            row.relative = row.delta / base if base > 0 else None
 
 
 def _mean(values: list[float]) -> float | None:

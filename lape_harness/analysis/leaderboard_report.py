@@ -121,19 +121,23 @@ def to_markdown(board: Leaderboard) -> str:
 
 def _specificity_table(board: Leaderboard) -> list[str]:
     out = ["## Specificity: each plan against its random control", "",
-           "Effect: the relative change from the baseline for perplexities, else the difference; on the "
-           "deactivated language for a plan `-L`, else on the average. Specificity = effect with the set / "
-           "effect with its random control (same neurons per language and layer, drawn at random), both counted "
-           "in the plan's intended direction (harm for a deactivation, improvement otherwise); inf: the control "
-           "has no effect in that direction (docs/controls.md).", "",
-           "| model | family · metric | plan | language | effect | control effect | specificity |",
-           "|---|---|---|---|---|---|---|"]  # fmt: skip
+           "Effect: the change from the baseline (relative for perplexities) on the languages the plan names, "
+           "counted in the direction the plan means: harm for deactivations and factors below 1, a push for "
+           "additions, replacements and factors above 1 (auto: each task's own language). Difference = effect with "
+           "the set − effect with its random control (same neurons per language and layer, drawn at random), with "
+           "its standard error; ratio = effect / control effect, only where the control effect is more than 2 "
+           "standard errors from 0 (docs/controls.md).", "",
+           "| model | family · metric | plan | language | effect | control effect | difference (± SE) | ratio |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for item in board.specificity:
         percent = is_perplexity(item.metric)
         show = (lambda v: f"{v * 100:+.1f}%") if percent else (lambda v: _fmt(v, sign=True))
-        ratio = f"{item.ratio:.2f}"
+        error = "" if item.difference_stderr is None else (
+            f" ± {item.difference_stderr * 100:.1f}%" if percent else f" ± {_fmt(item.difference_stderr)}")
+        ratio = f"{item.ratio:.2f}" if item.ratio is not None else f"— ({item.note})"
         out.append(f"| {item.model} | {item.family} · {item.metric} | `{item.plan}` vs `{item.control}` | "
-                   f"{item.language} | {show(item.effect)} | {show(item.control_effect)} | {ratio} |")
+                   f"{item.language} | {show(item.effect)} | {show(item.control_effect)} | "
+                   f"{show(item.difference)}{error} | {ratio} |")
     return out + [""]
 
 

@@ -43,7 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, default=None, help="read at most this many corpus tokens")
     parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate, constant (default: 1e-4)")
     parser.add_argument("--weight-decay", type=float, default=0.0,
-                        help="AdamW weight decay of the trained entries, towards their pretrained values (default: 0)")
+                        help="AdamW weight decay of the trained entries (the authors used 0.01) (default: 0)")
+    parser.add_argument("--weight-decay-on", choices=["weights", "change"], default="weights",
+                        help="what the decay pulls towards 0: the trained weights, as the authors' finetune.py does, "
+                             "or their change from the pretrained values (default: weights)")
+    parser.add_argument("--max-grad-norm", type=float, default=1.0,
+                        help="clip the gradient norm of the trained entries at this value, as the authors do; "
+                             "0: no clipping (default: 1.0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the batch order and of torch (default: 0)")
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                         help="training and saved dtype (default: auto = bf16 on CUDA, fp32 on CPU)")
@@ -62,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     record = run_finetune(
         args.model, args.neurons, args.language, args.out, corpus=args.corpus, heldout=args.heldout, steps=args.steps,
         seq_len=args.seq_len, batch_size=args.batch_size, max_tokens=args.max_tokens, lr=args.lr,
-        weight_decay=args.weight_decay, seed=args.seed, dtype=args.dtype, device=args.device,
+        weight_decay=args.weight_decay, decay_on=args.weight_decay_on, max_grad_norm=args.max_grad_norm,
+        seed=args.seed, dtype=args.dtype, device=args.device,
         checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, allow_other_model=args.allow_other_model,
         progress=not args.no_progress, note=lambda message: print(message, file=sys.stderr),
     )

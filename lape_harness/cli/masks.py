@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     write = actions.add_parser("export", help="a neuron-set file → a mask file")
     write.add_argument("neurons", metavar="NEURONS", help="neuron-set file (e.g. lape-top1.safetensors)")
     write.add_argument("--out", required=True, metavar="FILE", help="mask file to write (torch.save, e.g. .pth)")
+    write.add_argument("--languages", nargs="+", default=None, metavar="LANG",
+                       help="the order of the language lists (default: the paper's 21-language order when the set "
+                            "holds exactly those, as the authors' scripts index masks, else the set's order); "
+                            "recorded in FILE.languages.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "export":
         check_output_file(args.out, "--out", example="masks.neuron.pth")
         neuron_set = NeuronSet.load(args.neurons)
-        write_masks(neuron_set, args.out)
-        print(f"wrote {args.out}: {len(neuron_set.languages)} languages ({' '.join(neuron_set.languages)}) "
-              f"× {neuron_set.num_layers} layers")  # fmt: skip
+        order = write_masks(neuron_set, args.out, args.languages and _known_languages(args.languages))
+        print(f"wrote {args.out}: {len(order)} languages in the order {' '.join(order)} (recorded in "
+              f"{args.out}.languages.json) × {neuron_set.num_layers} layers")  # fmt: skip
         return 0
     from lape_harness.corpora import file_sha256
     from lape_harness.identity import layout_identity

@@ -37,6 +37,7 @@ from lape_harness.neurons import LanguageNeurons
 from lape_harness.profile import deferred_interrupts, stop_if_interrupted
 from lape_harness.sites import find_sites, neuron_slices
 
+DECAY_TARGETS = ("weights", "change")  # what AdamW's weight decay pulls towards 0 (see train)
 STATE_FILE = "state.pt"
 RECORD_FILE = "lape_harness_finetune.json"  # beside the fine-tuned checkpoint: what it was trained on
 STATE_FORMAT = 1
@@ -52,6 +53,7 @@ class NeuronDelta(nn.Module):
         shape = list(tensor.shape)
         shape[dim] = int(index.numel())
         self.delta = nn.Parameter(torch.zeros(shape, dtype=tensor.dtype, device=tensor.device))
+        self.delta.pretrained = tensor.detach().index_select(dim, self.index).clone()  # for weight decay on weights
 
     def forward(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.index_add(self.dim, self.index, self.delta)
@@ -144,21 +146,32 @@ def _load_state(folder: Path, deltas, optimizer, run: dict[str, Any]) -> TrainSt
 
 
 def train(model: nn.Module, deltas: list[nn.Parameter], rows: torch.Tensor, *, steps: int, batch_size: int,
-          lr: float, seed: int, weight_decay: float = 0.0, labels_from: int = 0, checkpoint_dir: Path | None = None,
-          checkpoint_every: float = 300.0, run: dict[str, Any] | None = None, progress: bool = True,
+          lr: float, seed: int, weight_decay: float = 0.0, decay_on: str = "weights", max_grad_norm: float | None = 1.0,
+          labels_from: int = 0, checkpoint_dir: Path | None = None, checkpoint_every: float = 300.0,
+          run: dict[str, Any] | None = None, progress: bool = True,
           on_step: Callable[[TrainState], None] | None = None) -> TrainState:
     """Train ``deltas`` for ``steps`` steps of ``batch_size`` rows of ``rows`` ([n, seq_len] token
     ids; positions before ``labels_from`` are not predicted) with AdamW, resuming from
     ``checkpoint_dir`` when it holds a checkpoint of the same ``run``; checkpoints every
-    ``checkpoint_every`` seconds, on interruption and at the end."""
+    ``checkpoint_every`` seconds, on interruption and at the end.
+
+    As the authors' ``src/finetune.py`` (d-gurgurov/Language-Neurons-Manipulation@d5c7519, where the
+    trained rows are the weights themselves): the gradient norm is clipped at ``max_grad_norm``
+    (None or 0: no clipping) and decoupled weight decay shrinks the trained *weights* towards 0
+    (``decay_on="weights"``: Δ ← Δ − lr·wd·(W₀+Δ) before each AdamW step, which is AdamW's own decay
+    on W₀+Δ); ``decay_on="change"`` decays the change towards 0, i.e. the weights towards their
+    pretrained values."""
     import time
 
     from tqdm.auto import tqdm
 
-    check_settings(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
+    check_settings(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
+    if decay_on not in DECAY_TARGETS:
+        raise InputError(f"--weight-decay-on {decay_on!r} is not one of {', '.join(DECAY_TARGETS)}")
     device = deltas[0].device
-    optimizer = torch.optim.AdamW(deltas, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(deltas, lr=lr, weight_decay=weight_decay if decay_on == "change" else 0.0)
     run = {**(run or {}), "seed": seed, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+           "decay_on": decay_on, "max_grad_norm": max_grad_norm or None,
            "rows": int(rows.shape[0]), "seq_len": int(rows.shape[1])}  # fmt: skip
     state = None
     if checkpoint_dir is not None:
@@ -182,6 +195,12 @@ def train(model: nn.Module, deltas: list[nn.Parameter], rows: torch.Tensor, *, s
                     raise InputError(f"the loss became {value} at step {state.step + 1}; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(deltas, max_grad_norm)
+                if weight_decay and decay_on == "weights":
+                    with torch.no_grad():
+                        for delta in deltas:
+                            delta.sub_(lr * weight_decay * (delta.pretrained + delta))
                 optimizer.step()
                 state.step += 1
                 state.losses.append(round(value, 6))
@@ -218,7 +237,7 @@ def check_settings(**settings: float | None) -> None:
         flag = "--" + name.replace("_", "-")
         if value is None:
             continue
-        if name in ("lr", "weight_decay"):
+        if name in ("lr", "weight_decay", "max_grad_norm"):
             bound = "above 0" if name == "lr" else "0 or more"
             if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
                 raise InputError(f"{flag} must be a finite number {bound}, got {value}")
@@ -247,7 +266,8 @@ def perplexity(model: nn.Module, rows: list[list[int]], labels_from: int = 0) ->
 
 def run_finetune(model: str, neurons: str | Path, language: str, out: str | Path, *, corpus: str | None = None,
                  heldout: str | Path | None = None, steps: int = 300, seq_len: int = 128, batch_size: int = 4,
-                 max_tokens: int | None = None, lr: float = 1e-4, weight_decay: float = 0.0, seed: int = 0,
+                 max_tokens: int | None = None, lr: float = 1e-4, weight_decay: float = 0.0,
+                 decay_on: str = "weights", max_grad_norm: float | None = 1.0, seed: int = 0,
                  dtype: str = "auto", device: str | None = None, checkpoint_every: float = 300.0,
                  overwrite: bool = False, allow_other_model: bool = False, progress: bool = True,
                  note: Callable[[str], None] = print) -> dict[str, Any]:
@@ -275,7 +295,7 @@ def run_finetune(model: str, neurons: str | Path, language: str, out: str | Path
     from lape_harness.task_support.task_data import heldout_path
 
     check_settings(steps=steps, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens, lr=lr,
-                   weight_decay=weight_decay)
+                   weight_decay=weight_decay, max_grad_norm=max_grad_norm)
     language = normalize_code(language)
     out = check_output_dir(out, "--out")
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -316,7 +336,8 @@ def run_finetune(model: str, neurons: str | Path, language: str, out: str | Path
                "language": language, "corpus": source.source, "corpus_sha256": source.fingerprint(),
                "max_tokens": max_tokens, "dtype": dtype_used}  # fmt: skip
     state = train(loaded, deltas, rows, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                  weight_decay=weight_decay, labels_from=start, checkpoint_dir=partial,
+                  weight_decay=weight_decay, decay_on=decay_on, max_grad_norm=max_grad_norm,
+                  labels_from=start, checkpoint_dir=partial,
                   checkpoint_every=checkpoint_every, run=run_key, progress=progress)  # fmt: skip
     merge(loaded)
     after = perplexity(loaded, heldout_rows, start) if heldout_rows else None
@@ -326,7 +347,8 @@ def run_finetune(model: str, neurons: str | Path, language: str, out: str | Path
         "trained_weights": sum(delta.numel() for delta in deltas),
         "corpus": source.source, "corpus_sha256": source.fingerprint(), "training_sequences": int(rows.shape[0]),
         "steps": state.step, "seq_len": seq_len, "batch_size": batch_size, "lr": lr,
-        "weight_decay": weight_decay, "seed": seed, "dtype": dtype_used, "losses": state.losses,
+        "weight_decay": weight_decay, "decay_on": decay_on, "max_grad_norm": max_grad_norm or None, "seed": seed,
+        "dtype": dtype_used, "losses": state.losses,
         "heldout": str(heldout_file) if heldout_source else None,
         "heldout_token_perplexity": {"before": before, "after": after},
     }  # fmt: skip

@@ -3,8 +3,9 @@ to the residual stream at the last prompt position, read as a distribution over 
 summed per language (:mod:`lape_harness.task_support.vocab_languages`).
 
 Layer ``l`` reads the output of decoder layer ``l`` (0-based) through the model's own final
-norm (:func:`~lape_harness.sites.final_norm`) and output embeddings, with the final logit
-soft-capping of models that have it (Gemma-2). The last layer's lens must equal the model's own
+norm (:func:`~lape_harness.sites.final_norm`) and output embeddings, with the logit scale of
+models that have one (Cohere, Aya: ``config.logit_scale``) and the final logit soft-capping of
+models that have it (Gemma-2). The last layer's lens must equal the model's own
 logits; a mismatch (a head that does more than norm and projection) is an error, never a
 silently wrong picture. Steering plans run through
 :class:`~lape_harness.steering.hooks.SteeringHooks` (every position steered), all with one model.
@@ -43,7 +44,9 @@ class LogitLens:
         if self.head is None:
             raise InputError("this model has no output embeddings (LM head); the logit lens needs a causal LM")
         config = inner.config
-        self.softcap = getattr(getattr(config, "text_config", config), "final_logit_softcapping", None)
+        text_config = getattr(config, "text_config", config)
+        self.softcap = getattr(text_config, "final_logit_softcapping", None)
+        self.scale = getattr(text_config, "logit_scale", None)  # Cohere / Aya multiply the head's logits
         size = int(self.head.weight.shape[0])
         self.vocabulary = vocabulary or vocabulary_languages(tokenizer, languages, size, min_letters)
         self.hooks = SteeringHooks(model, neurons, scope="all")
@@ -51,6 +54,8 @@ class LogitLens:
 
     def _lens_logits(self, residual: torch.Tensor) -> torch.Tensor:
         logits = self.head(self.norm(residual)).float()
+        if self.scale is not None:
+            logits = logits * self.scale
         return torch.tanh(logits / self.softcap) * self.softcap if self.softcap else logits
 
     @torch.no_grad()
