@@ -40,7 +40,7 @@ BATCH_SIZE = 8
 
 def write_text(path: Path, tokens_wanted: int, chars_per_token: float = 3.0, seed: int = 0) -> Path:
     """A text file of shuffled multilingual sentences, about ``tokens_wanted`` tokens long."""
-    from tiny_models import SAMPLE_TEXT
+    from builders import SAMPLE_TEXT
 
     sentences = [s.strip() + "." for text in SAMPLE_TEXT.values() for s in text.split(".") if s.strip()]
     rng = random.Random(seed)
@@ -168,7 +168,7 @@ def memory_rows(model_path: str, base_tokens: int) -> list[dict]:
 
 
 def run(quick: bool) -> list[dict]:
-    from tiny_models import build_tiny_model
+    from builders import build_tiny_model
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:

@@ -72,8 +72,8 @@ def builtin_steer_file(neurons, folder: Path, hookpoint: str) -> Path:
 
 
 def requests(count: int, generation_tokens: int):
+    from builders import SAMPLE_TEXT
     from lm_eval.api.instance import Instance
-    from tiny_models import SAMPLE_TEXT
 
     texts = list(SAMPLE_TEXT.values())
     loglikelihood, generation = [], []
@@ -190,7 +190,7 @@ def _median_ratio(times: list[float], base: list[float]) -> float:
 
 
 def run(quick: bool) -> list[dict]:
-    from tiny_models import build_tiny_model
+    from builders import build_tiny_model
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:

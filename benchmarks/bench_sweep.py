@@ -45,7 +45,7 @@ def _model(tmp: Path) -> tuple[str, str]:
         return "lape:gemma-3-270m", "gemma-3-270m"
     except (LapeError, ImportError, OSError):
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from tiny_models import build_tiny_model
+        from builders import build_tiny_model
 
         return str(build_tiny_model(tmp / "tiny", arch="llama")), "tiny-llama"
 

@@ -54,12 +54,11 @@ def _model(tmp: Path) -> tuple[str, str, str]:
         return "lape:gemma-3-270m", str(root / "neuron_cache" / "gemma-3-270m" / "lape-top2.safetensors"), "gemma-3-270m"
     except (LapeError, ImportError, OSError):
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from steering_reference import make_neuron_set
-        from tiny_models import build_tiny_model
+        from builders import build_tiny_model, random_neuron_set
 
         path = build_tiny_model(tmp / "tiny", arch="llama", hidden=128, heads=2)
         neurons = tmp / "lape-top1.safetensors"
-        make_neuron_set(2, 128, languages=LANGUAGES).save(neurons)
+        random_neuron_set(2, 128, languages=LANGUAGES).save(neurons)
         return str(path), str(neurons), "tiny-llama"
 
 

@@ -6,42 +6,23 @@ import json
 
 import pytest
 import torch
+from builders import planted_stats, random_neuron_set
 from transformers import AutoModelForCausalLM
 
 from lape_harness.cli import main
 from lape_harness.errors import InputError
-from lape_harness.neurons import LanguageNeurons, NeuronFileError, NeuronSet
+from lape_harness.neurons import NeuronFileError, NeuronSet
 from lape_harness.sites import find_sites
 from lape_harness.steering import SteeringHooks, parse_steer
 from lape_harness.steering.bake import bake_checkpoint, bake_model
 
-WIDTH, LAYERS = 128, 2
-
-
-def neuron_set(layers=LAYERS, width=WIDTH, seed=0) -> NeuronSet:
-    """Three languages with random neurons; fr shares some with de and en (composition)."""
-    g = torch.Generator().manual_seed(seed)
-    chosen = {}
-    for language in ("de", "fr", "en"):
-        flat = torch.randperm(layers * width, generator=g)[:40]
-        chosen[language] = flat
-    chosen["fr"] = torch.cat([chosen["fr"][:30], chosen["de"][:5], chosen["en"][:5]]).unique()
-    neurons = {}
-    for language, flat in chosen.items():
-        flat = flat.sort().values
-        n = flat.numel()
-        neurons[language] = LanguageNeurons(
-            flat // width, flat % width, torch.rand(n, generator=g), torch.rand(n, generator=g), torch.rand(n, generator=g)
-        )
-    return NeuronSet(["de", "fr", "en"], layers, width, neurons, {"model": {"model_id": "tiny"}})
+WIDTH = 128  # the tiny models' MLP width
 
 
 @pytest.fixture(params=["tiny_llama", "tiny_gpt2"])
-def tiny(request, tmp_path):
+def tiny(request, neuron_file):
     path = request.getfixturevalue(request.param)
-    neurons_path = tmp_path / "lape-top1.safetensors"
-    neuron_set().save(neurons_path)
-    return path, neurons_path
+    return path, neuron_file(path)
 
 
 def logits(model, ids):
@@ -79,7 +60,7 @@ def test_baked_logits_equal_steered_logits(tiny, tmp_path, plan):
 
 
 def test_only_the_plans_columns_change(tiny_llama, tiny_gpt2):
-    neurons = neuron_set()
+    neurons = random_neuron_set()
     zeroed, halved = ({(int(l), int(j)) for l, j in zip(neurons[lang].layer, neurons[lang].index)} for lang in ("de", "fr"))
     for path in (tiny_llama, tiny_gpt2):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -100,7 +81,7 @@ def test_only_the_plans_columns_change(tiny_llama, tiny_gpt2):
 ])  # fmt: skip
 def test_refuses_plans_that_cannot_be_folded(tiny_llama, tmp_path, capsys, plan, word):
     neurons_path = tmp_path / "set.safetensors"
-    neuron_set().save(neurons_path)
+    random_neuron_set().save(neurons_path)
     out = tmp_path / "baked"
     argv = ["bake", "--model", str(tiny_llama), "--neurons", str(neurons_path), f"--steer={plan}", "--out", str(out)]
     assert main(argv) == 2
@@ -111,18 +92,16 @@ def test_refuses_plans_that_cannot_be_folded(tiny_llama, tmp_path, capsys, plan,
 
 def test_bad_neurons_and_existing_output(tiny_llama, tmp_path, capsys):
     wrong = tmp_path / "wrong.safetensors"
-    neuron_set(layers=3, width=64).save(wrong)
+    random_neuron_set(3, 64).save(wrong)
     with pytest.raises(NeuronFileError, match="layers"):
         bake_checkpoint(str(tiny_llama), wrong, "-de", tmp_path / "out")
-    from test_lape import planted_stats
-
     stats_file = tmp_path / "stats.safetensors"
     planted_stats()[0].save(stats_file)
     with pytest.raises(NeuronFileError, match="not the statistics file"):
         bake_checkpoint(str(tiny_llama), stats_file, "-de", tmp_path / "out")
     stats_file.unlink()
     right = tmp_path / "right.safetensors"
-    neuron_set().save(right)
+    random_neuron_set().save(right)
     with pytest.raises(InputError, match="not in this neuron set"):
         bake_checkpoint(str(tiny_llama), right, "-ja", tmp_path / "out")
     (tmp_path / "taken").mkdir()
@@ -140,7 +119,7 @@ def test_baked_model_matches_hf_steered(tiny_llama, tmp_path):
     from lape_harness.plugin.hf_steered import HFSteeredLM
 
     neurons_path = tmp_path / "set.safetensors"
-    neuron_set().save(neurons_path)
+    random_neuron_set().save(neurons_path)
     plan = "-en*0.25*de"
     lm = HFSteeredLM(pretrained=str(tiny_llama), neurons=str(neurons_path), steer=plan, device="cpu",
                      dtype="float32", batch_size=1)  # fmt: skip
@@ -150,3 +129,18 @@ def test_baked_model_matches_hf_steered(tiny_llama, tmp_path):
     bake_checkpoint(str(tiny_llama), neurons_path, plan, tmp_path / "baked")
     baked = AutoModelForCausalLM.from_pretrained(tmp_path / "baked", dtype=torch.float32).eval()
     torch.testing.assert_close(logits(baked, ids), steered, atol=1e-5, rtol=1e-5)
+
+
+# the baked checkpoint's folder permissions (issue 14, item 12)
+def test_baked_checkpoint_folder_follows_the_umask(tiny_llama, tmp_path):
+    import os
+
+    neurons = tmp_path / "set.safetensors"
+    random_neuron_set(2, 128).save(neurons)
+    old = os.umask(0o022)
+    try:
+        bake_checkpoint(str(tiny_llama), neurons, "-de", tmp_path / "baked")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "baked").stat().st_mode & 0o777 == 0o755
+    assert NeuronSet.load(neurons)  # untouched

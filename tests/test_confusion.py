@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from pathlib import Path
 
 import pytest
+from references.language_confusion import compute_all_metrics, load_en_words
 
 from lape_harness.errors import InputError
 from lape_harness.task_support import task_data
@@ -21,6 +23,8 @@ from lape_harness.task_support.confusion import (
     tokenize,
 )
 from lape_harness.task_support.task_data import DATA_ENV, LCB_COMMIT, LCB_TEST_SETS, lcb_prompts
+
+DATA = Path(__file__).resolve().parent / "fixtures" / "data"
 
 
 def fake_identify(line: str) -> str:
@@ -66,12 +70,57 @@ def test_word_check_only_for_its_languages_and_only_after_a_line_pass():
     assert (wrong_line["line_pass"], wrong_line["word_pass"]) == (False, None)
 
 
-def test_english_word_list_is_lower_case_words_of_four_letters_or_more():
+@pytest.fixture
+def benchmark_data(monkeypatch):
+    """$LAPE_HARNESS_DATA at the fixture copy of the benchmark's files (words, test sets, a sample
+    of its released completions)."""
+    monkeypatch.setenv(DATA_ENV, str(DATA))
+    english_words.cache_clear()
+    yield DATA / "for-ai" / "language-confusion"
+    english_words.cache_clear()
+
+
+def test_english_word_list_is_the_benchmarks_own(benchmark_data):
+    """The benchmark's words file (its pinned sha256), read as compute_metrics.py reads it: lower-case
+    words longer than 3 letters, with the plurals and inflections Webster's Second lacks."""
+    assert hashlib.sha256((benchmark_data / "words").read_bytes()).hexdigest() == task_data.LCB_SHA256["words"]
     words = english_words()
-    assert {"computer", "house", "with"} <= words
-    assert not {"the", "and", "era"} & words  # 3 letters or fewer
-    assert all(word.islower() and len(word) >= 4 for word in list(words)[:1000])
-    assert len(words) > 150_000  # Webster's Second: about 210k such words
+    assert {"computer", "house", "with", "models", "using", "words"} <= words
+    assert not {"the", "and", "era", "House"} & words  # 3 letters or fewer; capitalised
+    assert len(words) == len(load_en_words()) == 81_995
+
+
+def test_scores_on_released_completions_equal_the_benchmarks_scorer(benchmark_data):
+    """396 completions llama-3-instruct released with the benchmark (6 per test set, 66 sets), scored
+    per set, per source, per language and overall by lape-harness and by the port of
+    compute_metrics.py, both with the same line identifier: LPR and WPR equal everywhere, LCPR the
+    harmonic mean of the averaged LPR and WPR."""
+    import csv
+
+    from lape_harness.langid import identify_language
+
+    with open(benchmark_data / "outputs" / "llama-3-instruct.sample.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 396
+    words = english_words()
+    for setting in ("monolingual", "crosslingual"):
+        outputs = [row for row in rows if row["task"] == setting]
+        reference = compute_all_metrics(outputs, identify_language, load_en_words())
+        verdicts = {}
+        for row in outputs:
+            verdicts.setdefault((row["source"], row["language"]), []).append(
+                completion_verdict(row["completion"], row["language"], words=words))
+        ours = benchmark_averages({key: dataset_scores(found) for key, found in verdicts.items()})
+        assert set(ours) == set(reference), setting
+        checked_wpr = 0
+        for key, expected in reference.items():
+            assert ours[key]["lpr"] == pytest.approx(expected["lpr"]), (setting, key)
+            assert ours[key]["wpr"] == (pytest.approx(expected["wpr"]) if "wpr" in expected else None), (setting, key)
+            checked_wpr += "wpr" in expected
+            if "wpr" in expected:
+                lpr_, wpr_ = expected["lpr"], expected["wpr"]
+                assert ours[key]["lcpr"] == pytest.approx(0.0 if lpr_ + wpr_ == 0 else 2 * lpr_ * wpr_ / (lpr_ + wpr_))
+        assert checked_wpr >= 10, setting  # not vacuous: WPR sets, their sources and languages
 
 
 def test_tokenizers_segment_chinese_and_japanese():

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 import torch
-from test_lape import LANGS, as_pairs, planted_stats
+from builders import PLANTED_LANGUAGES, as_pairs, planted_stats
 
 from lape_harness.cli import main
 from lape_harness.controls import random_control
@@ -17,22 +17,16 @@ from lape_harness.steering import parse_steer
 from lape_harness.steering.compiled import compile_plan
 
 
-@pytest.fixture(scope="module")
-def real():
-    stats, _ = planted_stats(layers=3, width=40)
-    return stats, identify(stats, top_rate=0.3)
-
-
 def _per_layer(entry):
     return Counter(entry.layer.tolist())
 
 
-def test_counts_per_language_and_layer_equal_and_disjoint(real):
-    stats, neuron_set = real
+def test_counts_per_language_and_layer_equal_and_disjoint(planted_set):
+    stats, neuron_set = planted_set
     control = random_control(neuron_set, stats, seed=3)
     assert control.languages == neuron_set.languages
     assert sum(control.counts().values()) > 20, "the fixture must select neurons"
-    for lang in LANGS:
+    for lang in PLANTED_LANGUAGES:
         assert _per_layer(control[lang]) == _per_layer(neuron_set[lang])
         pairs = as_pairs(control[lang])
         assert len(set(pairs)) == len(pairs), "drawn without replacement"
@@ -40,12 +34,12 @@ def test_counts_per_language_and_layer_equal_and_disjoint(real):
         assert pairs == sorted(pairs)
 
 
-def test_values_equal_a_direct_computation_from_the_stats(real):
-    stats, neuron_set = real
+def test_values_equal_a_direct_computation_from_the_stats(planted_set):
+    stats, neuron_set = planted_set
     control = random_control(neuron_set, stats, seed=0)
     over_zero, sums, tokens = stats.over_zero.tolist(), stats.activation_sum.tolist(), stats.tokens.tolist()
-    k = len(LANGS)
-    for row, lang in enumerate(LANGS):
+    k = len(PLANTED_LANGUAGES)
+    for row, lang in enumerate(PLANTED_LANGUAGES):
         for n, (layer, index) in enumerate(as_pairs(control[lang])):
             means = [sums[other][layer][index] / tokens[other] for other in range(k)]
             others = sum(means[other] for other in range(k) if other != row) / (k - 1)
@@ -55,23 +49,23 @@ def test_values_equal_a_direct_computation_from_the_stats(real):
     assert control.has_means and control.meta["stats_hash"] == stats.content_hash()
 
 
-def test_seed_reproducible_different_seeds_differ(real):
-    stats, neuron_set = real
+def test_seed_reproducible_different_seeds_differ(planted_set):
+    stats, neuron_set = planted_set
     first, again, other = (random_control(neuron_set, stats, seed) for seed in (5, 5, 6))
     assert first.content_hash() == again.content_hash()
     assert first.content_hash() != other.content_hash()
     assert first.meta["control"]["seed"] == 5 and first.meta["control"]["of_hash"] == neuron_set.content_hash()
 
 
-def test_language_draw_does_not_depend_on_the_other_languages(real):
-    stats, neuron_set = real
+def test_language_draw_does_not_depend_on_the_other_languages(planted_set):
+    stats, neuron_set = planted_set
     subset = NeuronSet(["fr", "de"], neuron_set.num_layers, neuron_set.width,
                        {lang: neuron_set.neurons[lang] for lang in ("fr", "de")}, dict(neuron_set.meta))  # fmt: skip
     assert as_pairs(random_control(subset, None, 2)["de"]) == as_pairs(random_control(neuron_set, None, 2)["de"])
 
 
-def test_without_stats_only_deactivate_and_multiply(real):
-    _, neuron_set = real
+def test_without_stats_only_deactivate_and_multiply(planted_set):
+    _, neuron_set = planted_set
     control = random_control(neuron_set, None, seed=0)
     assert not control.has_means and torch.isnan(control["de"].mean).all()
     assert compile_plan(parse_steer("-de*0.5*fr"), control, neuron_set.num_layers, neuron_set.width)
@@ -79,8 +73,8 @@ def test_without_stats_only_deactivate_and_multiply(real):
         compile_plan(parse_steer("-de+fr"), control, neuron_set.num_layers, neuron_set.width)
 
 
-def test_statistics_of_another_identification_are_refused(real):
-    stats, neuron_set = real
+def test_statistics_of_another_identification_are_refused(planted_set):
+    stats, neuron_set = planted_set
     other, _ = planted_stats(seed=9)
     with pytest.raises(InputError, match="not the ones this neuron set was identified from"):
         random_control(neuron_set, other, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from builders import ModelLoadAttempted
 from transformers import AutoTokenizer
 
 from lape_harness.corpora import HFDataset, JsonlFile, Packing, TextFile, folder_languages, open_corpus, special_prefix
@@ -136,3 +137,79 @@ def test_packing_a_long_paragraph_takes_linear_time():
     assert count == 500_000 and last == [999_998, 999_999]
     limited = list(Packing(seq_len=4, prefix=[1]).chunks(["a", "b"], _CountingTokenizer(5), max_tokens=8))
     assert limited == [[0, 1, 2], [3, 4, 0], [1, 2]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus files: unknown language codes reported, non-UTF-8 an error before the model loads (issue 14, items 6 and 9)
+
+
+def test_corpus_file_with_an_unknown_language_code_is_reported(tmp_path, capsys, no_model_load, caplog):
+    from lape_harness.cli import main
+    from lape_harness.corpora import folder_languages
+
+    for name in ("de.txt", "fr.txt", "xx.txt", "deu_Latn.jsonl", "notes.md"):
+        (tmp_path / name).write_text("Text.\n", encoding="utf-8")
+    reported = []
+    assert folder_languages(tmp_path, report=reported.append) == ["de", "fr"]
+    assert len(reported) == 2
+    assert "xx.txt: 'xx' is not a language code" in reported[1] and "left out" in reported[1]
+    assert "rename it de.jsonl" in reported[0]
+    with caplog.at_level("WARNING"):
+        folder_languages(tmp_path)
+    assert "xx.txt" in caplog.text
+    with pytest.raises(ModelLoadAttempted):
+        main(["profile", "--model", "m", "--corpus", str(tmp_path), "--out", str(tmp_path / "out" / "s.safetensors")])
+    assert "warning: corpus folder" in capsys.readouterr().err
+    for name in ("de.txt", "fr.txt", "deu_Latn.jsonl"):
+        (tmp_path / name).unlink()
+    with pytest.raises(InputError, match="no <lang>.txt.*'xx' is not a language code"):
+        folder_languages(tmp_path)
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_latin1_corpus_file_is_an_input_error_before_the_model_loads(tmp_path, capsys, no_model_load, suffix):
+    from lape_harness.cli import main
+    from lape_harness.corpora import open_corpus
+
+    (tmp_path / "fr.txt").write_text("Bonjour.\n", encoding="utf-8")
+    text = "Die Katze.\n\nÜbung macht den Meister.\n"
+    if suffix == ".jsonl":
+        text = json.dumps({"text": "Die Katze."}) + "\n" + '{"text": "Übung"}\n'
+    (tmp_path / f"de{suffix}").write_bytes(text.encode("latin-1"))
+    with pytest.raises(InputError) as error:
+        open_corpus(tmp_path, ["fr", "de"])
+    for word in (f"de{suffix}", "'de'", "not UTF-8", "byte 0xdc", "line 3" if suffix == ".txt" else "line 2", "iconv"):
+        assert word in str(error.value)
+    assert main(["profile", "--model", "m", "--corpus", str(tmp_path), "--languages", "de",
+                 "--out", str(tmp_path / "s.safetensors")]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_utf8_split_across_read_blocks_is_fine(tmp_path, monkeypatch):
+    from lape_harness.corpora import TextFile
+
+    path = tmp_path / "de.txt"
+    path.write_text("ä" * 10 + "\n", encoding="utf-8")
+    import builtins
+
+    real_open = builtins.open
+
+    class Small:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def read(self, size=-1):
+            return self.handle.read(3)  # splits the two-byte characters
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    monkeypatch.setattr(builtins, "open", lambda p, mode="r", *a, **k: Small(real_open(p, mode, *a, **k))
+                        if mode == "rb" else real_open(p, mode, *a, **k))
+    TextFile("de", path).check_utf8()
+    path.write_bytes("ä".encode() * 5 + b"\xc3")  # cut in the middle of a character at the end
+    with pytest.raises(InputError, match="offset 10 .line 1."):
+        TextFile("de", path).check_utf8()

@@ -13,7 +13,7 @@ import math
 import os
 
 import pytest
-from tiny_models import SAMPLE_TEXT
+from builders import SAMPLE_TEXT
 
 from lape_harness.demo import MODES, Mode, Strength, forcing_means, run_demo
 from lape_harness.errors import InputError
@@ -175,7 +175,7 @@ def test_demo_reuses_statistics_only_for_the_same_model_and_text(tiny_llama, tmp
     and config) and the training text (its fingerprint) all match; else it profiles again."""
     from dataclasses import replace
 
-    from tiny_models import build_tiny_model
+    from builders import build_tiny_model
 
     from lape_harness.demo.pipeline import DemoRun, _profile
 

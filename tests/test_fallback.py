@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 import torch
+from references.steering import greedy_answer_deactivated
 
 from lape_harness.errors import InputError
 from lape_harness.langid import identify_language
-from lape_harness.neurons import LanguageNeurons, NeuronSet
 from lape_harness.studies.fallback import (
     QUESTIONS,
     fallback_steps,
@@ -23,46 +23,12 @@ from lape_harness.studies.fallback import (
 STOP = ["\nQ:", "\nA:"]
 
 
-def _neuron_set(layers=2, width=128) -> NeuronSet:
-    generator = torch.Generator().manual_seed(1)
-    neurons = {}
-    for code in ("en", "de", "fr"):
-        flat = torch.randperm(layers * width, generator=generator)[:30].sort().values
-        n = len(flat)
-        neurons[code] = LanguageNeurons(flat // width, flat % width, torch.ones(n), torch.zeros(n), torch.ones(n))
-    return NeuronSet(["en", "de", "fr"], layers, width, neurons, {"model": {"model_id": "tiny"}})
-
-
-def _manual_answer(model, tokenizer, prompt: str, off: list[str], neuron_set, fill: float, max_new: int) -> str:
-    """Plain transformers greedy generation with the deactivation written out by hand."""
-    handles = []
-    for layer, decoder_layer in enumerate(model.model.layers):
-        index = torch.cat([neuron_set[c].index[neuron_set[c].layer == layer] for c in off]) if off else None
-        if index is not None and len(index):
-            def hook(module, inputs, output, index=index):
-                output = output.clone()
-                output[..., index] = fill
-                return output
-            handles.append(decoder_layer.mlp.act_fn.register_forward_hook(hook))
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    for handle in handles:
-        handle.remove()
-    text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-    for stop in STOP:
-        text = text.split(stop)[0]
-    return text.strip()
-
-
 @pytest.fixture(scope="module")
-def steered(tiny_llama, tmp_path_factory):
+def steered(tiny_llama, neuron_file):
     from lape_harness.plugin.hf_steered import HFSteeredLM
 
-    path = tmp_path_factory.mktemp("fallback") / "lape-top1.safetensors"
-    _neuron_set().save(path)
-    return HFSteeredLM(pretrained=str(tiny_llama), neurons=str(path), device="cpu", dtype="float32", batch_size=1)
+    return HFSteeredLM(pretrained=str(tiny_llama), neurons=str(neuron_file(tiny_llama)), device="cpu", dtype="float32",
+                       batch_size=1)
 
 
 def test_prompt_and_steps_follow_the_paper():
@@ -83,8 +49,8 @@ def test_fallback_runs_each_step_and_records_a_distribution(steered, tiny_llama,
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     neuron_set = steered.steering.neurons
     for step in study.steps:
-        expected = [_manual_answer(model, tokenizer, format_prompt(q), step.deactivated, neuron_set, -1.5, 6)
-                    for q in questions]
+        expected = [greedy_answer_deactivated(model, tokenizer, format_prompt(q), step.deactivated, neuron_set, -1.5, 6,
+                                              STOP) for q in questions]
         assert step.answers == expected
         assert step.languages == [identify_language(answer) for answer in expected]
         counts = Counter(step.languages)

@@ -7,17 +7,12 @@ import json
 
 import pytest
 import torch
-from steering_reference import make_neuron_set
-from tiny_models import SAMPLE_TEXT
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from builders import SAMPLE_TEXT, load_pretrained, random_neuron_set
+from references.finetune import trainable_mask
 
 from lape_harness.cli import main
 from lape_harness.errors import InputError
 from lape_harness.studies.finetune import attach, merge, train
-
-
-def _load(path):
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)
 
 
 def _rows(tokenizer, length=16):
@@ -25,31 +20,12 @@ def _rows(tokenizer, length=16):
     return torch.tensor([ids[i:i + length] for i in range(0, len(ids) - length, length)])
 
 
-def _trainable_mask(model, neurons) -> dict[str, torch.Tensor]:
-    """Written out per architecture: the entries neuron-restricted fine-tuning may change."""
-    state = model.state_dict()
-    mask = {name: torch.zeros_like(tensor, dtype=torch.bool) for name, tensor in state.items()}
-    for layer in range(model.config.num_hidden_layers):
-        cols = neurons.index[neurons.layer == layer]
-        if model.config.model_type == "llama":
-            prefix = f"model.layers.{layer}.mlp"
-            mask[f"{prefix}.gate_proj.weight"][cols, :] = True
-            mask[f"{prefix}.up_proj.weight"][cols, :] = True
-            mask[f"{prefix}.down_proj.weight"][:, cols] = True
-        else:  # GPT-2: Conv1D weights are [in, out]
-            prefix = f"transformer.h.{layer}.mlp"
-            mask[f"{prefix}.c_fc.weight"][:, cols] = True
-            mask[f"{prefix}.c_fc.bias"][cols] = True
-            mask[f"{prefix}.c_proj.weight"][cols, :] = True
-    return mask
-
-
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
 def test_a_step_changes_only_the_languages_neuron_weights(fixture, request):
-    model, tokenizer = _load(request.getfixturevalue(fixture))
-    neurons = make_neuron_set(model.config.num_hidden_layers, 128, per_layer=5)["de"]
+    model, tokenizer = load_pretrained(request.getfixturevalue(fixture))
+    neurons = random_neuron_set(model.config.num_hidden_layers, 128, per_layer=5)["de"]
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    mask = _trainable_mask(model, neurons)
+    mask = trainable_mask(model, neurons)
     deltas = attach(model, neurons)
     train(model, deltas, _rows(tokenizer), steps=2, batch_size=2, lr=0.05, weight_decay=0.5, seed=0, progress=False)
     merge(model)
@@ -66,17 +42,17 @@ def test_a_step_changes_only_the_languages_neuron_weights(fixture, request):
 
 
 def test_loss_goes_down(tiny_llama):
-    model, tokenizer = _load(tiny_llama)
-    deltas = attach(model, make_neuron_set(2, 128, per_layer=40)["fr"])
+    model, tokenizer = load_pretrained(tiny_llama)
+    deltas = attach(model, random_neuron_set(2, 128, per_layer=40)["fr"])
     state = train(model, deltas, _rows(tokenizer), steps=40, batch_size=4, lr=0.03, seed=1, progress=False)
     assert sum(state.losses[-5:]) / 5 < sum(state.losses[:5]) / 5 - 0.3  # 5.9 -> 5.4 nats when measured
 
 
 def test_a_resumed_run_continues_identically(tiny_llama, tmp_path):
-    neurons = make_neuron_set(2, 128, per_layer=8)["en"]
+    neurons = random_neuron_set(2, 128, per_layer=8)["en"]
 
     def run(folder, on_step=None):
-        model, tokenizer = _load(tiny_llama)
+        model, tokenizer = load_pretrained(tiny_llama)
         deltas = attach(model, neurons)
         state = train(model, deltas, _rows(tokenizer), steps=6, batch_size=3, lr=0.01, weight_decay=0.1, seed=3,
                       checkpoint_dir=folder, progress=False, on_step=on_step, run={"test": 1})
@@ -94,7 +70,7 @@ def test_a_resumed_run_continues_identically(tiny_llama, tmp_path):
     assert resumed.losses == straight.losses
     assert all(torch.equal(a, b) for a, b in zip(straight_deltas, resumed_deltas))
     with pytest.raises(InputError, match="other settings"):
-        model, tokenizer = _load(tiny_llama)
+        model, tokenizer = load_pretrained(tiny_llama)
         train(model, attach(model, neurons), _rows(tokenizer), steps=6, batch_size=2, lr=0.01, seed=3,
               checkpoint_dir=tmp_path / "b", progress=False, run={"test": 1})
 
@@ -105,7 +81,7 @@ def test_finetune_cli_writes_a_checkpoint_that_loads(tiny_llama, tmp_path):
     (corpus / "de.txt").write_text("\n\n".join([SAMPLE_TEXT["de"]] * 30), encoding="utf-8")
     heldout = tmp_path / "heldout.txt"
     heldout.write_text(SAMPLE_TEXT["de"] + "\n\n" + SAMPLE_TEXT["de"][::-1], encoding="utf-8")
-    neuron_set = make_neuron_set(2, 128, per_layer=6)
+    neuron_set = random_neuron_set(2, 128, per_layer=6)
     neuron_set.save(tmp_path / "n.safetensors")
     out = tmp_path / "tuned"
     argv = ["finetune", "--model", str(tiny_llama), "--neurons", str(tmp_path / "n.safetensors"), "--language", "de",
@@ -116,9 +92,9 @@ def test_finetune_cli_writes_a_checkpoint_that_loads(tiny_llama, tmp_path):
     assert record["steps"] == 5 and len(record["losses"]) == 5 and record["neuron_count"] == 12
     assert record["heldout_token_perplexity"]["after"] != record["heldout_token_perplexity"]["before"]
     assert not (tmp_path / "tuned.partial").exists()
-    original, _ = _load(tiny_llama)
-    tuned, _ = _load(out)
-    mask = _trainable_mask(original, neuron_set["de"])
+    original, _ = load_pretrained(tiny_llama)
+    tuned, _ = load_pretrained(out)
+    mask = trainable_mask(original, neuron_set["de"])
     tuned_state = tuned.state_dict()
     for name, tensor in original.state_dict().items():
         assert not ((tuned_state[name] != tensor) & ~mask[name]).any()

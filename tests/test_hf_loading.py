@@ -90,13 +90,13 @@ def test_profile_loads_each_rank_straight_onto_its_device(old_transformers):
 
 def test_bake_loads_with_the_old_keyword(old_transformers, tmp_path):
     # The load happens; the fake model then fails where the neuron sites are looked up.
-    from steering_reference import make_neuron_set
+    from builders import random_neuron_set
 
     from lape_harness.errors import InputError
     from lape_harness.steering.bake import bake_checkpoint
 
     neurons = tmp_path / "n.safetensors"
-    make_neuron_set(2, 32).save(neurons)
+    random_neuron_set(2, 32).save(neurons)
     with pytest.raises((InputError, AttributeError)):
         bake_checkpoint("some/model", neurons, "-de", tmp_path / "out", dtype="bfloat16")
     assert old_transformers[0]["torch_dtype"] is torch.bfloat16

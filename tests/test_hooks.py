@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from steering_reference import CASES, make_neuron_set, patch_reference
+from builders import random_neuron_set
+from references.steering import CASES, greedy_without_cache, patch_reference
 from transformers import AutoModelForCausalLM
 
 from lape_harness.errors import HookNeverFiredError
@@ -27,7 +28,7 @@ def llama(tiny_llama):
 @pytest.mark.parametrize("spec, steps", CASES[:1] + CASES[2:4] + CASES[5:6] + CASES[7:9] + CASES[-1:])
 def test_hooked_logits_equal_patched_reference(llama, spec, steps):
     width = llama.config.intermediate_size
-    neurons = make_neuron_set(2, width)
+    neurons = random_neuron_set(2, width)
     ids = torch.randint(4, llama.config.vocab_size, (2, 9))
     hooks = SteeringHooks(llama, neurons)
     try:
@@ -53,7 +54,7 @@ def test_hooked_logits_equal_patched_reference(llama, spec, steps):
 
 
 def test_hooks_idle_outside_active_and_unfired_hooks_are_an_error(llama):
-    neurons = make_neuron_set(2, llama.config.intermediate_size)
+    neurons = random_neuron_set(2, llama.config.intermediate_size)
     ids = torch.randint(4, llama.config.vocab_size, (1, 6))
     hooks = SteeringHooks(llama, neurons)
     try:
@@ -90,14 +91,14 @@ def test_steering_needs_neurons_and_matching_shape(llama):
     finally:
         hooks.remove()
     with pytest.raises(Exception, match="MLP width: file has 64"):
-        SteeringHooks(llama, make_neuron_set(2, 64))
+        SteeringHooks(llama, random_neuron_set(2, 64))
 
 
 def test_tensors_sit_on_each_layers_device_and_dtype(tiny_llama):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
     model.model.layers[0].to(torch.float64)
     model.model.layers[1].to("meta")  # a layer placed elsewhere (as with device_map / parallelize)
-    neurons = make_neuron_set(2, model.config.intermediate_size)
+    neurons = random_neuron_set(2, model.config.intermediate_size)
     hooks = SteeringHooks(model, neurons)
     hooks.use(parse_steer("-de+2*fr*0.5*es"))
     edits = hooks.edits()
@@ -108,17 +109,9 @@ def test_tensors_sit_on_each_layers_device_and_dtype(tiny_llama):
     hooks.remove()
 
 
-def _greedy_without_cache(model, ids, steps_count):
-    for _ in range(steps_count):
-        with torch.no_grad():
-            next_token = model(ids).logits[:, -1].argmax(-1, keepdim=True)
-        ids = torch.cat([ids, next_token], dim=1)
-    return ids
-
-
 @pytest.mark.parametrize("scope", ["all", "prompt", "generated"])
 def test_scope_under_kv_cache_equals_full_recompute(llama, scope):
-    neurons = make_neuron_set(2, llama.config.intermediate_size)
+    neurons = random_neuron_set(2, llama.config.intermediate_size)
     steps = [("deactivate", "de", 0.0, "mean"), ("add", "fr", 3.0, "mean")]
     prompt = torch.randint(4, llama.config.vocab_size, (1, 7))
     length = prompt.shape[1]
@@ -137,7 +130,7 @@ def test_scope_under_kv_cache_equals_full_recompute(llama, scope):
     }[scope]
     undo = patch_reference(llama, steps, neurons, positions)
     try:
-        reference = _greedy_without_cache(llama, prompt, 6)
+        reference = greedy_without_cache(llama, prompt, 6)
     finally:
         undo()
     assert torch.equal(cached, reference)
@@ -150,7 +143,7 @@ def test_bad_scope():
 
 def test_gpt2_hooked_logits_equal_patched_reference(tiny_gpt2):
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt2, dtype=torch.float32).eval()
-    neurons = make_neuron_set(model.config.n_layer, model.config.n_inner)
+    neurons = random_neuron_set(model.config.n_layer, model.config.n_inner)
     ids = torch.randint(4, model.config.vocab_size, (2, 8))
     hooks = SteeringHooks(model, neurons)
     hooks.use(parse_steer("-de=-1+2*fr.diff"))
@@ -167,7 +160,7 @@ def test_gpt2_hooked_logits_equal_patched_reference(tiny_gpt2):
 def test_no_hooks_until_a_plan_steers(llama):
     from lape_harness.sites import find_sites
 
-    hooks = SteeringHooks(llama, make_neuron_set(2, llama.config.intermediate_size))
+    hooks = SteeringHooks(llama, random_neuron_set(2, llama.config.intermediate_size))
     hooks.use(parse_steer("none"))
     assert all(not site.activation._forward_hooks for site in find_sites(llama))
     hooks.use(parse_steer("+de"))
@@ -183,7 +176,7 @@ def test_no_hooks_until_a_plan_steers(llama):
 
 def test_generated_scope_steers_the_first_new_token(llama):
     """The first new token comes from the prefill's last position: ``generated`` steers it there."""
-    neurons = make_neuron_set(2, llama.config.intermediate_size)
+    neurons = random_neuron_set(2, llama.config.intermediate_size)
     steps = [("deactivate", "de", 0.0, "mean"), ("add", "fr", 3.0, "mean")]
     prompt = torch.randint(4, llama.config.vocab_size, (2, 7))
     hooks = SteeringHooks(llama, neurons, scope="generated")
@@ -209,9 +202,9 @@ def test_generated_scope_steers_the_first_new_token(llama):
 def test_start_tokens_are_left_unedited(llama):
     """``start_tokens`` (steer_bos=false): positions holding them keep their activations, wherever
     they are (right or left padding); every other position is steered."""
-    from steering_reference import unedited_tokens
+    from references.steering import unedited_tokens
 
-    neurons = make_neuron_set(2, llama.config.intermediate_size)
+    neurons = random_neuron_set(2, llama.config.intermediate_size)
     steps = [("deactivate", "de", -1.5, "mean"), ("add", "fr", 3.0, "mean")]
     ids = torch.tensor([[1, 5, 9, 13, 17, 21], [0, 0, 1, 7, 11, 15]])  # BOS = 1; the second row left-padded
     results = {}
@@ -258,7 +251,7 @@ def test_quantized_down_projection_steers_with_float_values(tiny_llama):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
     for layer in model.model.layers:
         layer.mlp.down_proj = Int8Linear(layer.mlp.down_proj)
-    neurons = make_neuron_set(2, model.config.intermediate_size)
+    neurons = random_neuron_set(2, model.config.intermediate_size)
     ids = torch.randint(4, model.config.vocab_size, (2, 9))
     hooks = SteeringHooks(model, neurons)
     assert all(site.dtype == torch.int8 for site in hooks.sites)
@@ -288,7 +281,7 @@ def test_a_non_float_activation_is_refused(tiny_llama):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
     for layer in model.model.layers:
         layer.mlp.act_fn = IntegerActivation()
-    hooks = SteeringHooks(model, make_neuron_set(2, model.config.intermediate_size))
+    hooks = SteeringHooks(model, random_neuron_set(2, model.config.intermediate_size))
     hooks.use(parse_steer("+de"))
     with pytest.raises(InputError, match="torch.int32 activations: lape-harness steers floating-point activations only"):
         with torch.no_grad(), hooks.active():
@@ -301,7 +294,7 @@ def test_offloaded_layers_steer_where_they_compute(tiny_llama, tmp_path):
     on accelerate's execution device, and steer exactly as the loaded model does."""
     from accelerate import dispatch_model
 
-    neurons = make_neuron_set(2, 128)
+    neurons = random_neuron_set(2, 128)
     ids = torch.randint(4, 300, (2, 9))
     logits = {}
     for name in ("loaded", "offloaded"):

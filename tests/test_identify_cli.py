@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from test_lape import LANGS, as_pairs, planted_stats, reference_lape
+from builders import PLANTED_LANGUAGES, as_pairs, planted_stats
+from references.lape import reference_lape
 
 from lape_harness.cli import main
 from lape_harness.neurons import ActivationStats, NeuronFileError, NeuronSet
@@ -25,8 +26,8 @@ def test_writes_one_file_per_top_rate(stats_file, capsys):
     assert [line.split(":")[0] for line in out] == [f"wrote {path.parent / name}" for name in names]
     for name, rate in zip(names, [0.05, 0.1, 0.005]):
         neuron_set = NeuronSet.load(path.parent / name)
-        expected, _ = reference_lape(stats.over_zero.tolist(), stats.tokens.tolist(), rate)
-        assert {lang: as_pairs(neuron_set[lang]) for lang in LANGS} == expected
+        expected, _ = reference_lape(stats.over_zero.tolist(), stats.tokens.tolist(), stats.languages, rate)
+        assert {lang: as_pairs(neuron_set[lang]) for lang in PLANTED_LANGUAGES} == expected
         assert neuron_set.meta["thresholds"]["top_rate"] == rate
         assert neuron_set.meta["stats_hash"] == ActivationStats.load(path).content_hash()
 
@@ -50,13 +51,13 @@ def test_exclusive_keeps_only_unshared_neurons(stats_file):
     assert main(["identify", str(path), "--top-rate", "0.2", "--exclusive"]) == 0
     full = NeuronSet.load(path.parent / "lape-top20.safetensors")
     exclusive = NeuronSet.load(path.parent / "lape-top20-exclusive.safetensors")
-    pairs = {lang: set(as_pairs(full[lang])) for lang in LANGS}
-    for lang in LANGS:
-        others = set().union(*(pairs[other] for other in LANGS if other != lang))
+    pairs = {lang: set(as_pairs(full[lang])) for lang in PLANTED_LANGUAGES}
+    for lang in PLANTED_LANGUAGES:
+        others = set().union(*(pairs[other] for other in PLANTED_LANGUAGES if other != lang))
         assert set(as_pairs(exclusive[lang])) == pairs[lang] - others
         kept = [i for i, pair in enumerate(as_pairs(full[lang])) if pair not in others]
         assert exclusive[lang].mean.tolist() == full[lang].mean[kept].tolist()
-    assert any(pairs[a] & pairs[b] for a in LANGS for b in LANGS if a != b), "the fixture must share neurons"
+    assert any(pairs[a] & pairs[b] for a in PLANTED_LANGUAGES for b in PLANTED_LANGUAGES if a != b), "the fixture must share neurons"
     assert exclusive.meta["exclusive"] is True and exclusive.languages == full.languages
 
 
@@ -117,3 +118,17 @@ def test_interrupted_write_leaves_no_loadable_file(stats_file, monkeypatch):
     assert list(path.parent.iterdir()) == [path]
     with pytest.raises(NeuronFileError):
         NeuronSet.load(target)
+
+
+def test_identify_top_rate_with_no_neurons(tmp_path, capsys):
+    from lape_harness.cli import main
+
+    stats = tmp_path / "stats.safetensors"
+    planted_stats()[0].save(stats)  # 3 layers × 40 neurons
+    assert main(["identify", str(stats), "--top-rate", "0.05", "0.001"]) == 2
+    err = capsys.readouterr().err
+    assert "top rate 0.001 selects no neurons" in err and "higher --top-rate" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.safetensors"]  # nothing written, not even 0.05
+    assert main(["identify", str(stats), "--top-rate", "0.005"]) == 0  # one candidate: most languages get none
+    err = capsys.readouterr().err
+    assert "warning: lape-top0.5.safetensors:" in err and "got no neurons at top rate 0.005" in err

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from builders import PLANTED_LANGUAGES, planted_stats
 from safetensors.torch import save_file
-from test_lape import LANGS, planted_stats
 
 from lape_harness.cli import main
 from lape_harness.lape import identify
@@ -31,15 +31,15 @@ def inspect_json(path, capsys):
 def test_neuron_set_json_counts_layers_and_overlap(files, capsys):
     folder, _, neuron_set = files
     summary = inspect_json(folder / "lape-top20.safetensors", capsys)
-    assert summary["kind"] == "neuron_set" and summary["languages"] == LANGS
-    sets = {lang: set(zip(neuron_set[lang].layer.tolist(), neuron_set[lang].index.tolist())) for lang in LANGS}
-    assert any(len(sets[a] & sets[b]) for a in LANGS for b in LANGS if a != b), "fixture should share neurons"
-    for lang in LANGS:
+    assert summary["kind"] == "neuron_set" and summary["languages"] == PLANTED_LANGUAGES
+    sets = {lang: set(zip(neuron_set[lang].layer.tolist(), neuron_set[lang].index.tolist())) for lang in PLANTED_LANGUAGES}
+    assert any(len(sets[a] & sets[b]) for a in PLANTED_LANGUAGES for b in PLANTED_LANGUAGES if a != b), "fixture should share neurons"
+    for lang in PLANTED_LANGUAGES:
         row = summary["per_language"][lang]
         assert row["neurons"] == len(sets[lang])
         assert row["per_layer"] == [sum(1 for layer, _ in sets[lang] if layer == l) for l in range(3)]
     order = summary["overlap"]["languages"]
-    assert sorted(order) == sorted(LANGS)
+    assert sorted(order) == sorted(PLANTED_LANGUAGES)
     for i, a in enumerate(order):
         for j, b in enumerate(order):
             assert summary["overlap"]["shared"][i][j] == len(sets[a] & sets[b])
@@ -56,7 +56,7 @@ def test_neuron_set_text(files, capsys):
     assert "neuron set:" in text and "tiny/test" in text and "LAPE top 20%" in text
     assert "Jaccard" in text and "shared neurons" in text
     table = text.split("shared neurons")[0].splitlines()
-    for lang in LANGS:
+    for lang in PLANTED_LANGUAGES:
         line = next(line for line in table if line.startswith(f"{lang} "))
         assert line.split()[2] == str(len(neuron_set[lang]))
 

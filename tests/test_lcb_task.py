@@ -1,18 +1,16 @@
 """The Language Confusion Benchmark tasks through lm_eval.simple_evaluate on a tiny steered model
 with the fixture test sets: prompts and generation settings are the benchmark's, ``steer=auto``
 steers toward the language the answer should be in, and LPR/WPR/LCPR equal a recount of the
-logged completions by an independent reference written here."""
+logged completions by an independent reference (references/language_confusion.py)."""
 
 from __future__ import annotations
 
 import csv
-import string
 from pathlib import Path
 
 import pytest
-from steering_reference import make_neuron_set
+from references.language_confusion import reference_rates
 
-from lape_harness.langid import identify_language
 from lape_harness.task_support.task_data import DATA_ENV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,16 +24,13 @@ TASKS = {
 
 
 @pytest.fixture(scope="module")
-def evaluation(tiny_llama, tmp_path_factory):
+def evaluation(tiny_llama, neuron_file):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
-    from transformers import AutoConfig
 
     from lape_harness.plugin.hf_steered import HFSteeredLM
 
-    config = AutoConfig.from_pretrained(tiny_llama)
-    neurons = tmp_path_factory.mktemp("lcb_neurons") / "lape-top1.safetensors"
-    make_neuron_set(config.num_hidden_layers, config.intermediate_size, languages=["de", "ja", "en"]).save(neurons)
+    neurons = neuron_file(tiny_llama, languages=["de", "ja", "en"])
     lm = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=4,
                      neurons=str(neurons), steer="auto")
     with pytest.MonkeyPatch.context() as patch:
@@ -67,38 +62,10 @@ def test_prompts_and_generation_settings_are_the_benchmarks(evaluation):
         assert "\nQ:" in settings["until"]
 
 
-def _reference_rates(completions: list[str], language: str) -> tuple[float, float, int]:
-    """LPR, WPR and the number of scored completions, counted the benchmark's way."""
-    from english_words import get_english_words_set
-    from fugashi import Tagger
-
-    words = {word for word in get_english_words_set(["web2"]) if word.islower() and len(word) > 3}
-    mecab = Tagger("-O wakati -b 50000")
-    scored = line_failures = word_failures = 0
-    for completion in completions:
-        text = completion.split("\nQ:")[0].strip()
-        text = "".join(ch for ch in text if ch not in string.punctuation and ch != "،").replace("—", " ")
-        lines = []
-        for line in text.split("\n"):
-            tokens = mecab.parse(line).split() if language == "ja" else line.split()
-            if len(tokens) >= 5:
-                lines.append((line, tokens))
-        if not lines:
-            continue
-        scored += 1
-        if any(identify_language(line) != language for line, _ in lines):
-            line_failures += 1
-        elif any(token.strip() in words for _, tokens in lines for token in tokens):
-            word_failures += 1
-    lpr = 1 - line_failures / max(1, scored)
-    wpr = 1 - word_failures / max(1, scored - line_failures)
-    return lpr, wpr, scored
-
-
 def test_scores_equal_a_recount_of_the_completions(evaluation):
     for task, (_, language, _) in TASKS.items():
         outputs = [sample["filtered_resps"][0] for sample in evaluation["samples"][task]]
-        lpr, wpr, scored = _reference_rates(outputs, language)
+        lpr, wpr, scored = reference_rates(outputs, language)
         assert scored > 0, task  # the check below is not vacuous
         result = evaluation["results"][task]
         assert result["lpr,none"] == pytest.approx(lpr), task

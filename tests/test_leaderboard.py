@@ -150,10 +150,25 @@ def test_declared_languages_come_before_the_name(tmp_path):
     assert [(row.family, row.language) for row in build_leaderboard([run]).rows] == [("xnli", "de")]
 
 
-def test_a_bad_declaration_names_the_file_and_the_task(tmp_path):
-    path = _one_task_results(tmp_path / "results.json", "my_quiz", {"languages": {"target": "xx"}})
-    with pytest.raises(InputError, match=r"results.json'.*task 'my_quiz'.*unknown language 'xx'"):
-        read_run(path)
+def test_a_bad_declaration_is_a_note_naming_the_file_and_the_task(tmp_path):
+    """One task's bad metadata.languages does not drop the file: the task falls back to its name."""
+    path = _one_task_results(tmp_path / "results.json", "xnli_de", {"languages": {"target": "xx"}})
+    problems = []
+    (run,) = load_runs([tmp_path], problems)
+    assert run.declared == {} and [(row.family, row.language) for row in build_leaderboard([run]).rows] == [("xnli", "de")]
+    assert len(problems) == 1 and f"{str(path)!r}, task 'xnli_de'" in problems[0]
+    assert "unknown language 'xx'" in problems[0] and "read from its name" in problems[0]
+
+
+def test_unfinished_sweep_plans_are_left_out_with_a_note(tmp_path):
+    _results(tmp_path, "results_none.json", "none", None, {"lape_belebele_de": {"acc": 0.5}})
+    hidden = tmp_path / ".steer=-de.partial-abc123" / "org__model"
+    hidden.mkdir(parents=True)
+    _results(hidden, "results_2026.json", "-de", "sets/lape-top3.safetensors", {"lape_belebele_de": {"acc": 0.1}})
+    problems = []
+    runs = load_runs([tmp_path], problems)
+    assert [run.plan for run in runs] == ["none"]
+    assert len(problems) == 1 and "unfinished sweep plan" in problems[0]
 
 
 def test_language_confusion_tasks_are_a_family_with_lcpr_first(tmp_path):
@@ -180,29 +195,117 @@ def _results(folder, name, plan, neurons, scores):
     (folder / name).write_text(json.dumps(data))
 
 
-def test_specificity_pairs_each_plan_with_its_control(tmp_path, capsys):
+def _results_with_stderr(folder, name, plan, neurons, accuracies, stderr=0.02):
+    """A results file of belebele tasks: ``accuracies`` = {language: accuracy}, each with ``stderr``."""
+    _results(folder, name, plan, neurons, {f"lape_belebele_{language}": {"acc": value, "acc_stderr": stderr}
+                                           for language, value in accuracies.items()})
+
+
+# plan -> (accuracies with the set, with its control); the baseline is de 0.60, fr 0.70, en 0.80 (SE 0.02 each)
+SPECIFICITY_CASES = {
+    "-de": ({"de": 0.30}, {"de": 0.58}),
+    "-de-fr": ({"de": 0.30, "fr": 0.40}, {"de": 0.50, "fr": 0.60}),
+    "*0.5*de": ({"de": 0.40}, {"de": 0.50}),
+    "*2*de": ({"de": 0.75}, {"de": 0.62}),
+    "+de": ({"de": 0.80}, {"de": 0.70}),
+    "-en+de": ({"en": 0.50, "de": 0.75}, {"en": 0.78, "de": 0.70}),
+}
+
+
+def test_specificity_counts_each_effect_in_the_direction_its_plan_means(tmp_path):
+    """Hand-computed: harm (deactivation, factor < 1) counts a drop as the effect, a push (addition,
+    factor > 1) a rise; -en+de scores en as harmed and de as pushed. SE of one difference from the
+    baseline: sqrt(0.02² + 0.02²) = 0.0283; a ratio only where the control effect exceeds 2 SE."""
+    baseline = {"de": 0.60, "fr": 0.70, "en": 0.80}
+    _results_with_stderr(tmp_path, "none.json", "none", None, baseline)
+    for number, (plan, (real, control)) in enumerate(SPECIFICITY_CASES.items()):
+        _results_with_stderr(tmp_path, f"real{number}.json", plan, "sets/lape-top3.safetensors", real)
+        _results_with_stderr(tmp_path, f"control{number}.json", plan, "sets/lape-top3-control-s0.safetensors", control)
+    board = build_leaderboard(load_runs([tmp_path]))
+    found = {item.plan.split(" @")[0]: item for item in board.specificity}
+    assert set(found) == set(SPECIFICITY_CASES)
+    one, two = math.sqrt(2) * 0.02, math.sqrt(2 * 2 * 0.02 ** 2) / 2  # SE of one difference; of a mean of two
+    expected = {  # plan: (language, effect, control effect, ratio)
+        "-de": ("de", 0.30, 0.02, None),                 # control effect 0.02 ≤ 2·0.0283: within the noise
+        "-de-fr": ("average", 0.30, 0.10, 3.0),          # both harmed; noise 2·0.02 = 0.04
+        "*0.5*de": ("de", 0.20, 0.10, 2.0),
+        "*2*de": ("de", 0.15, 0.02, None),
+        "+de": ("de", 0.20, 0.10, 2.0),
+        "-en+de": ("average", (0.30 + 0.15) / 2, (0.02 + 0.10) / 2, 0.225 / 0.06),
+    }
+    for plan, (language, effect, control_effect, ratio) in expected.items():
+        item = found[plan]
+        assert (item.language, item.effect, item.control_effect) == (language, pytest.approx(effect),
+                                                                      pytest.approx(control_effect)), plan
+        assert item.difference == pytest.approx(effect - control_effect), plan
+        assert item.difference_stderr == pytest.approx(one if language != "average" else two), plan
+        assert item.ratio == (None if ratio is None else pytest.approx(ratio)), plan
+        assert ("within the noise" in item.note) == (ratio is None), plan
+
+
+def test_specificity_without_a_standard_error_gives_no_ratio_and_a_lone_control_gets_a_note(tmp_path):
     real, control = "sets/lape-top3.safetensors", "sets/lape-top3-control-s0.safetensors"
-    ppl = {"none": (10.0, 20.0), "real": (30.0, 22.0), "control": (12.5, 21.0)}  # (de, fr) byte perplexity
-    forcing = {"none": 0.1, "real": 0.7, "control": 0.2}
-    accuracy = {"none": 0.8, "real": 0.5, "control": 0.9}  # the control's effect goes the other way
+    ppl = {"none": 10.0, "real": 30.0, "control": 12.5}  # byte perplexity of de: no standard error
     for key, neurons in (("none", None), ("real", real), ("control", control)):
         _results(tmp_path, f"ppl_{key}.json", "-de" if key != "none" else "none", neurons,
-                 {"lape_ppl_de": {"byte_perplexity": ppl[key][0]}, "lape_ppl_fr": {"byte_perplexity": ppl[key][1]},
-                  "lape_belebele_de": {"acc": accuracy[key]}})
-        pairs = {"lape_forcing_de_to_fr": {"target_rate": forcing[key]}}
-        if key != "control":  # a pair only the set was run on stays out of the comparison
-            pairs["lape_forcing_fr_to_de"] = {"target_rate": 0.0 if key == "none" else 0.9}
-        _results(tmp_path, f"forcing_{key}.json", "auto:-src+2*tgt" if key != "none" else "none", neurons, pairs)
+                 {"lape_ppl_de": {"byte_perplexity": ppl[key]}})
+    _results(tmp_path, "lonely.json", "-fr", "sets/lape-top3-control-s0.safetensors",
+             {"lape_ppl_de": {"byte_perplexity": 11.0}})  # a control run of -fr; -fr never ran with the set
     board = build_leaderboard(load_runs([tmp_path]))
-    found = {(s.family, s.language): s for s in board.specificity}
-    assert set(found) == {("lape_ppl", "de"), ("lape_forcing", "average"), ("lape_belebele", "de")}
-    harm = found[("lape_belebele", "de")]  # a deactivation's intended effect on accuracy is a drop
-    assert (harm.effect, harm.control_effect, harm.ratio) == pytest.approx((-0.3, 0.1, math.inf))
-    own = found[("lape_ppl", "de")]
-    assert (own.plan, own.control) == ("-de @lape-top3", "-de @lape-top3-control-s0")
-    assert (own.effect, own.control_effect) == pytest.approx((30 / 10 - 1, 12.5 / 10 - 1))
-    assert own.ratio == pytest.approx(2.0 / 0.25)
-    steer = found[("lape_forcing", "average")]
-    assert steer.ratio == pytest.approx((0.7 - 0.1) / (0.2 - 0.1))
+    (item,) = board.specificity
+    assert (item.language, item.effect, item.control_effect) == ("de", pytest.approx(2.0), pytest.approx(0.25))
+    assert item.ratio is None and "no standard error" in item.note
+    assert any("control run '-fr @lape-top3-control-s0'" in note and "has no pair" in note for note in board.notes)
     markdown = to_markdown(board)
-    assert "## Specificity" in markdown and "| +200.0% | +25.0% | 8.00 |" in markdown
+    assert "## Specificity" in markdown and "| +200.0% | +25.0% | +175.0% | — (no standard error" in markdown
+
+
+# ---------------------------------------------------------------------------------------------
+# Unreadable results files are reported; equivalent plans share a column (issue 14, items 2 and 7)
+
+
+def test_leaderboard_reports_unreadable_results_files(tmp_path, capsys):
+    import shutil
+
+    from lape_harness.analysis.results import load_runs
+    from lape_harness.cli import main
+
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES, results)
+    plan_folder = results / "gemma" / "sweep" / "steer=-fr" / "google__gemma"
+    plan_folder.mkdir(parents=True)
+    (plan_folder / "results_2026-01-01.json").write_text('{"results": {"lape_belebele_de": {"acc,none": 0.')
+    (plan_folder / "results_2026-01-02.json").write_text("[1, 2]")
+    (results / "sweep.json").write_text(json.dumps({"tasks": ["x"]}))  # not results, not reported
+    assert main(["leaderboard", str(results), "--out", str(tmp_path / "board")]) == 0
+    captured = capsys.readouterr()
+    for name, why in (("results_2026-01-01.json", "not a readable JSON"), ("results_2026-01-02.json", "no 'results'")):
+        assert name in captured.err and why in captured.err
+        assert name in (tmp_path / "board" / "leaderboard.md").read_text()  # a note of the leaderboard
+    assert "sweep.json" not in captured.err and "not_results.json" not in captured.err
+    assert "2 results file(s) could not" not in captured.out  # the summary counts them as notes
+    problems = []
+    assert len(load_runs([results], problems=problems)) == len(load_runs([FIXTURES]))
+    assert len(problems) == 2
+    # nothing readable at all: an error that lists what could not be read
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "results_x.json").write_text("{")
+    with pytest.raises(InputError, match="no lm-eval results JSON.*results_x.json"):
+        load_runs([only_bad])
+
+
+def test_leaderboard_puts_equivalent_plans_in_one_column():
+    from lape_harness.analysis.leaderboard import build_leaderboard
+    from lape_harness.analysis.results import Run
+
+    def run(plan, score, date):
+        return Run(path=FIXTURES / f"{plan}.json", model="m", plan=plan, neurons="n.safetensors", date=date,
+                   metrics={"lape_belebele_de": {"acc,none": score}}, higher_is_better={}, n_samples={})
+
+    board = build_leaderboard([run("none", 0.5, 1), run("de", 0.6, 2), run("+de", 0.7, 3), run("-de+fr", 0.1, 4),
+                               run("+fr-de=0", 0.2, 5)])
+    assert sorted(board.plans["m"]) == ["-de+fr", "de", "none"]
+    scores = {row.plan: row.score for row in board.rows}
+    assert scores == {"none": 0.5, "de": 0.7, "-de+fr": 0.2}  # the newer run of each plan
+    assert sum("appears in" in note for note in board.notes) == 2

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from steering_reference import make_neuron_set
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from builders import load_pretrained, random_neuron_set
+from references.lens import category_mass, lens_probabilities
 
 from lape_harness.cli import main
 from lape_harness.errors import InputError, LapeError
@@ -21,45 +21,22 @@ LANGUAGES = ["en", "de", "fr", "ru", "zh"]
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LAPE_HARNESS_CACHE", str(tmp_path / "cache"))  # the vocabulary cache of these tests
+
+
 PROMPTS = ["Die Katze sitzt auf der", "Кошка сидит на", "The cat sits"]
-
-
-def _load(path):
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)
-
-
-def _plain_layers(model, tokenizer, prompt, norm, head):
-    """Per layer: softmax(head(norm(hidden_states[l + 1]))) at the last position; the last entry of
-    ``hidden_states`` is already normed by the model, so the last layer is the model's own softmax."""
-    with torch.no_grad():
-        out = model(**tokenizer(prompt, return_tensors="pt"), output_hidden_states=True)
-        states = out.hidden_states[1:]
-        rows = [torch.softmax(head(norm(state[0, -1])), -1) for state in states[:-1]]
-        rows.append(torch.softmax(out.logits[0, -1], -1))
-    return torch.stack(rows)
-
-
-def _plain_mass(probabilities, category, categories):
-    mass = []
-    for layer in probabilities:
-        sums = dict.fromkeys(categories, 0.0)
-        for token, p in enumerate(layer.tolist()):
-            sums[categories[int(category[token])]] += p
-        mass.append(sums)
-    return mass
 
 
 @pytest.mark.parametrize("fixture, norm_name", [("tiny_llama", "model.norm"), ("tiny_gpt2", "transformer.ln_f")])
 def test_lens_equals_norm_and_head_on_hidden_states(fixture, norm_name, request, tmp_path):
-    model, tokenizer = _load(request.getfixturevalue(fixture))
+    model, tokenizer = load_pretrained(request.getfixturevalue(fixture))
     lens = LogitLens(model, tokenizer, LANGUAGES, top_k=3)
     vocabulary = vocabulary_languages(tokenizer, LANGUAGES, model.lm_head.weight.shape[0], cache=tmp_path)
     assert torch.equal(lens.vocabulary.category, vocabulary.category)
     result = lens.run(PROMPTS, ["none"])
     norm = model.get_submodule(norm_name)
     for prompt, row in zip(PROMPTS, result["plans"]["none"]["prompts"]):
-        expected = _plain_layers(model, tokenizer, prompt, norm, model.lm_head)
-        mass = _plain_mass(expected, vocabulary.category, vocabulary.categories)
+        expected = lens_probabilities(model, tokenizer, prompt, norm, model.lm_head)
+        mass = category_mass(expected, vocabulary.category, vocabulary.categories)
         assert len(row["layers"]) == len(expected) == model.config.num_hidden_layers
         for layer, entry in enumerate(row["layers"]):
             for name in vocabulary.categories:
@@ -77,8 +54,8 @@ def test_lens_equals_norm_and_head_on_hidden_states(fixture, norm_name, request,
 
 def test_steered_lens_equals_hidden_states_of_a_plainly_edited_model(tiny_llama):
     """-de: the neurons of de set to 0 by a plain hook; several plans, one lens, one model."""
-    model, tokenizer = _load(tiny_llama)
-    neurons = make_neuron_set(model.config.num_hidden_layers, model.config.intermediate_size, LANGUAGES)
+    model, tokenizer = load_pretrained(tiny_llama)
+    neurons = random_neuron_set(model.config.num_hidden_layers, model.config.intermediate_size, LANGUAGES)
     lens = LogitLens(model, tokenizer, LANGUAGES, neurons=neurons, top_k=2)
     result = lens.run(PROMPTS[:2], ["-de", "none"])
     assert list(result["plans"]) == ["-de", "none"]
@@ -94,22 +71,22 @@ def test_steered_lens_equals_hidden_states_of_a_plainly_edited_model(tiny_llama)
         handles.append(block.mlp.act_fn.register_forward_hook(zero))
     try:
         for prompt, row in zip(PROMPTS[:2], result["plans"]["-de"]["prompts"]):
-            expected = _plain_layers(model, tokenizer, prompt, model.model.norm, model.lm_head)
-            mass = _plain_mass(expected, lens.vocabulary.category, lens.vocabulary.categories)
+            expected = lens_probabilities(model, tokenizer, prompt, model.model.norm, model.lm_head)
+            mass = category_mass(expected, lens.vocabulary.category, lens.vocabulary.categories)
             for layer, entry in enumerate(row["layers"]):
                 assert entry["mass"]["ambiguous"] == pytest.approx(mass[layer]["ambiguous"], abs=2e-6)
                 assert entry["mass"]["ru"] == pytest.approx(mass[layer]["ru"], abs=2e-6)
     finally:
         for handle in handles:
             handle.remove()
-    unsteered = _plain_layers(model, tokenizer, PROMPTS[0], model.model.norm, model.lm_head)
+    unsteered = lens_probabilities(model, tokenizer, PROMPTS[0], model.model.norm, model.lm_head)
     first = result["plans"]["none"]["prompts"][0]["layers"][-1]["top"]
     assert first[0][1] == pytest.approx(float(unsteered[-1].max()), abs=2e-6)  # the hooks are off again
     assert result["plans"]["-de"]["prompts"][0]["layers"][-1]["top"] != first
 
 
 def test_a_head_the_lens_cannot_reproduce_is_an_error(tiny_llama):
-    model, tokenizer = _load(tiny_llama)
+    model, tokenizer = load_pretrained(tiny_llama)
     lens = LogitLens(model, tokenizer, LANGUAGES)
     lens.norm = torch.nn.Identity()  # as if the located norm were not the model's
     with pytest.raises(LapeError, match="do not reproduce"):
@@ -130,7 +107,7 @@ def test_token_language_rule():
 def test_lens_cli_writes_json_and_plot(tiny_llama, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("The cat sits\nDie Katze\n", encoding="utf-8")
-    neurons = make_neuron_set(2, 128, LANGUAGES)
+    neurons = random_neuron_set(2, 128, LANGUAGES)
     neurons.save(tmp_path / "n.safetensors")
     out = tmp_path / "out"
     code = main(["lens", "--model", str(tiny_llama), "--prompts", str(prompts), "--forcing", "de", "--limit", "1",

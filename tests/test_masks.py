@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_lape import LANGS, as_pairs, planted_stats
+from builders import PLANTED_LANGUAGES, as_pairs
 
 from lape_harness.cli import main
 from lape_harness.errors import InputError
 from lape_harness.identity import layout_identity
-from lape_harness.lape import identify
 from lape_harness.masks import MaskFileError, import_masks, read_masks, to_masks, write_masks
 from lape_harness.neurons import ActivationStats, NeuronSet
 from lape_harness.steering import parse_steer
@@ -18,36 +17,30 @@ from lape_harness.steering.compiled import compile_plan
 IDENTITY = {"model_id": "tiny/test", "num_layers": 3, "width": 40}
 
 
-@pytest.fixture(scope="module")
-def real():
-    stats, _ = planted_stats(layers=3, width=40)
-    return stats, identify(stats, top_rate=0.3)
-
-
-def test_masks_are_per_language_per_layer_index_lists(real):
-    _, neuron_set = real
+def test_masks_are_per_language_per_layer_index_lists(planted_set):
+    _, neuron_set = planted_set
     masks = to_masks(neuron_set)
-    assert len(masks) == len(LANGS) and all(len(m) == 3 for m in masks)
-    for lang, per_layer in zip(LANGS, masks):
+    assert len(masks) == len(PLANTED_LANGUAGES) and all(len(m) == 3 for m in masks)
+    for lang, per_layer in zip(PLANTED_LANGUAGES, masks):
         expected = [[index for layer, index in as_pairs(neuron_set[lang]) if layer == j] for j in range(3)]
         assert [t.tolist() for t in per_layer] == expected
         assert all(t.dtype == torch.int64 for t in per_layer)
 
 
-def test_round_trip_with_stats_restores_the_set(real, tmp_path):
-    stats, neuron_set = real
+def test_round_trip_with_stats_restores_the_set(planted_set, tmp_path):
+    stats, neuron_set = planted_set
     write_masks(neuron_set, tmp_path / "set.pth")
-    back = import_masks(read_masks(tmp_path / "set.pth"), list(LANGS), IDENTITY, stats)
+    back = import_masks(read_masks(tmp_path / "set.pth"), list(PLANTED_LANGUAGES), IDENTITY, stats)
     assert back.has_means
-    for lang in LANGS:
+    for lang in PLANTED_LANGUAGES:
         assert as_pairs(back[lang]) == as_pairs(neuron_set[lang])
         for name in ("mean", "others_mean", "probability"):
             torch.testing.assert_close(getattr(back[lang], name), getattr(neuron_set[lang], name))
 
 
-def test_without_stats_only_deactivate_and_multiply(real, tmp_path):
-    _, neuron_set = real
-    back = import_masks(to_masks(neuron_set), list(LANGS), IDENTITY)
+def test_without_stats_only_deactivate_and_multiply(planted_set, tmp_path):
+    _, neuron_set = planted_set
+    back = import_masks(to_masks(neuron_set), list(PLANTED_LANGUAGES), IDENTITY)
     assert not back.has_means
     back.save(tmp_path / "imported.safetensors")
     loaded = NeuronSet.load(tmp_path / "imported.safetensors")
@@ -82,15 +75,15 @@ def test_malformed_masks_are_refused(tmp_path, content, message):
         read_masks(tmp_path / "m.pth")
 
 
-def test_masks_that_do_not_fit(real):
-    _, neuron_set = real
+def test_masks_that_do_not_fit(planted_set):
+    _, neuron_set = planted_set
     masks = to_masks(neuron_set)
     with pytest.raises(InputError, match="5 language lists but 4 languages"):
-        import_masks(masks, list(LANGS[:4]), IDENTITY)
+        import_masks(masks, list(PLANTED_LANGUAGES[:4]), IDENTITY)
     with pytest.raises(InputError, match="3 layers.*has 4"):
-        import_masks(masks, list(LANGS), {**IDENTITY, "num_layers": 4})
+        import_masks(masks, list(PLANTED_LANGUAGES), {**IDENTITY, "num_layers": 4})
     with pytest.raises(InputError, match="outside 0..9"):
-        import_masks(masks, list(LANGS), {**IDENTITY, "width": 10})
+        import_masks(masks, list(PLANTED_LANGUAGES), {**IDENTITY, "width": 10})
 
 
 def test_cli_import_and_export(tiny_llama, tmp_path, capsys):

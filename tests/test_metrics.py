@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-import re
-import string
-from collections import Counter
 
 import pytest
 import sacrebleu
+from references.metrics import reference_paper_f1, reference_squad_f1
 
 from lape_harness.task_support.metrics import (
     corpus_bleu,
@@ -86,39 +84,6 @@ def test_xnli_extraction_follows_the_paper(response, label):
 # ---------------------------------------------------------------------------- XQuAD
 
 
-def _reference_paper_f1(prediction, gold):
-    """The paper's F1 written out: set overlap over list lengths, no article removal."""
-
-    def tokens(text):
-        text = "".join(c for c in text.lower() if c not in string.punctuation)
-        return text.split()
-
-    p, g = tokens(prediction), tokens(gold)
-    if not p or not g:
-        return float(p == g)
-    common = len(set(p) & set(g))
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(p), common / len(g)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _reference_squad_f1(prediction, gold):
-    def tokens(text):
-        text = "".join(c for c in text.lower() if c not in string.punctuation)
-        text = re.sub(r"\b(a|an|the)\b", " ", text)
-        return text.split()
-
-    p, g = tokens(prediction), tokens(gold)
-    if not p or not g:
-        return float(p == g)
-    common = sum((Counter(p) & Counter(g)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(p), common / len(g)
-    return 2 * precision * recall / (precision + recall)
-
-
 QA_CASES = [
     ("1852", ["1852", "Im Jahr 1852"]),
     ("im Jahr 1852.", ["1852", "Im Jahr 1852"]),
@@ -135,8 +100,8 @@ QA_CASES = [
 
 @pytest.mark.parametrize("prediction, golds", QA_CASES)
 def test_qa_metrics_match_plain_references(prediction, golds):
-    assert paper_f1(prediction, golds) == pytest.approx(max(_reference_paper_f1(prediction, g) for g in golds))
-    assert squad_f1(prediction, golds) == pytest.approx(max(_reference_squad_f1(prediction, g) for g in golds))
+    assert paper_f1(prediction, golds) == pytest.approx(max(reference_paper_f1(prediction, g) for g in golds))
+    assert squad_f1(prediction, golds) == pytest.approx(max(reference_squad_f1(prediction, g) for g in golds))
 
 
 def test_qa_metrics_differ_where_the_paper_differs():

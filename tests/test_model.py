@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lm_eval.api.instance import Instance
+from builders import CONTEXTS, choice_task, lm_requests, random_neuron_set, set_with_an_empty_language
 from lm_eval.models.huggingface import HFLM
-from local_task import choice_task
-from steering_reference import make_neuron_set, patch_reference
+from references.steering import patch_reference
 
 from lape_harness.errors import InputError
 from lape_harness.plugin.hf_steered import HFSteeredLM
@@ -17,34 +16,9 @@ from lape_harness.steering import SteerSyntaxError
 
 torch.set_num_threads(1)  # see test_hooks.py
 
-CONTEXTS = ["The cat sits on the", "Die Katze sitzt auf der warmen", "Le chat", "Кошка сидит на тёплом коврике."]
-CONTINUATIONS = [" warm mat.", " Matte.", " est assis sur le tapis chaud.", " Каждый"]
-GENERATION = {"until": ["\n\n"], "max_gen_toks": 6, "do_sample": False}
-
-
-def requests(kind: str, task: str = "task_a") -> list[Instance]:
-    if kind == "loglikelihood":
-        arguments = list(zip(CONTEXTS, CONTINUATIONS))
-    elif kind == "loglikelihood_rolling":
-        arguments = [(context + continuation,) for context, continuation in zip(CONTEXTS, CONTINUATIONS)]
-    else:
-        arguments = [(context, dict(GENERATION)) for context in CONTEXTS]
-    return [Instance(kind, {}, args, i, (task, i, 1)) for i, args in enumerate(arguments)]
-
-
 def run_all(lm) -> dict[str, list]:
-    return {kind: getattr(lm, kind)(requests(kind)) for kind in ("loglikelihood", "loglikelihood_rolling", "generate_until")}
-
-
-@pytest.fixture(scope="module")
-def neuron_file(tiny_llama, tmp_path_factory):
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(tiny_llama)
-    neurons = make_neuron_set(config.num_hidden_layers, config.intermediate_size)
-    path = tmp_path_factory.mktemp("neurons") / "lape-top1.safetensors"
-    neurons.save(path)
-    return path, neurons
+    kinds = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+    return {kind: getattr(lm, kind)(lm_requests(kind)) for kind in kinds}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +29,7 @@ def plain(tiny_llama):
 @pytest.fixture(scope="module")
 def steered(tiny_llama, neuron_file):
     return HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3,
-                       neurons=str(neuron_file[0]), steer="none")
+                       neurons=str(neuron_file(tiny_llama)), steer="none")
 
 
 def test_none_is_bit_identical_to_hf(plain, steered):
@@ -81,8 +55,8 @@ def test_none_is_bit_identical_to_hf_gpt2(tiny_gpt2):
                           ("add", "fr", 3.0, "mean")]),
     ],
 )
-def test_each_method_equals_hand_patched_model(plain, steered, neuron_file, spec, steps):
-    neurons = neuron_file[1]
+def test_each_method_equals_hand_patched_model(plain, steered, spec, steps):
+    neurons = random_neuron_set()
     steered.set_plan(spec)
     try:
         got = run_all(steered)
@@ -103,14 +77,14 @@ def test_each_method_equals_hand_patched_model(plain, steered, neuron_file, spec
 
 def test_scope_generated_leaves_scoring_alone(tiny_llama, neuron_file, plain):
     lm = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3,
-                     neurons=str(neuron_file[0]), steer="-de+3*fr", steer_scope="generated")
-    assert lm.loglikelihood(requests("loglikelihood")) == plain.loglikelihood(requests("loglikelihood"))
-    assert lm.generate_until(requests("generate_until")) != plain.generate_until(requests("generate_until"))
+                     neurons=str(neuron_file(tiny_llama)), steer="-de+3*fr", steer_scope="generated")
+    assert lm.loglikelihood(lm_requests("loglikelihood")) == plain.loglikelihood(lm_requests("loglikelihood"))
+    assert lm.generate_until(lm_requests("generate_until")) != plain.generate_until(lm_requests("generate_until"))
 
 
 def test_batch_size_auto_detection_runs_steered(tiny_llama, neuron_file, steered):
     lm = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size="auto",
-                     max_batch_size=2, max_length=64, neurons=str(neuron_file[0]), steer="-de+2*fr")
+                     max_batch_size=2, max_length=64, neurons=str(neuron_file(tiny_llama)), steer="-de+2*fr")
     calls = []
     original = lm.steering.active
 
@@ -119,18 +93,18 @@ def test_batch_size_auto_detection_runs_steered(tiny_llama, neuron_file, steered
         return original(generating)
 
     lm.steering.active = recording
-    got = lm.loglikelihood(requests("loglikelihood"))
+    got = lm.loglikelihood(lm_requests("loglikelihood"))
     assert calls and all(set(edits) == {0, 1} for edits in calls)  # detection and scoring both steered
     steered.set_plan("-de+2*fr")
     try:
-        want = steered.loglikelihood(requests("loglikelihood"))
+        want = steered.loglikelihood(lm_requests("loglikelihood"))
     finally:
         steered.set_plan("none")
     assert [x for x, _ in got] == pytest.approx([x for x, _ in want], rel=1e-5, abs=1e-4)
 
 
 def test_bad_input_fails_before_loading_weights(neuron_file, tmp_path):
-    path = str(neuron_file[0])
+    path = str(neuron_file())
     missing_model = str(tmp_path / "no-such-model")  # loading it would fail: the checks come first
     with pytest.raises(InputError, match="it has: de, fr, en, es"):
         HFSteeredLM(pretrained=missing_model, neurons=path, steer="-de+ja")
@@ -150,12 +124,12 @@ def test_bad_input_fails_before_loading_weights(neuron_file, tmp_path):
 
 def test_neuron_file_for_another_model(tiny_llama, tmp_path):
     other = tmp_path / "other.safetensors"
-    make_neuron_set(3, 128).save(other)
-    with pytest.raises(InputError, match="layers: file has 3, the model has 2"):
+    random_neuron_set(3, 128).save(other)
+    with pytest.raises(InputError, match=r"layers: file has 3, model .* has 2"):
         HFSteeredLM(pretrained=str(tiny_llama), device="cpu", neurons=str(other), steer="de")
 
 
-def test_signature(steered, neuron_file):
+def test_signature(steered):
     steered.set_plan("-en=-1.5+2*de.diff")
     try:
         signature = steered.steering_signature()
@@ -165,7 +139,7 @@ def test_signature(steered, neuron_file):
     assert signature["methods"] == ["deactivate", "diffmean"]
     assert signature["terms"] == [{"op": "deactivate", "language": "en", "fill": -1.5},
                                   {"op": "add", "language": "de", "alpha": 2.0, "value": "diff"}]
-    assert signature["neurons_sha256"] == neuron_file[1].content_hash()
+    assert signature["neurons_sha256"] == random_neuron_set().content_hash()
     assert signature["signature"].startswith("lape-steer|plan:-en=-1.5+2*de.diff|methods:deactivate,diffmean|scope:all|")
 
 
@@ -191,16 +165,16 @@ def test_steer_bos_false_leaves_the_start_token_alone(tiny_llama, neuron_file, p
     """steer_bos=false: every position holding the start token is unedited (log-likelihood, the
     rolling windows' prefix token, generation's prompt), all others as with steer_bos=true; checked
     against a hand-patched model that edits by the input ids."""
-    from steering_reference import unedited_tokens
+    from references.steering import unedited_tokens
 
-    neurons = neuron_file[1]
+    neurons = random_neuron_set()
     steps = [("deactivate", "de", -1.5, "mean"), ("add", "fr", 3.0, "mean")]
     lm = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3,
-                     neurons=str(neuron_file[0]), steer="-de=-1.5+3*fr", steer_bos="false")
+                     neurons=str(neuron_file(tiny_llama)), steer="-de=-1.5+3*fr", steer_bos="false")
     assert lm.steering.start_tokens == (lm.tokenizer.bos_token_id,)
     got = run_all(lm)
     everywhere = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3,
-                             neurons=str(neuron_file[0]), steer="-de=-1.5+3*fr")
+                             neurons=str(neuron_file(tiny_llama)), steer="-de=-1.5+3*fr")
     assert got["loglikelihood_rolling"] != pytest.approx(run_all(everywhere)["loglikelihood_rolling"])
     positions, remove = unedited_tokens(plain.model, [lm.tokenizer.bos_token_id])
     undo = patch_reference(plain.model, steps, neurons, positions)
@@ -226,12 +200,25 @@ def test_scope_generated_steers_every_new_token(tiny_llama, neuron_file, plain):
     every row's last prompt token)."""
     steps = [("deactivate", "de", 0.0, "mean"), ("add", "fr", 3.0, "mean")]
     lm = HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3,
-                     neurons=str(neuron_file[0]), steer="-de+3*fr", steer_scope="generated")
-    got = lm.generate_until(requests("generate_until"))
-    undo = patch_reference(plain.model, steps, neuron_file[1],
+                     neurons=str(neuron_file(tiny_llama)), steer="-de+3*fr", steer_scope="generated")
+    got = lm.generate_until(lm_requests("generate_until"))
+    undo = patch_reference(plain.model, steps, random_neuron_set(),
                            lambda n: torch.arange(n) == n - 1 if n > 1 else torch.ones(1, dtype=torch.bool))
     try:
-        want = plain.generate_until(requests("generate_until"))
+        want = plain.generate_until(lm_requests("generate_until"))
     finally:
         undo()
     assert got == want
+
+
+# a language of the plan without neurons in the set (issue 14, item 5)
+def test_hf_steered_and_sweep_refuse_languages_without_neurons_before_loading(tmp_path):
+    from lape_harness.plugin.hf_steered import HFSteeredLM
+    from lape_harness.studies.sweep import run_sweep
+
+    path = tmp_path / "lape-top0.1.safetensors"
+    set_with_an_empty_language().save(path)
+    with pytest.raises(InputError, match="'fr' has no neurons"):
+        HFSteeredLM(pretrained=str(tmp_path / "no-model"), neurons=str(path), steer="-de+fr")
+    with pytest.raises(InputError, match="'fr' has no neurons"):
+        run_sweep(f"pretrained={tmp_path / 'no-model'},neurons={path}", ["none", "-fr"], ["t"], tmp_path / "out")

@@ -17,9 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-
-from lape_harness.neurons import LanguageNeurons, NeuronSet
 
 BIN = Path(sys.executable).parent
 DOCS = [
@@ -51,8 +48,8 @@ metric_list:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, tiny_llama):
-    """Two local tasks over the same documents and a neuron set for the tiny model."""
+def workdir(tmp_path_factory):
+    """Two local tasks over the same documents."""
     root = tmp_path_factory.mktemp("mp")
     data = root / "docs.jsonl"
     data.write_text("".join(json.dumps(doc) + "\n" for doc in DOCS), encoding="utf-8")
@@ -60,17 +57,6 @@ def workdir(tmp_path_factory, tiny_llama):
         (root / f"{name}.yaml").write_text(
             f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
             f"test_split: test\ndoc_to_text: \"{{{{q}}}}\"\n{body}", encoding="utf-8")
-    generator = torch.Generator().manual_seed(0)
-    neurons = {}
-    for language in ("de", "fr"):
-        layer, index = torch.meshgrid(torch.arange(2), torch.randperm(128, generator=generator)[:12], indexing="ij")
-        order = torch.argsort(layer.flatten() * 128 + index.flatten())
-        count = layer.numel()
-        neurons[language] = LanguageNeurons(
-            layer=layer.flatten()[order], index=index.flatten()[order],
-            mean=torch.rand(count, generator=generator) * 3, others_mean=torch.rand(count, generator=generator),
-            probability=torch.rand(count, generator=generator))
-    NeuronSet(["de", "fr"], num_layers=2, width=128, neurons=neurons).save(root / "neurons.safetensors")
     return root
 
 
@@ -125,9 +111,9 @@ def assert_same_answers(left: dict, right: dict) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_cli_runs_hf_steered_in_one_and_in_two_processes_with_the_same_metrics(workdir, tiny_llama):
+def test_cli_runs_hf_steered_in_one_and_in_two_processes_with_the_same_metrics(workdir, tiny_llama, neuron_file):
     model = f"pretrained={tiny_llama},dtype=float32"
-    plan = f"{model},neurons={workdir / 'neurons.safetensors'},steer=-fr+de"
+    plan = f"{model},neurons={neuron_file(tiny_llama)},steer=-fr+de"
 
     plain = lm_eval(workdir, "hf", model, "hf")
     steered = lm_eval(workdir, "hf-steered", plan, "one")

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from pictures import assert_picture
+from builders import assert_picture
 
 from lape_harness.analysis import neuron_figures
 from lape_harness.cli import main

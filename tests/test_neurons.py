@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from builders import set_with_an_empty_language
 from transformers import AutoModelForCausalLM
 
 from lape_harness.identity import model_identity
@@ -117,3 +118,23 @@ def test_atomic_writes_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "set.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+# a torch file, an empty file, a directory (issue 14, item 11)
+def test_neuron_file_errors_say_what_the_file_is(tmp_path):
+    torch.save({"de": torch.arange(3)}, tmp_path / "neurons.pt")
+    with pytest.raises(NeuronFileError) as error:
+        NeuronSet.load(tmp_path / "neurons.pt")
+    assert "not a safetensors file written by lape-harness" in str(error.value)
+    assert "corrupt" not in str(error.value) and "delete" not in str(error.value) and "zip" in str(error.value)
+    (tmp_path / "legacy.pt").write_bytes(b"\x80\x02}q\x00.")
+    with pytest.raises(NeuronFileError, match="Python pickle"):
+        ActivationStats.load(tmp_path / "legacy.pt")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    with pytest.raises(NeuronFileError, match="it is empty"):
+        NeuronSet.load(tmp_path / "empty.safetensors")
+    folder = tmp_path / "neuron_cache"
+    folder.mkdir()
+    set_with_an_empty_language().save(folder / "lape-top1.safetensors")
+    with pytest.raises(NeuronFileError, match="is a directory; pass a file inside it .it has: lape-top1.safetensors"):
+        NeuronSet.load(folder)

@@ -7,8 +7,10 @@ import sys
 
 import pytest
 import torch
-from steering_reference import CASES, make_neuron_set, reference_edit
+from builders import random_neuron_set, set_with_an_empty_language
+from references.steering import CASES, reference_edit
 
+from lape_harness.errors import InputError
 from lape_harness.steering import AutoPlan, SteerSyntaxError, Term, compile_plan, format_number, parse_steer
 from lape_harness.task_support.task_languages import TaskLanguages
 
@@ -102,9 +104,54 @@ def test_plan_files(tmp_path):
 
 
 def test_unknown_language_lists_the_file_languages():
-    neurons = make_neuron_set(2, 64)
+    neurons = random_neuron_set(2, 64)
     with pytest.raises(Exception, match="it has: de, fr, en, es"):
         compile_plan(parse_steer("+ja"), neurons, 2, 64)
+
+
+# Numbers in the grammar: exponent form, non-finite numbers named (issue 14, item 11)
+
+
+@pytest.mark.parametrize(
+    "spec, canonical",
+    [("-de=1e3", "-de=1000"), ("+2.5e-1*fr", "+0.25*fr"), ("+1E2de", "+100*de"), ("-de=-1.5e0", "-de=-1.5"),
+     ("+2en", "+2*en"), ("+2e-de", None), ("-de=fr", "-de=fr"), ("+1e20*de", "+1e+20*de")],
+)
+def test_numbers_in_exponent_form(spec, canonical):
+    if canonical is None:  # 2·e then -de: 'e' is no number; it is left to the language check
+        assert [t.op for t in parse_steer(spec).terms] == ["deactivate", "add"]
+        return
+    plan = parse_steer(spec)
+    assert str(plan) == canonical
+    assert parse_steer(str(plan)) == plan  # the canonical form reads back
+
+
+@pytest.mark.parametrize(
+    "spec, caret_at, words",
+    [
+        ("-de=abc", 4, ["expected a number after '='", "found 'abc'", "=abc-de"]),
+        ("-de=x1", 4, ["found 'x1'"]),
+        ("+1e400*de", 1, ["1e400 is not a finite number"]),
+        ("-de=1e999", 4, ["1e999 is not a finite number"]),
+        ("-de=-1e400", 4, ["not a finite number"]),
+        ("*1e309*de", 1, ["not a finite number"]),
+    ],
+)
+def test_number_errors_name_the_number(spec, caret_at, words):
+    with pytest.raises(SteerSyntaxError) as error:
+        parse_steer(spec)
+    lines = str(error.value).splitlines()
+    assert lines[1] == f"  {spec}" and lines[2] == "  " + " " * caret_at + "^"
+    for word in words:
+        assert word in str(error.value)
+    assert "factor" not in lines[0]
+
+
+def test_auto_template_fill_and_replace():
+    assert str(parse_steer("auto:-src=tgt")) == "auto:-src=tgt"
+    assert str(parse_steer("auto:-src=-1e0+2*tgt")) == "auto:-src=-1+2*tgt"
+    with pytest.raises(SteerSyntaxError, match="found 'de'"):
+        parse_steer("auto:-src=de+tgt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,7 +160,7 @@ def test_unknown_language_lists_the_file_languages():
 
 @pytest.mark.parametrize("spec, steps", CASES)
 def test_compiled_edits_equal_reference(spec, steps):
-    neurons = make_neuron_set(3, 64, skip_layer=1)
+    neurons = random_neuron_set(3, 64, skip_layer=1)
     edits = compile_plan(parse_steer(spec), neurons, 3, 64)
     assert 1 not in edits  # no work at all where the plan has no neurons
     a = torch.randn(2, 5, 64, dtype=torch.float64)
@@ -130,6 +177,16 @@ def test_compiled_edits_equal_reference(spec, steps):
         by_formula = a.clone()
         by_formula[..., edit.index] = edit.scale * a[..., edit.index] + edit.shift
         torch.testing.assert_close(by_formula, want)
+
+
+# a language of the plan without neurons in the set (issue 14, item 5)
+@pytest.mark.parametrize("spec", ["-fr", "+de-fr", "*0.5*fr", "=fr.diff"])
+def test_steering_a_language_without_neurons_is_an_error(spec):
+    with pytest.raises(InputError) as error:
+        compile_plan(parse_steer(spec), set_with_an_empty_language(), 2, 128)
+    for word in ("'fr' has no neurons", "top rate 0.001", "higher top rate"):
+        assert word in str(error.value)
+    compile_plan(parse_steer("-de"), set_with_an_empty_language(), 2, 128)
 
 
 @pytest.mark.parametrize("spec", ["-de", "-de+fr", "-en-fr-es", "=de", "-de=-1.5+2*fr.diff", "*0.5*de", "auto",

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import torch
-from test_profile import LANGUAGES, SEQ_LEN, corpus, load  # noqa: F401  (corpus is a fixture)
+from builders import PROFILE_LANGUAGES, PROFILE_SEQ_LEN, load_pretrained
 
 from lape_harness.corpora import open_corpus
 from lape_harness.neurons import ActivationStats
@@ -34,7 +34,7 @@ def stop_after_two_batches(module, args):
 model.base_model.register_forward_pre_hook(stop_after_two_batches)
 profile_model(model, AutoTokenizer.from_pretrained(model_path), open_corpus(folder, sys.argv[4:]), seq_len=%d,
               batch_size=2, checkpoint_dir=partial, progress=False, dist=dist)
-""" % SEQ_LEN  # noqa: UP031 - the script holds braces of its own
+""" % PROFILE_SEQ_LEN  # noqa: UP031 - the script holds braces of its own
 
 
 def torchrun(*args, cwd):
@@ -43,30 +43,30 @@ def torchrun(*args, cwd):
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_two_gloo_processes_resume_and_equal_one_process(tiny_llama, corpus, tmp_path):  # noqa: F811
-    folder = corpus[0]
-    single = profile_model(*load(tiny_llama), open_corpus(folder, LANGUAGES), seq_len=SEQ_LEN, batch_size=3,
-                           progress=False)
+def test_two_gloo_processes_resume_and_equal_one_process(tiny_llama, profile_corpus, tmp_path):
+    folder = profile_corpus[0]
+    single = profile_model(*load_pretrained(tiny_llama), open_corpus(folder, PROFILE_LANGUAGES), seq_len=PROFILE_SEQ_LEN,
+                           batch_size=3, progress=False)
     out = tmp_path / "stats.safetensors"
     partial = tmp_path / "stats.partial"
 
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED_RANKS)
-    interrupted = torchrun(str(script), str(tiny_llama), str(folder), str(partial), *LANGUAGES, cwd=tmp_path)
+    interrupted = torchrun(str(script), str(tiny_llama), str(folder), str(partial), *PROFILE_LANGUAGES, cwd=tmp_path)
     assert interrupted.returncode != 0
     saved = sorted(path.name for path in partial.iterdir())
     assert "de.rank0-of-2.safetensors" in saved and "de.rank1-of-2.safetensors" in saved
 
     finished = torchrun("-m", "lape_harness", "profile", "--model", str(tiny_llama), "--corpus", str(folder),
-                        "--languages", *LANGUAGES, "--seq-len", str(SEQ_LEN), "--batch-size", "2", "--no-progress",
-                        "--device", "cpu", "--out", str(out), cwd=tmp_path)
+                        "--languages", *PROFILE_LANGUAGES, "--seq-len", str(PROFILE_SEQ_LEN), "--batch-size", "2",
+                        "--no-progress", "--device", "cpu", "--out", str(out), cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"wrote {out}: 3 languages" in finished.stdout and "2 process(es)" in finished.stdout
     assert finished.stdout.count("wrote") == 1  # only rank 0 writes
     assert not partial.exists()
 
     stats = ActivationStats.load(out)
-    assert stats.languages == LANGUAGES and stats.meta["world_size"] == 2
+    assert stats.languages == PROFILE_LANGUAGES and stats.meta["world_size"] == 2
     assert torch.equal(stats.tokens, single.tokens)
     assert torch.equal(stats.over_zero, single.over_zero)
     torch.testing.assert_close(stats.activation_sum, single.activation_sum, rtol=1e-12, atol=1e-9)

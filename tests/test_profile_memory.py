@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from accelerate import cpu_offload, dispatch_model
-from test_profile import LANGUAGES, SEQ_LEN, corpus, load  # noqa: F401  (corpus is a fixture)
+from builders import PROFILE_LANGUAGES, PROFILE_SEQ_LEN, load_pretrained
 from torch.profiler import ProfilerActivity, profile
 
 from lape_harness import profile as profiling
@@ -18,8 +18,8 @@ torch.set_num_threads(1)
 
 
 def _profile(model, tokenizer, folder):
-    return profile_model(model, tokenizer, open_corpus(folder, LANGUAGES), seq_len=SEQ_LEN, batch_size=3,
-                         progress=False)
+    return profile_model(model, tokenizer, open_corpus(folder, PROFILE_LANGUAGES), seq_len=PROFILE_SEQ_LEN,
+                         batch_size=3, progress=False)
 
 
 def _offload_to_disk(model, folder):
@@ -29,10 +29,10 @@ def _offload_to_disk(model, folder):
 
 
 @pytest.mark.parametrize("offload", ["cpu_offload", "disk"])
-def test_offloaded_layers_count_on_their_execution_device(tiny_llama, corpus, tmp_path, offload):  # noqa: F811
-    folder = corpus[0]
-    want = _profile(*load(tiny_llama), folder)
-    model, tokenizer = load(tiny_llama)
+def test_offloaded_layers_count_on_their_execution_device(tiny_llama, profile_corpus, tmp_path, offload):
+    folder = profile_corpus[0]
+    want = _profile(*load_pretrained(tiny_llama), folder)
+    model, tokenizer = load_pretrained(tiny_llama)
     if offload == "cpu_offload":
         model = cpu_offload(model, execution_device=torch.device("cpu"))
     else:

@@ -7,11 +7,9 @@ import sys
 
 import pytest
 import torch
+from builders import AUTO_TASK_PLANS, lm_requests, mixed_task_requests
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM, CachingLM, hash_args
-from steering_reference import make_neuron_set
-from test_model import requests
-from test_model_auto import TASKS, mixed_requests
 
 from lape_harness.plugin.hf_steered import HFSteeredLM
 from lape_harness.plugin.request_cache import PlanKeyedCache, key_by_plan, plan_namespace
@@ -108,25 +106,15 @@ def test_a_cache_that_cannot_be_keyed_by_plan_is_an_error():
 
 
 @pytest.fixture(scope="module")
-def neuron_path(tiny_llama, tmp_path_factory):
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(tiny_llama)
-    path = tmp_path_factory.mktemp("neurons") / "lape-top1.safetensors"
-    make_neuron_set(config.num_hidden_layers, config.intermediate_size).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def steered(tiny_llama, neuron_path):
+def steered(tiny_llama, neuron_file):
     return HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=3,
-                       neurons=str(neuron_path), steer="none")
+                       neurons=str(neuron_file(tiny_llama)), steer="none")
 
 
 @pytest.fixture(scope="module")
-def auto_lm(tiny_llama, neuron_path):
+def auto_lm(tiny_llama, neuron_file):
     return HFSteeredLM(pretrained=str(tiny_llama), device="cpu", dtype="float32", batch_size=4,
-                       neurons=str(neuron_path), steer="auto")
+                       neurons=str(neuron_file(tiny_llama)), steer="auto")
 
 
 def test_use_cache_keeps_plans_apart(steered, tmp_path):
@@ -140,7 +128,7 @@ def test_use_cache_keeps_plans_apart(steered, tmp_path):
             lm.set_plan(spec)
             calls.clear()
             cached = CachingLM(lm, str(tmp_path / "cache.db"))
-            answers.setdefault(spec, []).append(cached.loglikelihood(requests("loglikelihood")))
+            answers.setdefault(spec, []).append(cached.loglikelihood(lm_requests("loglikelihood")))
             answers.setdefault(spec + " calls", []).append(len(calls))
     finally:
         lm._model_call = original
@@ -151,14 +139,12 @@ def test_use_cache_keeps_plans_apart(steered, tmp_path):
     assert answers["-fr=-2.5 calls"][0] > 0
 
 
-
-
 def test_auto_cache_never_serves_one_tasks_plan_to_another(auto_lm, tmp_path):
     auto_lm.set_plan("auto")
-    requests = mixed_requests("loglikelihood")
+    requests = mixed_task_requests("loglikelihood")
     first = CachingLM(auto_lm, str(tmp_path / "cache.db")).loglikelihood(requests)
-    second = CachingLM(auto_lm, str(tmp_path / "cache.db")).loglikelihood(mixed_requests("loglikelihood"))
-    uncached = auto_lm.loglikelihood(mixed_requests("loglikelihood"))
+    second = CachingLM(auto_lm, str(tmp_path / "cache.db")).loglikelihood(mixed_task_requests("loglikelihood"))
+    uncached = auto_lm.loglikelihood(mixed_task_requests("loglikelihood"))
     assert first == uncached and second == uncached
-    by_task = {task: [a for r, a in zip(requests, second) if r.task_name == task] for task in TASKS}
+    by_task = {task: [a for r, a in zip(requests, second) if r.task_name == task] for task in AUTO_TASK_PLANS}
     assert by_task["belebele_deu_Latn"] != by_task["xnli_fr"]

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from pictures import assert_picture
+from builders import assert_picture
 
 from lape_harness.analysis import result_figures
 from lape_harness.analysis.result_matrices import Matrix, dominance, forcing_matrix, ppl_change, ppl_change_matrix

@@ -6,98 +6,18 @@ import json
 import math
 
 import pytest
-import torch
+from builders import PPL_TEXT, random_neuron_set, set_with_an_empty_language, write_plan_file
+from references.steering import rolling_loglikelihood_deactivated
 
 from lape_harness.errors import InputError
-from lape_harness.neurons import LanguageNeurons, NeuronSet
+from lape_harness.neurons import NeuronSet
 from lape_harness.studies.sweep import PlanEntry, parse_plan_entry, read_plans_file, run_sweep
 
-TEXT = {
-    "de": ["Die Katze sitzt auf der warmen Matte.", "Jeder hat das Recht auf Leben und Freiheit."],
-    "fr": ["Le chat est assis sur le tapis chaud.", "Tout individu a droit à la vie et à la liberté."],
-}
 
-
-def tiny_neuron_set(layers: int = 2, width: int = 128, seed: int = 0) -> NeuronSet:
-    """Two languages with 12 neurons each (4 shared), for the tiny test model."""
-    generator = torch.Generator().manual_seed(seed)
-    chosen = torch.randperm(layers * width, generator=generator)[:20]
-    ids = {"de": chosen[:12], "fr": torch.cat([chosen[8:12], chosen[12:20]])}
-    neurons = {}
-    for code, flat in ids.items():
-        flat = flat.sort().values
-        n = len(flat)
-        neurons[code] = LanguageNeurons(flat // width, flat % width, torch.full((n,), 3.0), torch.zeros(n), torch.full((n,), 0.9))
-    return NeuronSet(["de", "fr"], layers, width, neurons, {"model": {"model_id": "tiny"}})
-
-
-@pytest.fixture(scope="module")
-def ppl_tasks(tmp_path_factory):
-    """A rolling-log-likelihood task per language over local JSON lines (no network)."""
-    folder = tmp_path_factory.mktemp("tasks")
-    for code, lines in TEXT.items():
-        data = folder / f"{code}.jsonl"
-        data.write_text("".join(json.dumps({"text": line}) + "\n" for line in lines), encoding="utf-8")
-        (folder / f"tinyppl_{code}.yaml").write_text(
-            f"task: tinyppl_{code}\n"
-            "dataset_path: json\n"
-            f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
-            "test_split: test\n"
-            "output_type: loglikelihood_rolling\n"
-            "doc_to_text: ''\n"
-            "doc_to_target: '{{text}}'\n"
-            "metric_list:\n  - metric: word_perplexity\n  - metric: byte_perplexity\n  - metric: bits_per_byte\n",
-            encoding="utf-8",
-        )
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tasks_only(ppl_tasks):
-    """A TaskManager of the test tasks alone (indexing all of lm-eval's takes seconds)."""
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager(include_path=str(ppl_tasks), include_defaults=False)
-
-
-@pytest.fixture(scope="module")
-def neurons_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("neurons") / "lape-top1.safetensors"
-    tiny_neuron_set().save(path)
-    return path
-
-
-def _rolling_loglikelihood(model_path, text: str, plan: str, neurons_file) -> float:
-    """Independent reference: sum of token log-probs with the deactivation done by hand."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
-    neuron_set = NeuronSet.load(neurons_file)
-    handles = []
-    if plan != "none":
-        entry = neuron_set[plan.lstrip("-")]
-        for layer, mlp in enumerate(layer.mlp for layer in model.model.layers):
-            index = entry.index[entry.layer == layer]
-
-            def hook(module, inputs, output, index=index):
-                output = output.clone()
-                output[..., index] = 0.0
-                return output
-
-            handles.append(mlp.act_fn.register_forward_hook(hook))
-    # lm-eval scores the tokenizer's own encoding (with its BOS) after one BOS prefix token
-    ids = [tokenizer.bos_token_id] + tokenizer(text)["input_ids"]
-    with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0].double().log_softmax(-1)
-    for handle in handles:
-        handle.remove()
-    return float(sum(logits[i, ids[i + 1]] for i in range(len(ids) - 1)))
-
-
-def test_sweep_two_plans_resumes_and_matches_a_manual_computation(tiny_llama, ppl_tasks, neurons_file, tmp_path, capsys):
+def test_sweep_two_plans_resumes_and_matches_a_manual_computation(tiny_llama, ppl_tasks, neuron_file, tmp_path, capsys):
+    neurons_path = neuron_file(tiny_llama)
     output = tmp_path / "sweep"
-    model_args = f"pretrained={tiny_llama},neurons={neurons_file},dtype=float32"
+    model_args = f"pretrained={tiny_llama},neurons={neurons_path},dtype=float32"
     log = []
     outcomes = run_sweep(model_args, ["none", "-de"], ["tinyppl_de"], output, include_path=str(ppl_tasks),
                          device="cpu", bootstrap_iters=0, log_samples=True, log=log.append)
@@ -114,9 +34,9 @@ def test_sweep_two_plans_resumes_and_matches_a_manual_computation(tiny_llama, pp
         results[outcome.entry.steer] = data["results"]["tinyppl_de"]
     assert results["none"]["word_perplexity,none"] != results["-de"]["word_perplexity,none"]
     # word perplexity = exp(-Σ loglik / Σ words), computed by hand for each plan
-    words = sum(len(line.split()) for line in TEXT["de"])
+    words = sum(len(line.split()) for line in PPL_TEXT["de"])
     for plan in ("none", "-de"):
-        loglik = sum(_rolling_loglikelihood(tiny_llama, line, plan, neurons_file) for line in TEXT["de"])
+        loglik = sum(rolling_loglikelihood_deactivated(tiny_llama, line, plan, neurons_path) for line in PPL_TEXT["de"])
         assert results[plan]["word_perplexity,none"] == pytest.approx(math.exp(-loglik / words), rel=1e-4)
 
     # a re-run skips both plans without loading the model; a third plan runs alone
@@ -137,19 +57,21 @@ def test_sweep_two_plans_resumes_and_matches_a_manual_computation(tiny_llama, pp
     assert "(1 run now, 2 finished earlier)" in capsys.readouterr().out
 
 
-def test_changed_settings_are_refused(tiny_llama, ppl_tasks, neurons_file, tmp_path):
+def test_changed_settings_are_refused(tiny_llama, ppl_tasks, neuron_file, tmp_path):
+    neurons_path = neuron_file(tiny_llama)
     output = tmp_path / "sweep"
     (output).mkdir()
     (output / "sweep.json").write_text(json.dumps({"model_args": "pretrained=other", "tasks": ["x"]}))
     with pytest.raises(InputError, match="other settings"):
-        run_sweep(f"pretrained={tiny_llama},neurons={neurons_file}", ["none"], ["tinyppl_de"], output,
+        run_sweep(f"pretrained={tiny_llama},neurons={neurons_path}", ["none"], ["tinyppl_de"], output,
                   include_path=str(ppl_tasks))
 
 
-def test_plan_entries(tmp_path, neurons_file):
+def test_plan_entries(tmp_path, neuron_file):
+    neurons_path = neuron_file()
     assert parse_plan_entry("-de") == PlanEntry("-de")
-    entry = parse_plan_entry(f"-de@{neurons_file}")
-    assert entry.neurons == str(neurons_file) and entry.label == f"-de@{neurons_file}"
+    entry = parse_plan_entry(f"-de@{neurons_path}")
+    assert entry.neurons == str(neurons_path) and entry.label == f"-de@{neurons_path}"
     assert entry.folder.startswith("steer=-de@lape-top1-")
     assert PlanEntry("+2*de").folder.startswith("steer=+2xde-")
     with pytest.raises(InputError):
@@ -166,54 +88,58 @@ def test_plan_entries(tmp_path, neurons_file):
     assert log == ["note: plan '-de' is listed twice; it runs once"]
 
 
-def test_unknown_task_fails_before_the_model_loads(tasks_only, neurons_file, tmp_path):
+def test_unknown_task_fails_before_the_model_loads(ppl_task_manager, neuron_file, tmp_path):
+    neurons_path = neuron_file()
     with pytest.raises(InputError, match="unknown task.*tinyppl_xx"):
-        run_sweep(f"pretrained=/nonexistent/model,neurons={neurons_file}", ["none"], ["tinyppl_xx"], tmp_path / "out",
-                  task_manager=tasks_only)
+        run_sweep(f"pretrained=/nonexistent/model,neurons={neurons_path}", ["none"], ["tinyppl_xx"], tmp_path / "out",
+                  task_manager=ppl_task_manager)
 
 
-def test_a_plan_with_its_own_neuron_set(tiny_llama, ppl_tasks, tasks_only, neurons_file, tmp_path):
+def test_a_plan_with_its_own_neuron_set(tiny_llama, ppl_tasks, ppl_task_manager, neuron_file, tmp_path):
+    neurons_path = neuron_file(tiny_llama)
     other = tmp_path / "lape-top3.safetensors"
-    tiny_neuron_set(seed=7).save(other)
-    model_args = f"pretrained={tiny_llama},neurons={neurons_file},dtype=float32"
+    random_neuron_set(seed=7).save(other)
+    model_args = f"pretrained={tiny_llama},neurons={neurons_path},dtype=float32"
     outcomes = run_sweep(model_args, ["-de", f"-de@{other}", "none"], ["tinyppl_de"], tmp_path / "out",
-                         task_manager=tasks_only, device="cpu", bootstrap_iters=0, log=lambda _: None)
+                         task_manager=ppl_task_manager, device="cpu", bootstrap_iters=0, log=lambda _: None)
     data = [json.loads(o.path.read_text()) for o in outcomes]
-    assert [d["lape_sweep"]["neurons"] for d in data] == [str(neurons_file), str(other), str(neurons_file)]
+    assert [d["lape_sweep"]["neurons"] for d in data] == [str(neurons_path), str(other), str(neurons_path)]
     hashes = [d["lape_sweep"]["signature"]["neurons_sha256"] for d in data]
-    assert hashes[0] == NeuronSet.load(neurons_file).content_hash() == hashes[2]
+    assert hashes[0] == NeuronSet.load(neurons_path).content_hash() == hashes[2]
     assert hashes[1] == NeuronSet.load(other).content_hash()
     perplexity = [d["results"]["tinyppl_de"]["word_perplexity,none"] for d in data]
     assert perplexity[0] != perplexity[1]  # other neurons, other numbers
     # switching the neuron set back and forth changes nothing: -de again after the other set
-    again = run_sweep(model_args, ["-de"], ["tinyppl_de"], tmp_path / "again", task_manager=tasks_only,
+    again = run_sweep(model_args, ["-de"], ["tinyppl_de"], tmp_path / "again", task_manager=ppl_task_manager,
                       device="cpu", bootstrap_iters=0, log=lambda _: None)
     assert json.loads(again[0].path.read_text())["results"]["tinyppl_de"]["word_perplexity,none"] == perplexity[0]
 
 
 def test_a_passed_model_holding_another_set_is_given_the_model_arguments_set(
-        tiny_llama, ppl_tasks, tasks_only, neurons_file, tmp_path):
+        tiny_llama, ppl_tasks, ppl_task_manager, neuron_file, tmp_path):
     """A model reused across sweeps may still hold the set of an earlier sweep's last PLAN@FILE:
     plans without @FILE must use the set of the model arguments, and must not be merged with
     PLAN@FILE plans of that other set."""
     from lape_harness.plugin.hf_steered import HFSteeredLM
 
+    neurons_path = neuron_file(tiny_llama)
     other = tmp_path / "lape-top3.safetensors"
-    tiny_neuron_set(seed=7).save(other)
-    lm = HFSteeredLM.create_from_arg_obj({"pretrained": str(tiny_llama), "neurons": str(neurons_file),
+    random_neuron_set(seed=7).save(other)
+    lm = HFSteeredLM.create_from_arg_obj({"pretrained": str(tiny_llama), "neurons": str(neurons_path),
                                           "steer": "none", "dtype": "float32"}, {"batch_size": 1, "device": "cpu"})
     lm.set_neurons(str(other))  # what an earlier sweep's last plan -de@other leaves behind
-    model_args = f"pretrained={tiny_llama},neurons={neurons_file},dtype=float32"
+    model_args = f"pretrained={tiny_llama},neurons={neurons_path},dtype=float32"
     outcomes = run_sweep(model_args, ["-de", f"-de@{other}"], ["tinyppl_de"], tmp_path / "out", lm=lm,
-                         task_manager=tasks_only, device="cpu", bootstrap_iters=0, log=lambda _: None)
+                         task_manager=ppl_task_manager, device="cpu", bootstrap_iters=0, log=lambda _: None)
     data = [json.loads(o.path.read_text()) for o in outcomes]
     hashes = [d["lape_sweep"]["signature"]["neurons_sha256"] for d in data]
-    assert hashes == [NeuronSet.load(neurons_file).content_hash(), NeuronSet.load(other).content_hash()]
+    assert hashes == [NeuronSet.load(neurons_path).content_hash(), NeuronSet.load(other).content_hash()]
 
 
-def test_a_language_missing_from_the_neuron_set_fails_before_the_model_loads(neurons_file, tmp_path):
+def test_a_language_missing_from_the_neuron_set_fails_before_the_model_loads(neuron_file, tmp_path):
+    neurons_path = neuron_file()
     with pytest.raises(InputError, match="not in this neuron set"):
-        run_sweep(f"pretrained=/nonexistent/model,neurons={neurons_file}", ["none", "-ko"], ["t"], tmp_path / "out")
+        run_sweep(f"pretrained=/nonexistent/model,neurons={neurons_path}", ["none", "-ko"], ["t"], tmp_path / "out")
     with pytest.raises(InputError, match="no neuron set is given"):
         run_sweep("pretrained=/nonexistent/model", ["-de"], ["t"], tmp_path / "out")
 
@@ -241,3 +167,71 @@ def test_only_rank_zero_touches_the_output_folder(tmp_path, monkeypatch):
     assert len(calls) == 1 and calls[0]["tasks"] == ["t"]  # it still evaluates its share
     assert sorted(path.name for path in output.iterdir()) == [writing.name]
     assert (writing / "results.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs (issue 14): equivalent plans run once (7), a failed start leaves a usable folder (10),
+# directories where files belong (11)
+
+
+def test_sweep_plans_are_compared_by_meaning(tmp_path):
+    from lape_harness.studies.sweep import PlanEntry, parse_plan_entry, unique_plans
+
+    top1, top3 = tmp_path / "lape-top1.safetensors", tmp_path / "lape-top3.safetensors"
+    set_with_an_empty_language().save(top1)
+    set_with_an_empty_language().save(top3)
+    plan_file = write_plan_file(tmp_path, "terms:\n  - {op: add, language: fr}\n  - {op: deactivate, language: de, fill: 0}\n")
+    given = ["de", "+de", "-de+fr", "+fr-de=0", plan_file, f"-de+fr@{top1}", f"-de+fr@{top3}", "deu_Latn",
+             "none", "-de", f"+de@{tmp_path}/../{tmp_path.name}/lape-top1.safetensors", f"none@{top3}"]
+    log = []
+    kept = unique_plans([parse_plan_entry(text) for text in given], str(top1), log.append)
+    assert [entry.label for entry in kept] == ["de", "-de+fr", f"-de+fr@{top3}", "none", "-de"]
+    assert len(log) == 7
+    assert "note: plan '+de' is the same plan as 'de' (+de); it runs once" in log
+    assert "note: plan '+fr-de=0' is the same plan as '-de+fr' (-de+fr); it runs once" in log
+    assert unique_plans([PlanEntry("-de"), PlanEntry("-de")], None, log.append) == [PlanEntry("-de")]
+
+
+def test_sweep_runs_an_equivalent_plan_once(tiny_llama, ppl_task_manager, neuron_file, tmp_path):
+    from lape_harness.studies.sweep import run_sweep
+
+    neurons_path = neuron_file(tiny_llama)
+    log = []
+    outcomes = run_sweep(f"pretrained={tiny_llama},neurons={neurons_path},dtype=float32", ["de", "+de"],
+                         ["tinyppl_de"], tmp_path / "out", task_manager=ppl_task_manager, device="cpu", bootstrap_iters=0,
+                         log=log.append)
+    assert len(outcomes) == 1 and outcomes[0].entry.steer == "de"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["steer=de", "sweep.json"]
+    assert sum("same plan" in line for line in log) == 1
+
+
+def test_failed_sweep_start_leaves_a_usable_folder(tiny_llama, ppl_task_manager, neuron_file, tmp_path):
+    from lape_harness.studies.sweep import MANIFEST, run_sweep
+
+    neurons_path = neuron_file(tiny_llama)
+    out = tmp_path / "sweep"
+    model_args = f"pretrained={tiny_llama},neurons={neurons_path},dtype=float32"
+    options = dict(task_manager=ppl_task_manager, device="cpu", bootstrap_iters=0, log=lambda _: None)
+    with pytest.raises(InputError, match="unknown task"):
+        run_sweep(model_args, ["none"], ["tinyppl_dee"], out, **options)
+    with pytest.raises(OSError):  # a misspelt model: lm-eval's own error, while loading
+        run_sweep(f"pretrained={tmp_path / 'no-model'},neurons={neurons_path}", ["none"], ["tinyppl_de"], out, **options)
+    assert not (out / MANIFEST).exists()
+    outcomes = run_sweep(model_args, ["none"], ["tinyppl_de"], out, **options)
+    assert outcomes[0].path.is_file() and json.loads((out / MANIFEST).read_text())["tasks"] == ["tinyppl_de"]
+    with pytest.raises(InputError, match="other settings"):  # finished plans are still protected
+        run_sweep(model_args, ["none", "-de"], ["tinyppl_fr"], out, **options)
+
+
+def test_directories_passed_as_plan_files_and_neuron_files_in_a_sweep(tmp_path):
+    from lape_harness.corpora import open_corpus
+    from lape_harness.studies.sweep import parse_plan_entry, read_plans_file
+
+    (tmp_path / "de.txt").write_text("Hallo.\n", encoding="utf-8")
+    with pytest.raises(InputError, match="is a file; pass the folder that holds it"):
+        open_corpus(tmp_path / "de.txt", ["de"])
+
+    with pytest.raises(InputError, match="is a directory"):
+        parse_plan_entry(f"-de@{tmp_path}")
+    with pytest.raises(InputError, match="is a directory"):
+        read_plans_file(tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sacrebleu
 import torch
-from test_metrics import _reference_paper_f1, _reference_squad_f1
+from references.metrics import reference_paper_f1, reference_squad_f1
 
 from lape_harness.langid import identify_language
 from lape_harness.task_support import flores
@@ -146,10 +146,10 @@ def test_xquad(evaluation):
         expected = mean([float(any(norm(p) == norm(g) for g in gs)) for p, gs in zip(predictions, golds)])
         assert result[f"{name},none"] == pytest.approx(expected)
     assert result["paper_f1,none"] == pytest.approx(
-        mean([max(_reference_paper_f1(p, g) for g in gs) for p, gs in zip(predictions, golds)])
+        mean([max(reference_paper_f1(p, g) for g in gs) for p, gs in zip(predictions, golds)])
     )
     assert result["f1,none"] == pytest.approx(
-        mean([max(_reference_squad_f1(p, g) for g in gs) for p, gs in zip(predictions, golds)])
+        mean([max(reference_squad_f1(p, g) for g in gs) for p, gs in zip(predictions, golds)])
     )
 
 

@@ -26,13 +26,12 @@ if find_spec("vllm") is None:
         pytest.fail(message, pytrace=False)
     pytest.skip(message, allow_module_level=True)
 
+from builders import build_tiny_model, choice_task, random_neuron_set
 from lm_eval.api.instance import Instance
-from local_task import choice_task
-from steering_reference import make_neuron_set
-from tiny_models import build_tiny_model
 
 from lape_harness.errors import HookNeverFiredError, InputError
 
+LANGUAGES = ["de", "fr", "en"]  # of the neuron sets
 PLANS = ["none", "-de", "+2*de", "*0.5*de", "=de", "+de.diff", "-de=-1.5", "-de+fr"]
 PREFIX = "Everyone has the right to life, liberty and security of person. " * 3  # longer than a cache block
 CONTEXTS = [PREFIX + "The cat sits on the", PREFIX + "Die Katze sitzt auf der", PREFIX + "Le chat"]
@@ -60,25 +59,19 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def neuron_file(model_dir, tmp_path_factory):
-    neurons = make_neuron_set(num_layers=2, width=128, languages=["de", "fr", "en"])
-    path = tmp_path_factory.mktemp("neurons") / "lape-top1.safetensors"
-    neurons.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def engine(model_dir, neuron_file):
     from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
-    return VLLMSteeredLM(pretrained=str(model_dir), neurons=str(neuron_file), steer="none", **ENGINE)
+    neurons = neuron_file(model_dir, languages=LANGUAGES)
+    return VLLMSteeredLM(pretrained=str(model_dir), neurons=str(neurons), steer="none", **ENGINE)
 
 
 @pytest.fixture(scope="module")
 def reference(model_dir, neuron_file):
     from lape_harness.plugin.hf_steered import HFSteeredLM
 
-    return HFSteeredLM(pretrained=str(model_dir), neurons=str(neuron_file), steer="none", device="cpu",
+    neurons = neuron_file(model_dir, languages=LANGUAGES)
+    return HFSteeredLM(pretrained=str(model_dir), neurons=str(neurons), steer="none", device="cpu",
                        dtype="float32", batch_size=4)
 
 
@@ -337,6 +330,7 @@ def test_registered_and_bad_arguments_fail_before_loading(model_dir, neuron_file
     from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
     assert get_model("vllm-steered") is VLLMSteeredLM
+    neurons = neuron_file(model_dir, languages=LANGUAGES)
     for arguments, match in [
         ({"steer_scope": "generated"}, "not supported by this engine"),
         ({"data_parallel_size": 2}, "tensor_parallel_size"),
@@ -346,7 +340,7 @@ def test_registered_and_bad_arguments_fail_before_loading(model_dir, neuron_file
         ({"additional_config": "[1]"}, "additional_config"),
     ]:
         with pytest.raises(InputError, match=match):
-            VLLMSteeredLM(pretrained=str(model_dir), neurons=str(neuron_file), **{"steer": "-de", **arguments})
+            VLLMSteeredLM(pretrained=str(model_dir), neurons=str(neurons), **{"steer": "-de", **arguments})
 
 
 # ------------------------------------------------------------------- the worker side, without an engine
@@ -485,7 +479,7 @@ def test_sweep_runs_every_plan_on_one_engine(engine, model_dir, tmp_path):
     from lape_harness.studies.sweep import run_sweep
 
     other = tmp_path / "lape-top2.safetensors"
-    make_neuron_set(num_layers=2, width=128, languages=["de", "fr", "en"], seed=1).save(other)
+    random_neuron_set(num_layers=2, width=128, languages=LANGUAGES, seed=1).save(other)
     manager = choice_task(tmp_path, "lape_sweep_probe", CONTEXTS)
     first_neurons = engine.neurons_path
     try:
@@ -508,7 +502,8 @@ def test_tensor_parallel_ranks_agree_with_one_rank(engine, model_dir, neuron_fil
 
     from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
-    parallel = VLLMSteeredLM(pretrained=str(model_dir), neurons=str(neuron_file), steer="none",
+    neurons = neuron_file(model_dir, languages=LANGUAGES)
+    parallel = VLLMSteeredLM(pretrained=str(model_dir), neurons=str(neurons), steer="none",
                              tensor_parallel_size=2, **ENGINE)
     try:
         assert [layout["offset"] for layout in parallel.model.collective_rpc("lape_layout")] == [0, 64]
