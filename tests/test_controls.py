@@ -122,3 +122,11 @@ def test_control_command_for_existing_sets(tmp_path, capsys):
     assert main(argv) == 0
     assert not NeuronSet.load(tmp_path / "c" / "lape-top30-control-s2.safetensors").has_means
     assert "only deactivate and multiply" in capsys.readouterr().err
+
+
+def test_control_command_refuses_negative_seeds_before_any_work(tmp_path, capsys):
+    stats, _ = planted_stats()
+    identify(stats, top_rate=0.3).save(tmp_path / "lape-top30.safetensors")
+    assert main(["control", str(tmp_path / "lape-top30.safetensors"), "--seed", "-1"]) == 2
+    assert "--seed -1: seeds are whole numbers from 0 up" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*control*"))

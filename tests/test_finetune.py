@@ -100,3 +100,69 @@ def test_finetune_cli_writes_a_checkpoint_that_loads(tiny_llama, tmp_path):
         assert not ((tuned_state[name] != tensor) & ~mask[name]).any()
     assert main(argv) == 2  # --out is not empty
     assert main([*argv[:8], "ru", *argv[9:], "--overwrite"]) == 2  # a language the set lacks
+
+
+def test_the_authors_recipe_clipping_and_weight_decay_on_the_weights(tiny_llama):
+    """decay_on="weights" with max_grad_norm=1.0 equals the authors' recipe written out here: the
+    neuron entries themselves are the trained parameters (src/finetune.py of
+    d-gurgurov/Language-Neurons-Manipulation@d5c7519), clip_grad_norm_(1.0), AdamW(weight_decay)."""
+    from lape_harness.studies.finetune import batch_rows
+
+    neurons = random_neuron_set(2, 128, per_layer=10)["de"]
+    lr, decay, steps, size = 0.05, 0.5, 4, 3
+
+    model, tokenizer = load_pretrained(tiny_llama)
+    rows = _rows(tokenizer)
+    deltas = attach(model, neurons)
+    train(model, deltas, rows, steps=steps, batch_size=size, lr=lr, seed=2, weight_decay=decay,
+          decay_on="weights", max_grad_norm=1.0, progress=False)
+    merge(model)
+
+    reference, _ = load_pretrained(tiny_llama)
+    masks = {name: mask for name, mask in trainable_mask(reference, neurons).items() if mask.any()}
+    weights = dict(reference.named_parameters())
+    entries = {name: torch.nn.Parameter(weights[name].detach()[mask].clone()) for name, mask in masks.items()}
+    optimizer = torch.optim.AdamW(list(entries.values()), lr=lr, weight_decay=decay)
+    for step in range(steps):
+        batch = rows[batch_rows(step, size, int(rows.shape[0]), 2)]
+        patched = {name: weights[name].detach().masked_scatter(mask, entries[name]) for name, mask in masks.items()}
+        loss = torch.func.functional_call(reference, patched, (), {"input_ids": batch, "labels": batch}).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(entries.values()), max_norm=1.0)
+        optimizer.step()
+    trained = dict(model.named_parameters())
+    for name, mask in masks.items():
+        assert torch.allclose(trained[name].detach()[mask], entries[name].detach(), atol=1e-6), name
+
+
+def test_a_step_too_large_is_caught_after_the_last_update(tiny_llama):
+    model, tokenizer = load_pretrained(tiny_llama)
+    deltas = attach(model, random_neuron_set(2, 128, per_layer=8)["de"])
+    def diverge(state):  # what an update too large for the dtype leaves behind (the loss before it was finite)
+        deltas[0].data[0] = float("inf")
+
+    with pytest.raises(InputError, match="not finite after step 1"):
+        train(model, deltas, _rows(tokenizer), steps=1, batch_size=2, lr=0.01, seed=0, on_step=diverge, progress=False)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--lr", "nan"], "--lr must be a finite number above 0, got nan"),
+    (["--lr", "inf"], "--lr must be a finite number above 0, got inf"),
+    (["--weight-decay", "nan"], "--weight-decay must be a finite number 0 or more"),
+    (["--max-grad-norm", "-1"], "--max-grad-norm must be a finite number 0 or more"),
+    (["--language", "fr"], "'fr' has no neurons in"),
+])
+def test_finetune_refuses_bad_settings_before_the_model_loads(tiny_llama, tmp_path, capsys, no_model_load, flags, message):
+    from builders import set_with_an_empty_language  # de: 3 neurons, fr: none
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for code in ("de", "fr"):
+        (corpus / f"{code}.txt").write_text(SAMPLE_TEXT["de"], encoding="utf-8")
+    set_with_an_empty_language().save(tmp_path / "n.safetensors")
+    argv = ["finetune", "--model", str(tiny_llama), "--neurons", str(tmp_path / "n.safetensors"), "--language", "de",
+            "--corpus", str(corpus), "--out", str(tmp_path / "out"), "--no-progress", *flags]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -7,6 +7,7 @@ from builders import PLANTED_LANGUAGES, as_pairs, planted_stats
 from references.lape import reference_lape
 
 from lape_harness.cli import main
+from lape_harness.lape import identify
 from lape_harness.neurons import ActivationStats, NeuronFileError, NeuronSet
 
 
@@ -68,6 +69,8 @@ def test_exclusive_keeps_only_unshared_neurons(stats_file):
         (["--top-rate", "0.01", "2"], "outside (0, 1]"),
         (["--filter-rate", "1"], "filter rate"),
         (["--languages", "de", "xx"], "not in these statistics"),
+        (["--seed", "3"], "--seed seeds the random controls only: add --random-control"),
+        (["--random-control", "--seed", "-1"], "--seed -1: seeds are whole numbers from 0 up"),
     ],
 )
 def test_bad_arguments(stats_file, capsys, extra, message):
@@ -132,3 +135,18 @@ def test_identify_top_rate_with_no_neurons(tmp_path, capsys):
     assert main(["identify", str(stats), "--top-rate", "0.005"]) == 0  # one candidate: most languages get none
     err = capsys.readouterr().err
     assert "warning: lape-top0.5.safetensors:" in err and "got no neurons at top rate 0.005" in err
+
+
+def test_identify_never_replaces_another_models_set(stats_file, capsys):
+    path, stats, _ = stats_file
+    other = identify(stats, top_rate=0.3)
+    other.meta["model"] = {"model_id": "org/another-model", "config_hash": "0" * 16}
+    target = path.parent / "lape-top30.safetensors"
+    other.save(target)
+    before = target.read_bytes()
+    assert main(["identify", str(path), "--top-rate", "0.3"]) == 2
+    assert "holds the neuron set of another model" in capsys.readouterr().err
+    assert target.read_bytes() == before
+    same = identify(stats, top_rate=0.3)  # the same model's set is replaced as before
+    same.save(target)
+    assert main(["identify", str(path), "--top-rate", "0.3"]) == 0

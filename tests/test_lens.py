@@ -4,6 +4,7 @@ vocabulary's language rule."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -121,3 +122,17 @@ def test_lens_cli_writes_json_and_plot(tiny_llama, tmp_path):
     assert main(["lens", "--model", str(tiny_llama), "--prompts", str(prompts), "--plans=-de", "--out", str(out)]) == 2
     assert main(["lens", "--model", str(tiny_llama), "--prompts", str(prompts), "--plans=auto", "--out", str(out),
                  "--neurons", str(tmp_path / "n.safetensors")]) == 2
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--forcing", "xx"], "--forcing xx: unknown language code"),
+    (["--forcing", "vi"], "forcing questions cover .* not vi; write vi prompts to a file and pass it with --prompts"),
+    (["--forcing", "de", "--languages", "de", "xx"], "--languages xx: unknown language code"),
+    (["--prompts", "EMPTY"], r"holds no prompt \(it is empty or blank\)"),
+])
+def test_lens_cli_input_errors_come_before_the_model_loads(tiny_llama, tmp_path, capsys, no_model_load, flags, message):
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    flags = [str(tmp_path / "empty.txt") if flag == "EMPTY" else flag for flag in flags]
+    assert main(["lens", "--model", str(tiny_llama), *flags, "--out", str(tmp_path / "lens")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and re.search(message, error), error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from builders import PLANTED_LANGUAGES, as_pairs
@@ -68,6 +70,8 @@ def test_pickled_objects_other_than_tensors_are_refused(tmp_path):
     ([[torch.tensor([1]), torch.tensor([2])], [torch.tensor([1])]], "different numbers of layers"),
     ([[torch.tensor([1.5])]], "not a 1-D integer tensor"),
     ([["12"]], "not a 1-D integer tensor"),
+    ([], "an empty list: no language's masks"),
+    ([[torch.tensor([True, False, True])]], "a boolean mask, not neuron indices.*nonzero"),
 ])  # fmt: skip
 def test_malformed_masks_are_refused(tmp_path, content, message):
     torch.save(content, tmp_path / "m.pth")
@@ -112,3 +116,65 @@ def test_cli_import_and_export(tiny_llama, tmp_path, capsys):
     assert [[t.tolist() for t in m] for m in back] == [[[2, 5]] + [[]] * (layers - 1), [[7]] * layers]
     assert main(argv[:-4] + ["--out", str(tmp_path / "plain.safetensors")]) == 0
     assert "only deactivate and multiply" in capsys.readouterr().err
+
+
+def test_random_bytes_are_not_called_pickled_objects(tmp_path):
+    (tmp_path / "noise.pth").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(MaskFileError, match="is not a torch.save file of masks"):
+        read_masks(tmp_path / "noise.pth")
+
+
+def test_masks_without_any_neuron_are_refused():
+    empty = [[torch.tensor([], dtype=torch.long)] * 3] * 2
+    with pytest.raises(InputError, match="list no neuron at all"):
+        import_masks(empty, ["de", "fr"], IDENTITY)
+
+
+def _tiny_masks(tmp_path, layers: int) -> str:
+    masks = [[torch.tensor([5]), *[torch.tensor([], dtype=torch.long)] * (layers - 1)],
+             [torch.tensor([], dtype=torch.long)] * layers]  # fr: no neurons
+    torch.save(masks, tmp_path / "masks.pth")
+    return str(tmp_path / "masks.pth")
+
+
+def test_cli_checks_the_output_and_the_language_codes_before_the_work(tiny_llama, tmp_path, capsys):
+    masks = _tiny_masks(tmp_path, layout_identity(str(tiny_llama))["num_layers"])
+    base = ["masks", "import", masks, "--model", str(tiny_llama)]
+    assert main([*base, "--languages", "de", "xx", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "unknown language code(s) xx" in capsys.readouterr().err
+    for out in (tmp_path, tmp_path / "masks.pth" / "under.safetensors"):  # a folder; a path under a file
+        assert main([*base, "--languages", "de", "fr", "--out", str(out)]) == 2
+        assert "--out" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.safetensors"))
+    neuron_set = tmp_path / "set.safetensors"
+    assert main([*base, "--languages", "de", "fr", "--out", str(neuron_set)]) == 0
+    assert "warning: no neurons for fr" in capsys.readouterr().err
+    assert main(["masks", "export", str(neuron_set), "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_languages_before_the_mask_file_are_understood(tiny_llama, tmp_path):
+    masks = _tiny_masks(tmp_path, layout_identity(str(tiny_llama))["num_layers"])
+    out = tmp_path / "set.safetensors"
+    assert main(["masks", "import", "--languages", "de", "fr", masks, "--model", str(tiny_llama), "--out", str(out)]) == 0
+    assert NeuronSet.load(out).languages == ["de", "fr"]
+
+
+def test_export_order_is_the_papers_for_the_21_languages_and_recorded(tmp_path):
+    from builders import random_neuron_set
+
+    from lape_harness.languages import PAPER_CODES
+
+    shuffled = sorted(PAPER_CODES)  # the set's own order differs from the paper's
+    neuron_set = random_neuron_set(languages=shuffled)
+    order = write_masks(neuron_set, tmp_path / "m.pth")
+    assert order == list(PAPER_CODES)
+    recorded = json.loads((tmp_path / "m.pth.languages.json").read_text())
+    assert recorded["languages"] == list(PAPER_CODES)
+    masks = torch.load(tmp_path / "m.pth", weights_only=True)
+    assert [t.tolist() for t in masks[0]] == [t.tolist() for t in to_masks(neuron_set, ["bo"])[0]]  # bo first
+    assert write_masks(neuron_set, tmp_path / "n.pth", ["en", "de"]) == ["en", "de"]
+    with pytest.raises(InputError, match="not in it: vi"):
+        write_masks(neuron_set, tmp_path / "o.pth", ["vi"])
+    few = random_neuron_set(languages=["fr", "de"])
+    assert write_masks(few, tmp_path / "p.pth") == ["fr", "de"]  # not the 21: the set's order

@@ -118,3 +118,17 @@ def test_the_code_follows_the_house_style():
         pytest.fail("ruff is not installed: pip install -e '.[test]' installs it")
     result = subprocess.run([ruff, "check", "--no-cache", str(ROOT)], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_no_test_module_imports_another():
+    """Shared builders live in tests/builders.py, fixtures in conftest.py, references in tests/references/."""
+    tests = Path(__file__).resolve().parent
+    names = {path.stem for path in tests.glob("test_*.py")}
+    crossing = []
+    for path in tests.glob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in names:
+                crossing.append(f"{path.name} -> {node.module}")
+            elif isinstance(node, ast.Import):
+                crossing += [f"{path.name} -> {alias.name}" for alias in node.names if alias.name.split(".")[0] in names]
+    assert crossing == []

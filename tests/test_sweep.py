@@ -235,3 +235,17 @@ def test_directories_passed_as_plan_files_and_neuron_files_in_a_sweep(tmp_path):
         parse_plan_entry(f"-de@{tmp_path}")
     with pytest.raises(InputError, match="is a directory"):
         read_plans_file(tmp_path)
+
+
+def test_a_finished_plan_whose_results_no_longer_read_runs_again(tmp_path):
+    from lape_harness.studies.sweep import finished_results
+
+    folder = tmp_path / "steer=-de" / "org__model"
+    folder.mkdir(parents=True)
+    results = folder / "results_2026-12-05.json"
+    results.write_text(json.dumps({"results": {"lape_ppl_de": {"byte_perplexity,none": 3.0}}, "config": {}}))
+    assert finished_results(tmp_path / "steer=-de") == results
+    results.write_text('{"results": {"lape_ppl_de": {"byte_perpl')  # cut off, e.g. by a full disk
+    said = []
+    assert finished_results(tmp_path / "steer=-de", said.append) is None
+    assert len(said) == 1 and "is not a readable JSON file" in said[0] and "runs again" in said[0]

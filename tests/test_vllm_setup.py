@@ -52,3 +52,67 @@ def test_several_ranks_get_a_core_group_each(machine):
     machine(4)
     cpu_defaults({"tensor_parallel_size": 2})
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0,1|2,3"
+
+
+# ---------------------------------------------------------------------------------------------
+# What vllm-steered refuses or passes on before the engine starts (no engine is built: lm-eval's
+# VLLM constructor is replaced by one that records what it was given)
+
+
+class _Started(Exception):
+    """Raised where lm-eval's VLLM constructor would start the engine."""
+
+
+@pytest.fixture
+def engine_kwargs(monkeypatch, tiny_llama):
+    """``start(**model_args)`` builds a VLLMSteeredLM up to the engine start; returns the keyword
+    arguments lm-eval's VLLM constructor received (the ones that would reach vLLM)."""
+    from lape_harness.plugin.vllm_steered import VLLM, VLLMSteeredLM
+
+    received = {}
+
+    def stop(self, pretrained, **kwargs):
+        received.update(kwargs, pretrained=pretrained)
+        raise _Started
+
+    monkeypatch.setattr(VLLM, "__init__", stop)
+
+    def start(**model_args):
+        received.clear()
+        with pytest.raises(_Started):
+            VLLMSteeredLM(pretrained=str(tiny_llama), **model_args)
+        return dict(received)
+
+    return start
+
+
+@pytest.mark.parametrize("steer_bos", [True, "true", "True"])
+def test_steer_bos_true_is_taken_by_vllm_steered_not_passed_to_vllm(engine_kwargs, steer_bos):
+    kwargs = engine_kwargs(steer_bos=steer_bos)
+    assert "steer_bos" not in kwargs and "steer" not in kwargs and "neurons" not in kwargs
+    assert kwargs["worker_extension_cls"].endswith("SteeringWorkerExtension")
+
+
+@pytest.mark.parametrize(("model_args", "message"), [
+    ({"steer_bos": False}, "steer_bos=false is not supported by this engine"),
+    ({"steer_scope": "prompt"}, "steer_scope=prompt is not supported by this engine"),
+    ({"pipeline_parallel_size": 2}, "cannot steer pipeline_parallel_size>1"),
+    ({"data_parallel_size": "abc"}, "data_parallel_size='abc' is not a whole number"),
+    ({"tensor_parallel_size": "two"}, "tensor_parallel_size='two' is not a whole number"),
+    ({"tensor_paralel_size": 2}, r"tensor_paralel_size \(did you mean tensor_parallel_size\?\)"),
+    ({"plan_slots": 0}, "plan_slots=0: give a whole number of plan slots"),
+    ({"steer": "-de"}, "steer=-de needs a neuron set"),
+])
+def test_what_vllm_steered_refuses_before_the_engine_starts(engine_kwargs, model_args, message):
+    from lape_harness.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        engine_kwargs(**model_args)
+
+
+def test_a_neuron_set_of_another_shape_is_refused_before_the_engine_starts_even_when_allowed(engine_kwargs, neuron_file):
+    from lape_harness.errors import InputError
+
+    other = neuron_file(num_layers=3, width=128)
+    with pytest.raises(InputError, match="layers: file has 3, model .* has 2"):
+        engine_kwargs(neurons=str(other), steer="de", allow_other_model=True)

@@ -119,7 +119,9 @@ def _refuse_other_models_sets(out_dir: Path, names, stats) -> None:
             recorded = NeuronSet.load(path).meta.get("model") or {}
         except NeuronFileError:
             continue  # not a readable set: nothing of value is replaced
-        verdict, differences = compare_identity(recorded, stats.meta.get("model") or {})
-        if verdict == "other":
+        current = stats.meta.get("model") or {}
+        verdict, differences = compare_identity(recorded, current)
+        same_config = recorded.get("config_hash") and recorded.get("config_hash") == current.get("config_hash")
+        if verdict == "other" or (verdict == "unsure" and not same_config):  # another name, no hash to say it is one
             raise InputError(f"{path} holds the neuron set of another model ({'; '.join(differences)}); nothing "
                              "was written: pass --out-dir with a folder of this model's own, or delete that file")
