@@ -284,38 +284,88 @@ def test_results_record_signature_and_cache_per_plan(engine, tmp_path):
     assert outputs["+3*de"][0] == outputs["+3*de"][1]  # the second run is served from its own plan's cache
 
 
-def test_a_steering_that_does_not_reach_the_model_is_an_error(engine, monkeypatch):
-    """What a compiled model that ignores the vectors would look like: the start-up check refuses it."""
+@pytest.fixture
+def faulty(engine, monkeypatch):
+    """``faulty(method=change, ...)``: the engine's ``collective_rpc`` with ``change(real, args)``
+    answering each named method; the engine is restored to ``none`` afterwards."""
     llm = engine.model
     real = llm.collective_rpc
-    monkeypatch.setattr(llm, "collective_rpc",
-                        lambda method, *args, **kwargs: [0] if method == "lape_write_plan" else real(method, *args, **kwargs))
-    with pytest.raises(HookNeverFiredError, match="silent no-op"):
-        engine._check_steering_takes_effect()
-    with pytest.raises(HookNeverFiredError, match="edit 0 neurons"):
-        engine._install_plan(_plan("-de"))
+
+    def install(**changes):
+        def rpc(name, *args, **kwargs):
+            return changes[name](real, kwargs.get("args", ())) if name in changes else real(name, *args, **kwargs)
+
+        monkeypatch.setattr(llm, "collective_rpc", rpc)
+
+    yield install
     monkeypatch.setattr(llm, "collective_rpc", real)
-    engine._active = None
+    for slot in range(engine.plan_slots):
+        engine.clear_slot(slot)
     engine.set_plan("none")
 
 
-def test_a_plan_that_reaches_other_requests_of_its_batch_is_an_error(engine, monkeypatch):
+def test_the_startup_check_passes_and_reports_its_cost(engine):
+    report = engine.startup_check
+    assert (report["layers"], report["ranks"], report["probes"]) == (2, 1, 4)
+    assert 0 < report["seconds"] and report["engine_start_seconds"] > 0
+    assert engine.get_model_info()["startup_check"] == report
+
+
+def test_a_rank_whose_table_is_never_written_is_caught(engine, faulty):
+    faulty(lape_write_plan=lambda real, args: [sum(len(edit[0]) for edit in args[0].values())])  # says it wrote
+    with pytest.raises(HookNeverFiredError, match=r"layer 0 on rank 0: plan slot \d+ holds other values than written"):
+        engine._check_steering_takes_effect()
+
+
+def test_a_wrong_shard_offset_is_caught(engine, faulty):
+    def shifted(real, args):  # every neuron index off by one, as a wrong offset would place them
+        edits, slot = args
+        moved = {layer: ([(i + 1) % engine.width for i in index], scale, shift) for layer, (index, scale, shift) in edits.items()}
+        return real("lape_write_plan", args=(moved, slot))
+
+    faulty(lape_write_plan=shifted)
+    with pytest.raises(HookNeverFiredError, match="layer 0 on rank 0: plan slot .* at the wrong neurons of its shard"):
+        engine._check_steering_takes_effect()
+
+
+def test_a_layer_the_compiled_engine_ignores_is_caught(engine, faulty):
+    """Layer 1's table reported right (its digest) but never read by the engine: the probes see it."""
+    from lape_harness.plugin.vllm_startup_check import expected_digests
+
+    written = {}
+
+    def without_layer_one(real, args):
+        edits, slot = args
+        written[slot] = edits
+        real("lape_write_plan", args=({layer: edit for layer, edit in edits.items() if layer != 1}, slot))
+        return [sum(len(edit[0]) for edit in edits.values())]
+
+    def digest_as_written(real, args):
+        (slot,) = args
+        return [{"rank": 0, "digests": expected_digests(written.get(slot, {}), engine.num_layers, 0, engine.width)}]
+
+    faulty(lape_write_plan=without_layer_one, lape_table_digest=digest_as_written)
+    with pytest.raises(HookNeverFiredError, match=r"layer 1 on rank 0: its (scale|shift) .* moved the output by 0 nats"):
+        engine._check_steering_takes_effect()
+
+
+def test_a_plan_that_reaches_other_requests_of_its_batch_is_an_error(engine, faulty):
     """What a model runner that ordered tokens differently would look like: a plan written to
     one slot also steers requests on slot 0. The start-up check refuses it."""
-    llm = engine.model
-    real = llm.collective_rpc
+    def leaking(real, args):
+        edits, slot = args
+        real("lape_write_plan", args=(edits, 0))
+        return real("lape_write_plan", args=(edits, slot))
 
-    def leaking(method, *args, **kwargs):
-        if method == "lape_write_plan":
-            real(method, args=(kwargs["args"][0], 0))
-        return real(method, *args, **kwargs)
-
-    monkeypatch.setattr(llm, "collective_rpc", leaking)
+    faulty(lape_write_plan=leaking)
     with pytest.raises(HookNeverFiredError, match="leak between requests"):
         engine._check_steering_takes_effect()
-    monkeypatch.setattr(llm, "collective_rpc", real)
-    engine._active = None
-    engine.set_plan("none")
+
+
+def test_a_plan_write_that_misses_neurons_is_an_error(engine, faulty):
+    faulty(lape_write_plan=lambda real, args: [0])
+    with pytest.raises(HookNeverFiredError, match="edit 0 neurons"):
+        engine._install_plan(_plan("-de"))
 
 
 def _plan(spec: str):
@@ -376,6 +426,39 @@ def test_wrappers_compute_the_edited_activation():
     h = x[:, :width]
     expected = torch.stack([scale[s] * torch.nn.functional.gelu(h[t]) + shift[s] for t, s in enumerate(rows.tolist())])
     assert torch.allclose(plain(h), expected, atol=1e-6)
+
+
+def test_the_self_test_names_an_unwrapped_layer_and_swapped_halves():
+    """Part 1 of the start-up check on a stand-in model (no engine): every layer's wrapper is found,
+    and the half its shift multiplies is the half the op itself is linear in."""
+    from vllm.config import VllmConfig, set_current_vllm_config
+    from vllm.model_executor.layers.activation import SiluAndMul
+
+    from lape_harness.plugin.vllm_startup_check import wrapper_self_test
+    from lape_harness.plugin.vllm_worker import SteeredActAndMul
+
+    width = 8
+    with set_current_vllm_config(VllmConfig()):
+        ops = [SiluAndMul() for _ in range(3)]
+    layers = torch.nn.ModuleList()
+    for op in ops:
+        mlp = torch.nn.Module()
+        mlp.gate_up_proj, mlp.act_fn = torch.nn.Identity(), op
+        layers.append(torch.nn.Module())
+        layers[-1].mlp = mlp
+    model = torch.nn.Module()
+    model.layers = layers
+    slot_index = torch.zeros(16, dtype=torch.long)
+    for layer in layers:
+        layer.mlp.act_fn = SteeredActAndMul(layer.mlp.act_fn, width, False, torch.float32, "cpu", slot_index, slots=2)
+    assert wrapper_self_test(model, rank=0) == {"rank": 0, "layers": 3, "failures": []}
+    layers[1].mlp.act_fn = layers[1].mlp.act_fn.act_and_mul  # left unwrapped
+    layers[2].mlp.act_fn.up_first = True  # shift multiplied by the gate half
+    failures = wrapper_self_test(model, rank=3)["failures"]
+    assert failures[0] == "layer 1 on rank 3: it has no steering wrapper"
+    assert failures[1].startswith("layer 2 on rank 3: it multiplies the shift by the first half of the op's input, "
+                                  "but the op's up projection is the second half")
+    assert slot_index.eq(0).all()  # the scratch slot and the slot index are left as they were
 
 
 def test_the_router_lays_slots_out_in_batch_order():

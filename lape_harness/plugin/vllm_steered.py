@@ -23,12 +23,15 @@ than free slots run in chunks. With ``--use_cache`` lm-eval's cache splits the r
 first, so the plans then run one after another.
 
 Checks: the model's MLPs must be of a form the workers could wrap and match the neuron file
-(layers, width across ranks); at start-up, one engine call runs a probe prompt on slot 0 and,
-beside it, on a slot where every MLP neuron is zeroed: the second must change and the first
-must not (else :class:`~lape_harness.errors.HookNeverFiredError`: the steering would be a silent
-no-op, or would leak between requests); each plan write must reach exactly the plan's neurons.
-Only ``steer_scope=all`` and ``steer_bos=true`` are supported; ``data_parallel_size > 1``
-(independent Ray engines) is refused.
+(layers, width across ranks); at start-up :mod:`lape_harness.plugin.vllm_startup_check` proves that
+every layer on every rank applies its scale and shift at its shard's neurons, on prefill and decode
+steps, without leaking into a neighbour's slot (else :class:`~lape_harness.errors.HookNeverFiredError`
+naming the layer and rank); each plan write must reach exactly the plan's neurons. Only
+``steer_scope=all`` and ``steer_bos=true`` are supported; refused before the engine starts, with the
+reason: ``data_parallel_size > 1`` (independent Ray engines), pipeline parallel, speculative
+decoding (its draft model would be wrapped too, and verification re-lays tokens), and, with more
+than one plan slot, the features that re-lay a batch's tokens (dual-batch overlap, KV-sharing fast
+prefill, prefill context parallel).
 
 Example:
     >>> lm = VLLMSteeredLM(pretrained="lape:gemma-3-270m", neurons="lape-top2.safetensors", steer="auto")  # doctest: +SKIP
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+import time
 from typing import Any
 
 from lape_harness.errors import HookNeverFiredError, InputError
@@ -56,11 +59,8 @@ logger = logging.getLogger(__name__)
 
 VLLM = lm_eval_vllm_class()
 WORKER_EXTENSION = "lape_harness.plugin.vllm_worker.SteeringWorkerExtension"
-PROBE_TEXT = "The capital of France is"
 #: plan slots per layer: slot 0 for the ``steer=`` plan, the others for ``steer=auto``'s task plans.
 PLAN_SLOTS = 16
-#: how far (nats) the probe on slot 0 may move when a neighbour in its batch runs on another slot.
-NEIGHBOUR_TOLERANCE = 0.1
 
 
 class VLLMSteeredLM(SteeredLM, VLLM):
@@ -86,16 +86,19 @@ class VLLMSteeredLM(SteeredLM, VLLM):
             raise InputError("vllm-steered cannot steer pipeline_parallel_size>1 (each stage's workers hold only "
                              "their layers); use tensor_parallel_size=N instead")
         _whole_number("tensor_parallel_size", kwargs.get("tensor_parallel_size", 1))
+        _refuse_unsteerable_features(kwargs, self._plan_slots)
         extension = kwargs.setdefault("worker_extension_cls", WORKER_EXTENSION)
         if extension != WORKER_EXTENSION:
             raise InputError(f"vllm-steered needs worker_extension_cls={WORKER_EXTENSION}; remove "
                              f"worker_extension_cls={extension} from --model_args")
         kwargs["additional_config"] = {**_config_dict(kwargs.get("additional_config")), SLOTS_CONFIG: self._plan_slots}
         cpu_defaults(kwargs)
+        self._engine_start = time.perf_counter()
         return kwargs
 
     def _engine_started(self, pretrained) -> None:
         """Route engine calls through :class:`MergingLLM`; read the steerable layout and the slot count."""
+        self._engine_start_seconds = time.perf_counter() - self._engine_start
         self.model = MergingLLM(self.model)
         self.num_layers, self.width = self._steerable_layout(pretrained)
         self.plan_slots = min(self.model.collective_rpc("lape_route_slots"))
@@ -119,14 +122,26 @@ class VLLMSteeredLM(SteeredLM, VLLM):
     def _write_slot(self, plan: SteeringPlan, slot: int) -> None:
         """Write ``plan`` into every worker's tables at ``slot``; every neuron must reach a worker."""
         edits = compile_plan(plan, self.neuron_set, self.num_layers, self.width) if plan else {}
-        payload = {layer: (e.index.tolist(), e.scale.tolist(), e.shift.tolist()) for layer, e in edits.items()}
-        self._slots[slot] = None
-        written = sum(self.model.collective_rpc("lape_write_plan", args=(payload, slot)))
-        expected = sum(len(edit.index) for edit in edits.values())
-        if written != expected:
-            raise HookNeverFiredError(f"steer={plan}: the vLLM workers edit {written} neurons, the plan {expected}; "
-                                      "the engine's layers do not match the neuron file")
+        self.write_slot_edits({layer: (e.index.tolist(), e.scale.tolist(), e.shift.tolist())
+                               for layer, e in edits.items()}, slot, str(plan))
         self._slots[slot] = plan
+
+    def write_slot_edits(self, edits: dict[int, tuple[list[int], list[float], list[float]]], slot: int,
+                         label: str = "the start-up check's probe") -> None:
+        """Write per-layer ``(neuron indices, scale, shift)`` into ``slot`` of every rank's tables; the
+        ranks together must edit every neuron listed."""
+        self._slots[slot] = None
+        if slot == 0:
+            self._active = None
+        written = sum(self.model.collective_rpc("lape_write_plan", args=(edits, slot)))
+        expected = sum(len(index) for index, _scale, _shift in edits.values())
+        if written != expected:
+            raise HookNeverFiredError(f"steer={label}: the vLLM workers edit {written} neurons, the plan {expected}; "
+                                      "the engine's layers do not match the neuron file")
+
+    def clear_slot(self, slot: int) -> None:
+        """Return ``slot`` to the unsteered rows (scale 1, shift 0) on every rank."""
+        self.write_slot_edits({}, slot)
 
     def _install_neurons(self, neuron_set) -> None:
         """Check ``neuron_set`` against the engine's layers and width; the next plans are written anew."""
@@ -196,48 +211,17 @@ class VLLMSteeredLM(SteeredLM, VLLM):
         return first["layers"], sum(layout["width"] for layout in layouts)
 
     def _check_steering_takes_effect(self) -> None:
-        """One engine call runs a probe prompt twice: on slot 0 (unsteered) and on the last slot with
-        every MLP neuron zeroed. The second must change the next-token log-probabilities (else the
-        engine ignores the tables, e.g. it was compiled before they existed) and the first must not
-        (else plans leak between the requests of a batch)."""
-        from vllm import SamplingParams, TokensPrompt
+        """The start-up check (:mod:`lape_harness.plugin.vllm_startup_check`): every layer on every rank,
+        scale and shift, prefill and decode, no leak between slots; its cost is logged beside the
+        engine start and kept in the results (``startup_check`` in the model info)."""
+        from lape_harness.plugin.vllm_startup_check import run_startup_check
 
-        slot = self.plan_slots - 1
-        tokens = self.tok_encode(PROBE_TEXT)
+        self.startup_check = {**run_startup_check(self), "engine_start_seconds": round(self._engine_start_seconds, 1)}
+        logger.info("vllm-steered: start-up check %.1f s, engine start %.1f s", self.startup_check["seconds"],
+                    self._engine_start_seconds)
 
-        def probe(slots: tuple[int, int]) -> list[dict[int, float]]:
-            prompts = [TokensPrompt(prompt_token_ids=tokens, cache_salt=f"lape-probe-{n}") for n in slots]
-            params = [SamplingParams(temperature=0.0, max_tokens=1, logprobs=5, extra_args={SLOT_KEY: n})
-                      for n in slots]
-            self.model.reset_prefix_cache()
-            outputs = self.model.llm.generate(prompts, params, use_tqdm=False)
-            return [{token: entry.logprob for token, entry in output.outputs[0].logprobs[0].items()}
-                    for output in outputs]
-
-        plain = probe((0, 0))
-        zero = [0.0] * self.width
-        everything = {layer: (list(range(self.width)), zero, zero) for layer in range(self.num_layers)}
-        self._slots[slot] = None
-        self.model.collective_rpc("lape_write_plan", args=(everything, slot))
-        try:
-            neighbour, steered = probe((0, slot))
-        finally:
-            self.model.collective_rpc("lape_write_plan", args=({}, slot))
-            self.model.reset_prefix_cache()
-        if steered == plain[1]:
-            raise HookNeverFiredError(
-                "vllm-steered: zeroing every MLP neuron did not change the model's output, so steering would "
-                "be a silent no-op in this engine configuration; try enforce_eager=True and report the vLLM version"
-            )
-        moved = _largest_change(plain[0], neighbour) if slot else 0.0  # one slot: both requests steered
-        if moved > NEIGHBOUR_TOLERANCE:
-            raise HookNeverFiredError(
-                f"vllm-steered: a request on plan slot 0 moved by {moved:.3g} nats when another request of its "
-                f"batch ran on slot {slot}, so plans would leak between requests in this engine configuration "
-                "(e.g. a model runner that orders tokens differently): pass plan_slots=1 to run plans one after "
-                "another, and report the vLLM version"
-            )
-        logger.info("vllm-steered: steering takes effect per request in the engine (start-up check passed)")
+    def get_model_info(self) -> dict:
+        return {**super().get_model_info(), "startup_check": getattr(self, "startup_check", None)}
 
 
 class MergingLLM:
@@ -256,11 +240,6 @@ class MergingLLM:
         return engine_call((prompts, sampling_params, options))
 
 
-def _largest_change(before: dict[int, float], after: dict[int, float]) -> float:
-    """The largest log-probability change over ``before``'s top tokens (inf if one left the top)."""
-    return max(abs(value - after[token]) if token in after else math.inf for token, value in before.items())
-
-
 def _config_dict(value) -> dict:
     if value is None:
         return {}
@@ -274,6 +253,32 @@ def _config_dict(value) -> dict:
         if isinstance(parsed, dict):
             return parsed
     raise InputError(f"additional_config={value!r} is not a JSON object; e.g. additional_config='{{\"key\": 1}}'")
+
+
+#: engine options that re-lay a batch's tokens, so a token could read another request's plan slot
+RELAYING = {"enable_dbo": "dual-batch overlap", "kv_sharing_fast_prefill": "KV-sharing fast prefill (Gemma-3n)",
+            "prefill_context_parallel_size": "prefill context parallel"}
+#: engine options that start speculative decoding
+SPECULATIVE = ("speculative_config", "spec_method", "spec_model", "spec_tokens")
+
+
+def _refuse_unsteerable_features(kwargs: dict, plan_slots: int) -> None:
+    """Speculative decoding always; token re-laying features when plans share a batch (plan_slots > 1)."""
+    speculative = [key for key in SPECULATIVE if kwargs.get(key) not in (None, False, "", 0, {}, "None")]
+    if speculative:
+        raise InputError(f"vllm-steered cannot steer with speculative decoding ({', '.join(speculative)}): the draft "
+                         "model's MLPs would be steered too and verification re-lays tokens across requests; remove it")
+    def switched_on(key: str) -> bool:
+        value = kwargs.get(key)
+        if value is None:
+            return False
+        return _whole_number(key, value) > 1 if key.endswith("_size") else str(value).strip().lower() in ("true", "1")
+
+    relaying = [name for key, name in RELAYING.items() if switched_on(key)]
+    if relaying and plan_slots > 1:
+        raise InputError(f"vllm-steered cannot keep plans apart with {', '.join(relaying)}: it re-lays a batch's "
+                         "tokens, so a token could read another request's plan; pass plan_slots=1 (plans then run "
+                         "one after another) or turn it off")
 
 
 def _whole_number(name: str, value) -> int:

@@ -134,7 +134,7 @@ def install(model: nn.Module, dtype: torch.dtype, slots: int = 1, max_tokens: in
     steered = 0
     slot_index = None
     for _name, mlp in decoder_mlps(model):
-        if isinstance(getattr(mlp, "act_fn", None), STEERED) or isinstance(getattr(mlp, "act", None), STEERED):
+        if wrapper_of(mlp) is not None:
             steered += 1
             continue
         down = getattr(mlp, "down_proj", None) or getattr(mlp, "c_proj", None) or getattr(mlp, "fc2", None)
@@ -156,15 +156,17 @@ def install(model: nn.Module, dtype: torch.dtype, slots: int = 1, max_tokens: in
     return steered
 
 
+def wrapper_of(mlp: nn.Module) -> nn.Module | None:
+    """The wrapper :func:`install` put on ``mlp``, or None."""
+    for name in ("act_fn", "act"):
+        if isinstance(getattr(mlp, name, None), STEERED):
+            return getattr(mlp, name)
+    return None
+
+
 def steered_modules(model: nn.Module) -> list[nn.Module]:
     """The wrappers of :func:`install`, in layer order."""
-    modules = []
-    for _name, mlp in decoder_mlps(model):
-        wrapper = getattr(mlp, "act_fn", None)
-        wrapper = wrapper if isinstance(wrapper, STEERED) else getattr(mlp, "act", None)
-        if isinstance(wrapper, STEERED):
-            modules.append(wrapper)
-    return modules
+    return [wrapper for _name, mlp in decoder_mlps(model) if (wrapper := wrapper_of(mlp)) is not None]
 
 
 def layout(model: nn.Module) -> dict:
@@ -310,6 +312,16 @@ class SteeringWorkerExtension:
 
     def lape_write_plan(self, edits: dict, slot: int = 0) -> int:
         return write_plan(self.model_runner.model, {int(layer): edit for layer, edit in edits.items()}, slot)
+
+    def lape_self_test(self) -> dict:
+        from lape_harness.plugin.vllm_startup_check import wrapper_self_test
+
+        return wrapper_self_test(self.model_runner.model, _rank())
+
+    def lape_table_digest(self, slot: int) -> dict:
+        from lape_harness.plugin.vllm_startup_check import table_digest
+
+        return table_digest(self.model_runner.model, _rank(), slot)
 
 
 def install_on_load() -> None:

@@ -23,7 +23,8 @@ skips the finished plans and redoes an interrupted one. The sweep's settings are
 ``OUT/sweep.json``, written just before the first plan's results appear (so a start that
 failed, e.g. on a misspelt task, leaves a folder the corrected command can use); re-running
 into the same folder with other settings (model, tasks, limit, ...) is refused rather than
-mixed.
+mixed. ``shard="I/N"`` runs only the I-th of N shares of the plan × task cells, for N jobs
+sharing one output folder (:mod:`lape_harness.studies.shards`).
 
 Example:
     >>> run_sweep("pretrained=lape:gemma-3-270m,neurons=neuron_cache/gemma/lape-top1.safetensors",
@@ -35,7 +36,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -49,13 +49,18 @@ from typing import Any
 from lape_harness.atomic import write_json_atomic
 from lape_harness.errors import InputError
 from lape_harness.path_checks import check_output_dir
+from lape_harness.studies.shards import (
+    MANIFEST,
+    Shard,
+    check_settings,
+    describe_share,
+    finished_results,
+    parse_shard,
+    plan_units,
+)
 
-MANIFEST = "sweep.json"
 #: --engine -> the lm-eval model it runs
 ENGINES = {"hf": "hf-steered", "vllm": "vllm-steered"}
-# Settings that change the numbers: a re-run into the same folder must repeat them.
-_PINNED = ("engine", "model_args", "tasks", "limit", "num_fewshot", "gen_kwargs", "seed", "apply_chat_template",
-           "system_instruction", "bootstrap_iters")
 
 
 @dataclass(frozen=True)
@@ -121,28 +126,12 @@ def _args_string(args: dict[str, Any]) -> str:
     return ",".join(f"{key}={value}" for key, value in args.items())
 
 
-def finished_results(folder: Path, log: Callable[[str], None] | None = None) -> Path | None:
-    """The results JSON of a finished plan folder, or None (also when that file no longer reads as
-    lm-eval results: the plan then runs again, and ``log`` says why)."""
-    from lape_harness.analysis.results import read_run
-
-    found = sorted(folder.glob("*/results_*.json")) if folder.is_dir() else []
-    if not found:
-        return None
-    try:
-        read_run(found[-1])
-    except InputError as error:
-        if log is not None:
-            log(f"note: {str(error).split('; ')[0]}; its plan runs again")
-        return None
-    return found[-1]
-
-
 @dataclass
 class PlanOutcome:
     entry: PlanEntry
     path: Path | None  # the plan's results JSON (None on the non-writing ranks of a multi-process run)
     skipped: bool  # finished by an earlier run
+    task: str | None = None  # a cell's task (a share of a sharded sweep); None: every task
 
 
 def run_sweep(
@@ -165,6 +154,7 @@ def run_sweep(
     system_instruction: str | None = None,
     metadata: dict[str, Any] | None = None,
     engine: str = "hf",
+    shard: str | Shard | None = None,
     lm=None,
     task_manager=None,
     log: Callable[[str], None] = print,
@@ -176,11 +166,13 @@ def run_sweep(
     argument, ``neurons=``; a ``steer=`` in them is replaced by each plan). ``lm`` may pass an
     already built steered model (then
     ``model_args`` only labels the results), ``task_manager`` an lm-eval ``TaskManager`` to
-    reuse (indexing every task folder takes seconds). Returns one :class:`PlanOutcome` per distinct
-    plan (see :func:`unique_plans`).
+    reuse (indexing every task folder takes seconds). ``shard="I/N"`` runs only this share's plan ×
+    task cells (:mod:`lape_harness.studies.shards`). Returns one :class:`PlanOutcome` per distinct
+    plan (see :func:`unique_plans`), or per cell where cells ran (a share, or a plan shares began).
     """
     if engine not in ENGINES:
         raise InputError(f"engine {engine!r} is not one of {', '.join(ENGINES)}; e.g. --engine vllm")
+    shard = None if shard is None else parse_shard(shard)
     output = check_output_dir(output, "--output")
     args = model_args_dict(model_args)
     if "pretrained" not in args and lm is None:
@@ -200,20 +192,23 @@ def run_sweep(
         "gen_kwargs": gen_kwargs, "seed": list(seed), "apply_chat_template": apply_chat_template,
         "system_instruction": system_instruction, "bootstrap_iters": bootstrap_iters,
     }
+    if shard is not None:
+        settings["shard"] = str(shard)  # informative: a share's settings file; not compared
     check_neuron_files(entries, default_neurons, None if lm is not None else args)
-    unwritten = [_check_manifest(output, settings)]
+    unwritten = [check_settings(output, settings, shard.manifest if shard else MANIFEST)]
 
-    outcomes: dict[int, PlanOutcome] = {}
-    pending = []
-    for position, entry in enumerate(entries):
-        done = finished_results(output / entry.folder, log)
-        if done is not None:
-            outcomes[position] = PlanOutcome(entry, done, skipped=True)
-            log(f"plan {entry.label}: finished earlier ({done}); skipped")
-        else:
-            pending.append(position)
+    done, pending = plan_units(output, [entry.folder for entry in entries], list(tasks), shard, log)
+    order = {task: index for index, task in enumerate(tasks)}
+    units = sorted([unit for unit, _path in done] + pending, key=lambda u: (u.position, order.get(u.task, -1)))
+    if shard is not None:
+        cells = len(entries) * len(order)
+        log(describe_share(shard, [(entries[unit.position].label, unit.task) for unit in units], cells))
+    outcomes: dict[Any, PlanOutcome] = {}
+    for unit, path in done:
+        outcomes[unit] = PlanOutcome(entries[unit.position], path, skipped=True, task=unit.task)
+        log(f"plan {_name(entries[unit.position], unit)}: finished earlier ({path}); skipped")
     if not pending:
-        return [outcomes[i] for i in range(len(entries))]
+        return [outcomes[unit] for unit in units]
 
     from lm_eval.tasks import TaskManager
 
@@ -230,31 +225,36 @@ def run_sweep(
 
     def record_settings() -> None:  # just before a plan's results appear: a failed start leaves no settings
         if unwritten[0]:
-            write_json_atomic(output / MANIFEST, settings)
+            write_json_atomic(output / (shard.manifest if shard else MANIFEST), settings)
             unwritten[0] = False
 
     current_neurons = lm.neurons_path
-    for count, position in enumerate(pending, start=1):
-        entry = entries[position]
+    for count, unit in enumerate(pending, start=1):
+        entry = entries[unit.position]
         neurons = entry.neurons or default_neurons
         if neurons != current_neurons:
             lm.set_neurons(neurons)
             current_neurons = neurons
         lm.set_plan(entry.steer)
         plan_args = {**args, **({"neurons": neurons} if neurons else {}), "steer": entry.steer}
-        log(f"plan {entry.label} ({count}/{len(pending)}): evaluating {', '.join(tasks)}")
+        log(f"plan {_name(entry, unit)} ({count}/{len(pending)}): evaluating {', '.join(unit.tasks)}")
         started = time.perf_counter()
         path = _evaluate_plan(
             lm, entry, plan_args, output, task_manager, record_settings,
-            dict(tasks=list(tasks), limit=limit, num_fewshot=num_fewshot, batch_size=batch_size,
+            dict(tasks=list(unit.tasks), limit=limit, num_fewshot=num_fewshot, batch_size=batch_size,
                  max_batch_size=max_batch_size, device=device, log_samples=log_samples, gen_kwargs=gen_kwargs,
                  bootstrap_iters=bootstrap_iters, apply_chat_template=apply_chat_template,
                  system_instruction=system_instruction, random_seed=seed[0], numpy_random_seed=seed[1],
                  torch_random_seed=seed[2], fewshot_random_seed=seed[3]),
+            final=unit.folder,
         )
-        outcomes[position] = PlanOutcome(entry, path, skipped=False)
-        log(f"plan {entry.label}: done in {time.perf_counter() - started:.1f} s: {path}")
-    return [outcomes[i] for i in range(len(entries))]
+        outcomes[unit] = PlanOutcome(entry, path, skipped=False, task=unit.task)
+        log(f"plan {_name(entry, unit)}: done in {time.perf_counter() - started:.1f} s: {path}")
+    return [outcomes[unit] for unit in units]
+
+
+def _name(entry: PlanEntry, unit) -> str:
+    return entry.label if unit.task is None else f"{entry.label} on {unit.task}"
 
 
 def unique_plans(entries: list[PlanEntry], default_neurons: str | None, log: Callable[[str], None] = print
@@ -312,29 +312,6 @@ def check_neuron_files(entries: list[PlanEntry], default_neurons: str | None, ar
             plan.check_languages(loaded[path])
 
 
-def _check_manifest(output: Path, settings: dict[str, Any]) -> bool:
-    """Refuse to resume a folder made with other settings; whether the settings are still to be
-    written (they are, just before the first plan's results are put in place)."""
-    manifest = output / MANIFEST
-    if not manifest.is_file():
-        return True
-    try:
-        earlier = json.loads(manifest.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        earlier = None
-    if not isinstance(earlier, dict):
-        return True
-    earlier.setdefault("engine", "hf")  # sweeps from before --engine existed
-    changed = [key for key in _PINNED if earlier.get(key) != settings.get(key)]
-    if changed:
-        raise InputError(
-            f"{output} holds a sweep made with other settings ({', '.join(changed)} differ: e.g. "
-            f"{changed[0]} was {earlier.get(changed[0])!r}, now {settings.get(changed[0])!r}); "
-            "use another --output folder, or delete that one to start over"
-        )
-    return False
-
-
 def _load_model(engine: str, args: dict[str, Any], batch_size, max_batch_size, device):
     """The steered lm-eval model of ``engine``, built once for the whole sweep."""
     if engine == "vllm":
@@ -349,8 +326,9 @@ def _load_model(engine: str, args: dict[str, Any], batch_size, max_batch_size, d
 
 
 def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path, task_manager,
-                   before_commit: Callable[[], None], options: dict[str, Any]) -> Path | None:
-    """Run lm-eval for the current plan into a temporary folder, then rename it into place.
+                   before_commit: Callable[[], None], options: dict[str, Any], final: Path | None = None) -> Path | None:
+    """Run lm-eval for the current plan into a temporary folder, then rename it into place
+    (``final``: the plan's folder under ``output`` unless given, e.g. a cell's folder).
 
     Only rank 0 of a multi-process run touches the output folder: the other ranks evaluate their
     share and return None (were they to clean up stale partial folders too, they would delete the
@@ -362,11 +340,11 @@ def _evaluate_plan(lm, entry: PlanEntry, plan_args: dict[str, Any], output: Path
         simple_evaluate(model=lm, model_args=_args_string(plan_args), task_manager=task_manager,
                         evaluation_tracker=EvaluationTracker(), **options)
         return None
-    output.mkdir(parents=True, exist_ok=True)
-    final = output / entry.folder
-    for stale in output.glob(f".{entry.folder}.partial-*"):
+    final = output / entry.folder if final is None else final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run (only rank 0 has one)
-    partial = Path(tempfile.mkdtemp(prefix=f".{entry.folder}.partial-", dir=output))
+    partial = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     umask = os.umask(0)
     os.umask(umask)
     partial.chmod(0o777 & ~umask)  # mkdtemp makes it private; the final folder should be like any other
