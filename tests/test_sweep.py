@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 from builders import PPL_TEXT, random_neuron_set, set_with_an_empty_language, write_plan_file
@@ -249,3 +250,138 @@ def test_a_finished_plan_whose_results_no_longer_read_runs_again(tmp_path):
     said = []
     assert finished_results(tmp_path / "steer=-de", said.append) is None
     assert len(said) == 1 and "is not a readable JSON file" in said[0] and "runs again" in said[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharded sweeps (--shard I/N): shares of the plan × task cells for jobs sharing one output folder
+
+
+def _files(folder):
+    """Every file under ``folder``: relative path → (size, mtime in ns)."""
+    return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def _board(folder):
+    """The leaderboard of a folder as plain values, without the results files' paths."""
+    import dataclasses
+
+    from lape_harness.analysis.leaderboard import build_leaderboard
+    from lape_harness.analysis.results import load_runs
+
+    problems = []
+    board = build_leaderboard(load_runs([folder], problems), notes=problems)
+    rows = [{k: v for k, v in dataclasses.asdict(row).items() if k != "source"} for row in board.rows]
+    averages = [dataclasses.asdict(row) for row in board.averages]
+    return rows, averages, board.notes, board.plans
+
+
+def test_a_sweep_in_two_shards_gives_the_leaderboard_of_one_unsharded_sweep(tiny_llama, neuron_file, tmp_path, capsys):
+    from builders import write_perplexity_tasks
+    from lm_eval.tasks import TaskManager
+
+    from lape_harness.cli import main
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    write_perplexity_tasks(folder)
+    for code in PPL_TEXT:  # declared languages: the leaderboard places the tasks by them
+        with open(folder / f"tinyppl_{code}.yaml", "a", encoding="utf-8") as yaml:
+            yaml.write(f"metadata:\n  languages: {code}\n")
+    manager = TaskManager(include_path=str(folder), include_defaults=False)
+    neurons_path = neuron_file(tiny_llama)
+    model_args = f"pretrained={tiny_llama},neurons={neurons_path},dtype=float32"
+    plans, tasks = ["none", "-de"], ["tinyppl_de", "tinyppl_fr"]
+
+    def sweep(output, shard=None):
+        log = []
+        outcomes = run_sweep(model_args, plans, tasks, output, task_manager=manager, device="cpu", bootstrap_iters=0,
+                             shard=shard, log=log.append)
+        return outcomes, log
+
+    whole, _ = sweep(tmp_path / "whole")
+    assert [(o.entry.steer, o.task) for o in whole] == [("none", None), ("-de", None)]
+
+    sharded = tmp_path / "sharded"
+    first, log = sweep(sharded, "1/2")
+    # cells sorted by (plan folder, task), dealt in turn: steer=-de sorts before steer=none
+    assert [(o.entry.steer, o.task, o.skipped) for o in first] == [("none", "tinyppl_de", False), ("-de", "tinyppl_de", False)]
+    assert log[0] == "shard 1/2 owns 2 of 4 cell(s) (plan × task): none × tinyppl_de; -de × tinyppl_de"
+    written_by_first = _files(sharded)
+    assert sorted(written_by_first) == sorted(str(o.path.relative_to(sharded)) for o in first) + ["sweep-shard-1-of-2.json"]
+    assert all(o.path.parent.parent.parent.parent == sharded / "cells" for o in first)  # cells/<plan>/task=<t>/<model>/
+    second, log = sweep(sharded, "2/2")
+    assert [(o.entry.steer, o.task) for o in second] == [("none", "tinyppl_fr"), ("-de", "tinyppl_fr")]
+    after = _files(sharded)
+    assert {path: after[path] for path in written_by_first} == written_by_first  # shard 2 touched none of shard 1's files
+    assert "sweep.json" not in after and "sweep-shard-2-of-2.json" in after
+    assert _board(sharded) == _board(tmp_path / "whole")
+    board_rows = _board(sharded)[0]
+    assert {(row["plan"], row["task"]) for row in board_rows} == {(p, t) for p in plans for t in tasks}
+    assert all(row["delta"] is not None for row in board_rows if row["plan"] == "-de")
+
+    # a re-run of a share skips its finished cells without loading the model
+    again, log = sweep(sharded, "1/2")
+    assert all(o.skipped for o in again) and not any("model loaded" in line for line in log)
+    # an interrupted cell runs again alone; an unsharded run finishes it as a cell, not as a plan folder
+    lost = first[0].path.parent.parent
+    shutil.rmtree(lost)
+    finished, log = sweep(sharded)
+    assert [(o.entry.steer, o.task, o.skipped) for o in finished] == [
+        ("none", "tinyppl_de", False), ("none", "tinyppl_fr", True), ("-de", "tinyppl_de", True), ("-de", "tinyppl_fr", True)]
+    assert sorted(p.name for p in sharded.iterdir()) == ["cells", "sweep-shard-1-of-2.json", "sweep-shard-2-of-2.json",
+                                                           "sweep.json"]
+    assert _board(sharded)[0] == board_rows
+    # shares of a folder an unsharded sweep finished: nothing left to run
+    for index in (1, 2):
+        outcomes, log = sweep(tmp_path / "whole", f"{index}/2")
+        assert len(outcomes) == 2 and all(o.skipped for o in outcomes) and not any("model loaded" in line for line in log)
+    # a share with other settings is refused by the other shares' settings files
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(sharded / "sweep-shard-1-of-2.json", other)
+    with pytest.raises(InputError, match="shard 1/2 of a sweep made with other settings .*limit"):
+        run_sweep(model_args, plans, tasks, other, task_manager=manager, shard="2/2", limit=1, log=lambda _: None)
+
+    # the command line prints the share's cells; more shares than cells leave some with nothing to do
+    assert main(["sweep", "--model-args", model_args, "--plans", ",".join(plans), "--tasks", ",".join(tasks),
+                 "--include-path", str(folder), "--bootstrap-iters", "0", "--output", str(sharded), "--shard", "2/2"]) == 0
+    out = capsys.readouterr().out
+    assert "shard 2/2 owns 2 of 4 cell(s) (plan × task): none × tinyppl_fr; -de × tinyppl_fr" in out
+    assert "shard 2/2 of the sweep: 2 cell(s) (0 run now, 2 finished earlier)" in out
+    nothing, log = sweep(sharded, "5/5")
+    assert nothing == [] and "owns none of the sweep's 4 cell(s)" in log[0]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("3/2", "shares are numbered 1 to 2"),
+    ("0/2", r"shares are numbered 1 to 2 \(I counts from 1, not 0\): --shard 1/2 ... --shard 2/2"),
+    ("a/b", "'a/b' is not I/N"),
+    ("2", "'2' is not I/N"),
+    ("1/0", "N, the number of shares, must be at least 1"),
+])
+def test_bad_shards_are_refused_with_the_fix(text, message, tmp_path, capsys):
+    from lape_harness.cli import main
+    from lape_harness.studies.shards import parse_shard
+
+    with pytest.raises(InputError, match=message):
+        parse_shard(text)
+    with pytest.raises(InputError, match=message):  # before anything else is checked
+        run_sweep("pretrained=x", ["none"], ["t"], tmp_path / "out", shard=text)
+    with pytest.raises(SystemExit):
+        main(["sweep", "--model-args", "pretrained=x", "--plans", "none", "--tasks", "t", "--output",
+              str(tmp_path / "out"), "--shard", text])
+    assert "argument --shard:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_shares_cover_every_cell_once_whatever_the_plan_order():
+    from lape_harness.studies.shards import Shard, task_folder
+
+    cells = [(f"steer={plan}", task) for plan in ("none", "-de", "+fr", "-en") for task in ("a", "b", "c")]
+    shares = [Shard(index, 5).owns(cells) for index in range(1, 6)]
+    assert sorted(cell for share in shares for cell in share) == sorted(cells)
+    assert {len(share) for share in shares} == {2, 3}
+    assert Shard(2, 5).owns(list(reversed(cells))) == shares[1]
+    assert task_folder("lape_ppl_de") == "task=lape_ppl_de"
+    assert task_folder("my tasks/x.yaml").startswith("task=my_tasks_x.yaml-")

@@ -168,7 +168,7 @@ def run_startup_check(lm) -> dict[str, Any]:
                         "enforce_eager=True and report the vLLM version")
         _check_decode(prober, plain, slot=free[-1])
     finally:
-        for slot in range(lm.plan_slots):
+        for slot in sorted(prober.used):
             lm.clear_slot(slot)
         lm.model.reset_prefix_cache()
     seconds = time.perf_counter() - started
@@ -234,8 +234,10 @@ class _Prober:
         self.lm, self.layouts = lm, layouts
         self.tokens = lm.tok_encode(PROBE_TEXT)
         self.calls = 0
+        self.used: set[int] = set()
 
     def write(self, slot: int, edits: dict) -> None:
+        self.used.add(slot)
         self.lm.write_slot_edits(edits, slot)
         for report in self.lm.model.collective_rpc("lape_table_digest", args=(slot,)):
             layout = next(layout for layout in self.layouts if layout["rank"] == report["rank"])

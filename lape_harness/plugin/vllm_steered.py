@@ -12,9 +12,10 @@ results JSON and the same per-plan request-cache keys (:mod:`lape_harness.plugin
 How: vLLM imports :mod:`lape_harness.plugin.vllm_worker` in each worker process as the engine's
 ``worker_extension_cls``, which wraps every decoder MLP's activation while the model loads,
 before vLLM compiles it or captures graphs. Each wrapper holds ``plan_slots`` plans (default
-16): slot 0 is the plan set by ``steer=``/:meth:`set_plan` (switching it compiles the plan once,
-writes each layer's scale and shift into the workers' tables, each tensor-parallel rank its
-shard of the neurons, and resets vLLM's prefix cache); under ``steer=auto`` the task plans of
+``auto``: as many as 256 MiB of tables per rank hold, at most 512): slot 0 is the plan set by
+``steer=``/:meth:`set_plan` (switching it compiles the plan once, writes each layer's scale and
+shift into the workers' tables, each tensor-parallel rank its shard of the neurons, and resets
+vLLM's prefix cache); under ``steer=auto`` the task plans of
 one lm-eval call go into the other slots and run side by side in ONE engine call
 (:mod:`lape_harness.plugin.side_by_side`): each request carries its slot in
 ``SamplingParams.extra_args`` and a per-plan ``cache_salt``, so vLLM's continuous batching mixes
@@ -59,8 +60,9 @@ logger = logging.getLogger(__name__)
 
 VLLM = lm_eval_vllm_class()
 WORKER_EXTENSION = "lape_harness.plugin.vllm_worker.SteeringWorkerExtension"
-#: plan slots per layer: slot 0 for the ``steer=`` plan, the others for ``steer=auto``'s task plans.
-PLAN_SLOTS = 16
+#: plan slots per layer: slot 0 for the ``steer=`` plan, the others for ``steer=auto``'s task plans;
+#: "auto": as many as 256 MiB of tables per rank hold, up to 512 (lape_harness.plugin.vllm_worker.auto_slots).
+PLAN_SLOTS = "auto"
 
 
 class VLLMSteeredLM(SteeredLM, VLLM):
@@ -262,7 +264,7 @@ RELAYING = {"enable_dbo": "dual-batch overlap", "kv_sharing_fast_prefill": "KV-s
 SPECULATIVE = ("speculative_config", "spec_method", "spec_model", "spec_tokens")
 
 
-def _refuse_unsteerable_features(kwargs: dict, plan_slots: int) -> None:
+def _refuse_unsteerable_features(kwargs: dict, plan_slots: int | str) -> None:
     """Speculative decoding always; token re-laying features when plans share a batch (plan_slots > 1)."""
     speculative = [key for key in SPECULATIVE if kwargs.get(key) not in (None, False, "", 0, {}, "None")]
     if speculative:
@@ -275,7 +277,7 @@ def _refuse_unsteerable_features(kwargs: dict, plan_slots: int) -> None:
         return _whole_number(key, value) > 1 if key.endswith("_size") else str(value).strip().lower() in ("true", "1")
 
     relaying = [name for key, name in RELAYING.items() if switched_on(key)]
-    if relaying and plan_slots > 1:
+    if relaying and plan_slots != 1:
         raise InputError(f"vllm-steered cannot keep plans apart with {', '.join(relaying)}: it re-lays a batch's "
                          "tokens, so a token could read another request's plan; pass plan_slots=1 (plans then run "
                          "one after another) or turn it off")
@@ -289,12 +291,14 @@ def _whole_number(name: str, value) -> int:
         raise InputError(f"{name}={value!r} is not a whole number; e.g. {name}=1") from None
 
 
-def _slots(value) -> int:
+def _slots(value) -> int | str:
+    if str(value).strip().lower() == "auto":
+        return "auto"
     try:
         slots = int(value)
     except (TypeError, ValueError):
         slots = 0
     if slots < 1:
-        raise InputError(f"plan_slots={value!r}: give a whole number of plan slots, at least 1 (default {PLAN_SLOTS}; "
+        raise InputError(f"plan_slots={value!r}: give a whole number of plan slots, at least 1, or auto (the default; "
                          "1 runs steer=auto's plans one after another)")
     return slots

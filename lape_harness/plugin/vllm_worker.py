@@ -49,8 +49,11 @@ ACT_THEN_UP = ("SiluAndMul", "GeluAndMul", "GeluAndMulSparse", "SiluAndMulWithCl
                "NewGELUAndMul", "QuickGELUAndMul", "ReLUSquaredAndMul", "GELUTanhAndMul")
 #: act-and-mul ops whose output is ``(first half)·act(second half)``.
 UP_THEN_ACT = ("MulAndSilu",)
-#: the engine's ``additional_config`` key giving the number of plan slots per layer.
+#: the engine's ``additional_config`` key giving the number of plan slots per layer (or "auto").
 SLOTS_CONFIG = "lape_plan_slots"
+#: ``plan_slots=auto``: table memory per rank, and the most slots it gives.
+AUTO_SLOT_BYTES = 256 * 2**20
+MAX_AUTO_SLOTS = 512
 #: one MLP per decoder layer: ``...layers.<n>.mlp`` (vision or audio towers are not steered).
 _DECODER_MLP = re.compile(r"(^|\.)layers\.(\d+)\.(mlp|feed_forward)$")
 _OTHER_TOWERS = re.compile(r"vision|visual|audio|image|speech")
@@ -124,36 +127,53 @@ def decoder_mlps(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, module) for _layer, name, module in sorted(found, key=lambda item: item[0])]
 
 
-def install(model: nn.Module, dtype: torch.dtype, slots: int = 1, max_tokens: int = 8192) -> int:
-    """Wrap every decoder layer's activation with ``slots`` plan slots and one slot index for up to
-    ``max_tokens`` tokens per forward pass; returns how many layers can be steered.
+def install(model: nn.Module, dtype: torch.dtype, slots: int | str = 1, max_tokens: int = 8192) -> int:
+    """Wrap every decoder layer's activation with ``slots`` plan slots (``"auto"``: :func:`auto_slots`)
+    and one slot index for up to ``max_tokens`` tokens per forward pass; returns how many layers can
+    be steered.
 
     A layer whose MLP has no form this module knows is left alone (the lm-eval side then
     refuses the model with the reason, see :func:`layout`).
     """
-    steered = 0
-    slot_index = None
+    steered, plans = 0, []
     for _name, mlp in decoder_mlps(model):
         if wrapper_of(mlp) is not None:
             steered += 1
             continue
         down = getattr(mlp, "down_proj", None) or getattr(mlp, "c_proj", None) or getattr(mlp, "fc2", None)
         width = getattr(down, "input_size_per_partition", None)  # not the weight's shape: CPU builds repack it
-        if width is None:
-            continue
-        device = next(down.parameters()).device
-        if slot_index is None:
-            slot_index = torch.zeros(max_tokens, dtype=torch.long, device=device)
         act_fn = getattr(mlp, "act_fn", None)
         kind = type(act_fn).__name__
-        if hasattr(mlp, "gate_up_proj") and kind in ACT_THEN_UP + UP_THEN_ACT:
-            mlp.act_fn = SteeredActAndMul(act_fn, width, kind in UP_THEN_ACT, dtype, device, slot_index, slots)
-        elif not hasattr(mlp, "gate_up_proj") and isinstance(getattr(mlp, "act", None), nn.Module):
-            mlp.act = SteeredActivation(mlp.act, width, dtype, device, slot_index, slots)
-        else:
+        if width is None:
             continue
+        if hasattr(mlp, "gate_up_proj") and kind in ACT_THEN_UP + UP_THEN_ACT:
+            plans.append((mlp, "act_fn", width, next(down.parameters()).device, kind in UP_THEN_ACT))
+        elif not hasattr(mlp, "gate_up_proj") and isinstance(getattr(mlp, "act", None), nn.Module):
+            plans.append((mlp, "act", width, next(down.parameters()).device, None))
+    if not plans:
+        return steered
+    if slots == "auto":
+        slots = auto_slots(len(plans), plans[0][2], torch.empty((), dtype=dtype).element_size())
+    slot_index = torch.zeros(max_tokens, dtype=torch.long, device=plans[0][3])
+    for mlp, attribute, width, device, up_first in plans:
+        inner = getattr(mlp, attribute)
+        wrapper = SteeredActivation(inner, width, dtype, device, slot_index, int(slots)) if up_first is None else \
+            SteeredActAndMul(inner, width, up_first, dtype, device, slot_index, int(slots))
+        setattr(mlp, attribute, wrapper)
         steered += 1
     return steered
+
+
+def auto_slots(layers: int, width: int, element_size: int) -> int:
+    """Plan slots for ``plan_slots=auto``: as many as :data:`AUTO_SLOT_BYTES` of tables hold on this
+    rank (a scale and a shift row per slot, layer and neuron), from 2 up to :data:`MAX_AUTO_SLOTS`,
+    so a grid's plans (a 21×21 forcing grid: 441) run in one engine call where they fit.
+
+    >>> auto_slots(18, 2048, 2), auto_slots(32, 14336, 2), auto_slots(32, 1792, 2)
+    (512, 146, 512)
+    """
+    per_slot = 2 * layers * width * element_size
+    return max(2, min(MAX_AUTO_SLOTS, AUTO_SLOT_BYTES // per_slot))
 
 
 def wrapper_of(mlp: nn.Module) -> nn.Module | None:
@@ -224,6 +244,7 @@ class SlotRouter:
         self.slot_index, self.slots = slot_index, slots
         self.slot_of: dict[str, int] = {}
         self._filled = 0  # tokens at the index's start that may hold a slot other than 0
+        self._staging = _PinnedStaging(len(slot_index)) if slot_index.is_cuda else None
 
     def learn(self, scheduler_output) -> None:
         """Record the slots of the step's new requests; forget finished ones."""
@@ -248,10 +269,35 @@ class SlotRouter:
             return
         per_token = np.repeat(np.asarray(slots, dtype=np.int64), np.asarray(num_scheduled_tokens, dtype=np.int64))
         tokens = len(per_token)
-        self.slot_index[:tokens].copy_(torch.from_numpy(per_token), non_blocking=self.slot_index.is_cuda)
+        if self._staging is None:
+            self.slot_index[:tokens].copy_(torch.from_numpy(per_token))
+        else:
+            self._staging.upload(per_token, self.slot_index)
         if self._filled > tokens:
             self.slot_index[tokens : self._filled].zero_()
         self._filled = tokens
+
+
+class _PinnedStaging:
+    """Two pinned host buffers the slot index is uploaded from, asynchronously: a buffer is reused only
+    after the copy that last read it has run (its CUDA event), so a fast host never overwrites a
+    buffer the device has not read yet."""
+
+    def __init__(self, tokens: int) -> None:
+        self.buffers = [torch.empty(tokens, dtype=torch.long, pin_memory=True) for _ in range(2)]
+        self.events: list = [None, None]
+        self.turn = 0
+
+    def upload(self, per_token: np.ndarray, target: torch.Tensor) -> None:
+        buffer, event = self.buffers[self.turn], self.events[self.turn]
+        if event is not None:
+            event.synchronize()
+        tokens = len(per_token)
+        buffer[:tokens].copy_(torch.from_numpy(per_token))
+        target[:tokens].copy_(buffer[:tokens], non_blocking=True)
+        self.events[self.turn] = torch.cuda.Event()
+        self.events[self.turn].record()
+        self.turn = 1 - self.turn
 
 
 def route_slots(runner, model: nn.Module) -> int:
@@ -336,7 +382,8 @@ def install_on_load() -> None:
     def load_and_install(self, vllm_config, model_config, *args, **kwargs):
         model = load_model(self, vllm_config, model_config, *args, **kwargs)
         extra = vllm_config.additional_config if isinstance(vllm_config.additional_config, dict) else {}
-        install(model, model_config.dtype, int(extra.get(SLOTS_CONFIG, 1)),
+        slots = extra.get(SLOTS_CONFIG, 1)
+        install(model, model_config.dtype, slots if slots == "auto" else int(slots),
                 vllm_config.scheduler_config.max_num_batched_tokens)
         return model
 
