@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from references.lape import reference_lape
 
 from lape_harness.errors import InputError
 from lape_harness.lape import entropy_ranking, identify, identify_many
-from lape_harness.neurons import NeuronSet
+from lape_harness.neurons import ActivationStats, NeuronSet
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -134,3 +136,20 @@ def test_language_without_tokens_is_an_error():
     stats.tokens[2] = 0
     with pytest.raises(InputError, match="no profiled tokens"):
         identify(stats)
+
+
+@pytest.mark.parametrize("top_rate", ["0.01", "0.02", "0.03", "0.04", "0.05"])
+def test_equals_the_authors_own_selection_on_the_committed_gemma_statistics(top_rate):
+    """Tang et al.'s identify.py, run unchanged on neuron_cache/gemma-3-270m/stats.safetensors
+    (tests/fixtures/authors_lape/record.py says how), selected exactly these neurons per language
+    and layer; lape-harness selects the same."""
+    fixture = Path(__file__).parent / "fixtures" / "authors_lape" / "gemma-3-270m.json"
+    recorded = json.loads(fixture.read_text())
+    stats = ActivationStats.load(Path(__file__).resolve().parents[1] / recorded["statistics"])
+    assert stats.content_hash() == recorded["stats_hash"] and stats.languages == recorded["languages"]
+    ours = identify(stats, top_rate=float(top_rate))
+    authors = recorded["sets"][top_rate]
+    assert len(authors) == len(stats.languages)  # no trailing language lost: their bincount kept every one
+    for language, per_layer in zip(stats.languages, authors):
+        pairs = sorted((layer, index) for layer, indices in enumerate(per_layer) for index in indices)
+        assert as_pairs(ours[language]) == pairs, (top_rate, language)
