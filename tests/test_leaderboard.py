@@ -309,3 +309,31 @@ def test_leaderboard_puts_equivalent_plans_in_one_column():
     scores = {row.plan: row.score for row in board.rows}
     assert scores == {"none": 0.5, "de": 0.7, "-de+fr": 0.2}  # the newer run of each plan
     assert sum("appears in" in note for note in board.notes) == 2
+
+
+def test_language_confusion_families_are_averaged_as_the_benchmark_averages(tmp_path):
+    """A source's average: LPR and WPR each over its languages (WPR over those with WPR), LCPR the
+    harmonic mean of those averages: equal to confusion.benchmark_averages on the same scores."""
+    from lape_harness.task_support.confusion import benchmark_averages
+
+    scores = {"none": {"ja": (0.5, 0.9), "ar": (0.7, 0.6), "fr": (0.4, None)},
+              "auto": {"ja": (0.9, 0.8), "ar": (0.8, 1.0), "fr": (0.9, None)}}
+    for plan, per_language in scores.items():
+        results = {}
+        for language, (lpr, wpr) in per_language.items():
+            values = {"lpr": lpr, "lcpr": lpr if wpr is None else 2 * lpr * wpr / (lpr + wpr)}
+            if wpr is not None:
+                values["wpr"] = wpr
+            results[f"lape_lcb_crosslingual_okapi_{language}"] = values
+        _results(tmp_path, f"{plan}.json", plan, None if plan == "none" else "sets/lape-top2.safetensors", results)
+    board = build_leaderboard(load_runs([tmp_path]))
+    averages = {(row.plan, row.metric): row for row in board.averages if row.family == "lape_lcb_crosslingual_okapi"}
+    for plan, per_language in scores.items():
+        expected = benchmark_averages({("okapi", language): {"lpr": lpr, "wpr": wpr}
+                                       for language, (lpr, wpr) in per_language.items()})[("okapi", "all")]
+        label = "none" if plan == "none" else next(p for p, _ in averages if p != "none")
+        assert averages[(label, "lcpr")].score == pytest.approx(expected["lcpr"])
+        mean_of_lcprs = sum(r.score for r in board.rows if r.plan == label and r.metric == "lcpr") / 3
+        assert averages[(label, "lcpr")].score != pytest.approx(mean_of_lcprs)  # not the plain mean
+    base, steered = averages[("none", "lcpr")], next(r for (p, m), r in averages.items() if p != "none" and m == "lcpr")
+    assert steered.delta == pytest.approx(steered.score - base.score) and "harmonic mean" in steered.task
