@@ -2,7 +2,8 @@
 
 Each family folder holds a hand-written template (``_<family>_template_yaml``) and a
 ``utils.py``; this script writes one small YAML per language (or language pair) that
-includes the template and declares the task's languages in its metadata, plus the group
+includes the template and declares the task's languages in its metadata (the forcing and LCB tasks
+also the language-identification rule that scores them, ``metadata.langid``), plus the group
 YAMLs. Re-run it after changing the language lists; commit the output.
 
 Example:
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from lape_harness.langid import RULE as LANGID_RULE
 from lape_harness.languages import PAPER_CODES
 from lape_harness.task_support.confusion import WORD_LIST, WPR_LANGUAGES
 from lape_harness.task_support.task_data import LCB_TEST_SETS
@@ -74,7 +76,8 @@ def _lcb_tasks(folder: Path) -> dict[str, list[str]]:
                     kind="crosslingual" if setting == "crosslingual" else None,
                     template="lape_lcb" if code in WPR_LANGUAGES else "lape_lcb_no_wpr",
                     dataset_kwargs={"setting": setting, "source": source},
-                    metadata={"wpr_word_list": WORD_LIST} if code in WPR_LANGUAGES else None,
+                    metadata={"wpr_word_list": WORD_LIST, "langid": LANGID_RULE} if code in WPR_LANGUAGES
+                    else {"langid": LANGID_RULE},
                 ))
     return settings
 
@@ -103,7 +106,8 @@ def generate() -> int:
     source_groups = []
     for source in PAPER_CODES:
         tasks = [
-            _task(folder, "lape_forcing", f"lape_forcing_{source}_to_{target}", source, target, "forcing")
+            _task(folder, "lape_forcing", f"lape_forcing_{source}_to_{target}", source, target, "forcing",
+                  metadata={"langid": LANGID_RULE})
             for target in PAPER_CODES
         ]
         _group(folder, f"lape_forcing_{source}", tasks, FORCING_METRICS)

@@ -434,8 +434,7 @@ def test_the_self_test_names_an_unwrapped_layer_and_swapped_halves():
     from vllm.config import VllmConfig, set_current_vllm_config
     from vllm.model_executor.layers.activation import SiluAndMul
 
-    from lape_harness.plugin.vllm_startup_check import wrapper_self_test
-    from lape_harness.plugin.vllm_worker import SteeredActAndMul
+    from lape_harness.plugin.vllm_worker import SteeredActAndMul, wrapper_self_test
 
     width = 8
     with set_current_vllm_config(VllmConfig()):
@@ -465,7 +464,7 @@ def test_the_router_lays_slots_out_in_batch_order():
     """Requests learnt from the scheduler's output; tokens in the runner's order; finished requests forgotten."""
     from types import SimpleNamespace
 
-    from lape_harness.plugin.vllm_worker import SLOT_KEY, SlotRouter
+    from lape_harness.plugin.vllm_slots import SLOT_KEY, SlotRouter
 
     def new(req_id, extra):
         return SimpleNamespace(req_id=req_id, sampling_params=SimpleNamespace(extra_args=extra))
@@ -494,7 +493,8 @@ def test_both_model_runners_fill_the_slot_index_before_preparing_inputs():
 
     import numpy as np
 
-    from lape_harness.plugin.vllm_worker import SLOT_KEY, SteeredActAndMul, route_slots
+    from lape_harness.plugin.vllm_slots import SLOT_KEY, route_slots
+    from lape_harness.plugin.vllm_worker import SteeredActAndMul, steered_modules
 
     model = torch.nn.Module()
     model.layers = torch.nn.ModuleList([torch.nn.Module()])
@@ -520,14 +520,15 @@ def test_both_model_runners_fill_the_slot_index_before_preparing_inputs():
             seen.append(slot_index[:4].tolist())
 
     runner = V1()
-    assert route_slots(runner, model) == 3 and route_slots(runner, model) == 3  # hooked once
+    modules = steered_modules(model)
+    assert route_slots(runner, modules) == 3 and route_slots(runner, modules) == 3  # hooked once
     runner._prepare_inputs(output, np.array([1, 3]))
     runner = V2()
-    route_slots(runner, model)
+    route_slots(runner, modules)
     runner.prepare_inputs(output, SimpleNamespace(req_ids=["a", "b"], num_scheduled_tokens=np.array([2, 2])), None, 0)
     assert seen == [[2, 1, 1, 1], [1, 1, 2, 2]]
     with pytest.raises(RuntimeError, match="neither _prepare_inputs"):
-        route_slots(SimpleNamespace(), model)
+        route_slots(SimpleNamespace(), modules)
 
 
 def test_each_tensor_parallel_rank_writes_its_shard(monkeypatch):

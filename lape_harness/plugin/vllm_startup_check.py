@@ -4,11 +4,12 @@ wrapped layer on every tensor-parallel rank applies its plan, before any result 
 Three parts, cheapest first; each failure is a :class:`~lape_harness.errors.HookNeverFiredError`
 naming the layer and the rank:
 
-1. **The wrappers, eagerly, on every rank** (:func:`wrapper_self_test`, run in the workers): every
+1. **The wrappers, eagerly, on every rank**
+   (:func:`~lape_harness.plugin.vllm_worker.wrapper_self_test`, run in the workers): every
    decoder layer has a wrapper; the half of the act-and-mul op's input the wrapper multiplies the
    shift by is the half the op is linear in (the up projection), found from the op itself, not from
    its name; on a synthetic batch the wrapper returns ``s·op(x) + b·up`` for a random scale and shift.
-2. **The tables, on every rank** (:func:`table_digest`): after each probe plan is written, each rank's
+2. **The tables, on every rank** (:func:`~lape_harness.plugin.vllm_worker.table_digest`): after each probe plan is written, each rank's
    rows of every layer hold exactly the plan's values at the plan's neurons of its shard (weighted
    sums of ``scale − 1`` and ``shift`` by global neuron index, so a wrong shard offset, a rank that
    was never written or a lost layer shows).
@@ -38,9 +39,8 @@ import math
 import time
 from typing import Any
 
-import torch
-
 from lape_harness.errors import HookNeverFiredError
+from lape_harness.plugin.vllm_slots import SLOT_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -49,77 +49,6 @@ PROBE_TEXT = "The capital of France is"
 TOLERANCE = 0.1
 #: the probes' edits on a shard: a ← −3·a (scale), a ← a + 4 (shift), stepping by 0.5 with the index
 PROBE_SCALE, PROBE_SHIFT = -3.0, 4.0
-
-
-# ------------------------------------------------------------------- in the workers
-
-
-def wrapper_self_test(model: torch.nn.Module, rank: int) -> dict[str, Any]:
-    """Check every decoder layer's wrapper on this rank (part 1 of the module docstring)."""
-    from lape_harness.plugin.vllm_worker import decoder_mlps, wrapper_of
-
-    failures = []
-    mlps = decoder_mlps(model)
-    for layer, (_name, mlp) in enumerate(mlps):
-        wrapper = wrapper_of(mlp)
-        problem = "it has no steering wrapper" if wrapper is None else _wrapper_problem(wrapper)
-        if problem:
-            failures.append(f"layer {layer} on rank {rank}: {problem}")
-    return {"rank": rank, "layers": len(mlps), "failures": failures}
-
-
-def _wrapper_problem(wrapper) -> str | None:
-    from lape_harness.plugin.vllm_worker import SteeredActAndMul
-
-    width, dtype, device = wrapper.width, wrapper.lape_scale.dtype, wrapper.lape_scale.device
-    generator = torch.Generator().manual_seed(0)
-    gated = isinstance(wrapper, SteeredActAndMul)
-    x = torch.randn(4, 2 * width if gated else width, generator=generator).to(device, dtype)
-    op = wrapper.act_and_mul if gated else wrapper.activation
-    with torch.no_grad():
-        base = op(x).float()
-        up = None
-        if gated:
-            first, second = x[..., :width], x[..., width:]
-            linear = [torch.allclose(op(torch.cat(halves, -1)).float(), 2 * base, rtol=1e-2, atol=1e-2)
-                      for halves in ((2 * first, second), (first, 2 * second))]
-            if linear[0] == linear[1]:
-                return "cannot tell which half of its act-and-mul op's input is the up projection"
-            if wrapper.up_first != linear[0]:
-                return (f"it multiplies the shift by the {'first' if wrapper.up_first else 'second'} half of the "
-                        f"op's input, but the op's up projection is the {'first' if linear[0] else 'second'} half")
-            up = (first if linear[0] else second).float()
-        slot = wrapper.lape_scale.shape[0] - 1
-        saved = wrapper.lape_scale[slot].clone(), wrapper.lape_shift[slot].clone(), wrapper.lape_slot[:4].clone()
-        scale = (torch.rand(width, generator=generator) + 0.5).to(device, dtype)
-        shift = torch.randn(width, generator=generator).to(device, dtype)
-        try:
-            wrapper.lape_scale[slot], wrapper.lape_shift[slot] = scale, shift
-            wrapper.lape_slot[:4] = slot
-            got = wrapper(x).float()
-        finally:
-            wrapper.lape_scale[slot], wrapper.lape_shift[slot] = saved[0], saved[1]
-            wrapper.lape_slot[:4] = saved[2]
-        expected = scale.float() * base + shift.float() * (up if gated else 1.0)
-        tolerance = 1e-4 if dtype == torch.float32 else 3e-2
-        if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance * float(expected.abs().max())):
-            return (f"it computes {float((got - expected).abs().max()):.3g} away from scale·op(x) + shift"
-                    f"{'·up' if gated else ''} on a test batch")
-    return None
-
-
-def table_digest(model: torch.nn.Module, rank: int, slot: int) -> dict[str, Any]:
-    """Per layer, this rank's rows of ``slot`` summarised by global neuron index: ``Σ (i+1)·(scale_i − 1)``
-    and ``Σ (i+1)·shift_i`` over its shard (part 2 of the module docstring)."""
-    from lape_harness.plugin.vllm_worker import steered_modules
-
-    digests = []
-    for module in steered_modules(model):
-        weight = torch.arange(module.width, dtype=torch.float64) + module.width * rank + 1
-        scale = module.lape_scale[slot].detach().to("cpu", torch.float64)
-        shift = module.lape_shift[slot].detach().to("cpu", torch.float64)
-        digests.append((float((weight * (scale - 1)).sum()), float((weight * shift).sum())))
-    return {"rank": rank, "digests": digests}
 
 
 # ------------------------------------------------------------------- in the lm-eval process
@@ -252,8 +181,6 @@ class _Prober:
     def generate(self, requests: list[tuple[int, int | None]], max_tokens: int) -> list[tuple]:
         """Per request ``(slot, extra token)``: ``(logprobs of step 1, of step 2 or {}, first token)``."""
         from vllm import SamplingParams, TokensPrompt
-
-        from lape_harness.plugin.vllm_worker import SLOT_KEY
 
         self.calls += 1
         prompts, params = [], []

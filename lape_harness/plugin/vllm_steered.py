@@ -51,7 +51,8 @@ from lape_harness.plugin.error_display import plain_errors
 from lape_harness.plugin.side_by_side import current_job, engine_call, run_side_by_side
 from lape_harness.plugin.steered_lm import SteeredLM
 from lape_harness.plugin.vllm_setup import check_engine_keys, cpu_defaults, lm_eval_vllm_class
-from lape_harness.plugin.vllm_worker import SLOT_KEY, SLOTS_CONFIG
+from lape_harness.plugin.vllm_slots import SLOT_KEY
+from lape_harness.plugin.vllm_worker import SLOTS_CONFIG
 from lape_harness.sites import UnsupportedArchitectureError
 from lape_harness.steering.compiled import compile_plan
 from lape_harness.steering.plan import SteeringPlan

@@ -15,7 +15,7 @@ Plan slots: each wrapper holds a small table of plans, ``scale`` and ``shift`` o
 ``[slots, width]`` (slot 0: the engine's current plan), and every token picks its row through one
 per-token slot index shared by all layers, so one forward pass can run requests under different
 plans. A request names its slot in ``SamplingParams.extra_args["lape_plan_slot"]`` (none: slot
-0); :class:`SlotRouter` fills the index before each forward pass from the scheduler's output, in
+0); :class:`~lape_harness.plugin.vllm_slots.SlotRouter` fills the index before each forward pass from the scheduler's output, in
 the model runner's token order.
 
 The wrappers are installed while vLLM loads the model (:func:`install_on_load`, run when vLLM
@@ -39,10 +39,12 @@ Example (inside a worker; the lm-eval side calls these through ``llm.collective_
 from __future__ import annotations
 
 import re
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
+
+from lape_harness.plugin.vllm_slots import route_slots
 
 #: act-and-mul ops whose output is ``act(first half)·(second half)``.
 ACT_THEN_UP = ("SiluAndMul", "GeluAndMul", "GeluAndMulSparse", "SiluAndMulWithClamp", "FatreluAndMul",
@@ -59,8 +61,6 @@ _DECODER_MLP = re.compile(r"(^|\.)layers\.(\d+)\.(mlp|feed_forward)$")
 _OTHER_TOWERS = re.compile(r"vision|visual|audio|image|speech")
 
 
-#: ``SamplingParams.extra_args`` key naming a request's plan slot.
-SLOT_KEY = "lape_plan_slot"
 
 
 class _PlanTable(nn.Module):
@@ -226,118 +226,68 @@ def write_plan(model: nn.Module, edits: dict[int, tuple[list[int], list[float], 
     return written
 
 
-class SlotRouter:
-    """Fills the shared slot index before each forward pass: request ``r`` runs ``n_r`` tokens
-    of the flattened batch, in the model runner's request order, all on ``r``'s plan slot.
-
-    A request's slot comes from ``SamplingParams.extra_args[SLOT_KEY]`` when the scheduler first
-    sends it (``scheduled_new_reqs``) and is forgotten when it finishes.
-
-    >>> router = SlotRouter(torch.zeros(6, dtype=torch.long), slots=4)
-    >>> router.slot_of.update(a=2, b=3)
-    >>> router.fill(["b", "c", "a"], [2, 1, 2])
-    >>> router.slot_index.tolist()
-    [3, 3, 0, 2, 2, 0]
-    """
-
-    def __init__(self, slot_index: torch.Tensor, slots: int) -> None:
-        self.slot_index, self.slots = slot_index, slots
-        self.slot_of: dict[str, int] = {}
-        self._filled = 0  # tokens at the index's start that may hold a slot other than 0
-        self._staging = _PinnedStaging(len(slot_index)) if slot_index.is_cuda else None
-
-    def learn(self, scheduler_output) -> None:
-        """Record the slots of the step's new requests; forget finished ones."""
-        for request in scheduler_output.scheduled_new_reqs:
-            extra = getattr(request.sampling_params, "extra_args", None) or {}
-            slot = int(extra.get(SLOT_KEY, 0))
-            if not 0 <= slot < self.slots:
-                raise ValueError(f"request {request.req_id}: {SLOT_KEY}={slot}, but this engine has "
-                                 f"{self.slots} plan slots (additional_config lape_plan_slots)")
-            if slot:
-                self.slot_of[request.req_id] = slot
-        for req_id in scheduler_output.finished_req_ids:
-            self.slot_of.pop(req_id, None)
-
-    def fill(self, req_ids, num_scheduled_tokens) -> None:
-        """Slot of every token, requests in batch order with their token counts."""
-        slots = [self.slot_of.get(req_id, 0) for req_id in req_ids]
-        if not any(slots):
-            if self._filled:
-                self.slot_index[: self._filled].zero_()
-                self._filled = 0
-            return
-        per_token = np.repeat(np.asarray(slots, dtype=np.int64), np.asarray(num_scheduled_tokens, dtype=np.int64))
-        tokens = len(per_token)
-        if self._staging is None:
-            self.slot_index[:tokens].copy_(torch.from_numpy(per_token))
-        else:
-            self._staging.upload(per_token, self.slot_index)
-        if self._filled > tokens:
-            self.slot_index[tokens : self._filled].zero_()
-        self._filled = tokens
+def wrapper_self_test(model: nn.Module, rank: int) -> dict[str, Any]:
+    """Check every decoder layer's wrapper on this rank (part 1 of the start-up check,
+    :mod:`lape_harness.plugin.vllm_startup_check`): present; shift multiplied by the half of the
+    op's input the op itself is linear in; ``s·op(x) + b·up`` on a test batch."""
+    failures = []
+    mlps = decoder_mlps(model)
+    for layer, (_name, mlp) in enumerate(mlps):
+        wrapper = wrapper_of(mlp)
+        problem = "it has no steering wrapper" if wrapper is None else _wrapper_problem(wrapper)
+        if problem:
+            failures.append(f"layer {layer} on rank {rank}: {problem}")
+    return {"rank": rank, "layers": len(mlps), "failures": failures}
 
 
-class _PinnedStaging:
-    """Two pinned host buffers the slot index is uploaded from, asynchronously: a buffer is reused only
-    after the copy that last read it has run (its CUDA event), so a fast host never overwrites a
-    buffer the device has not read yet."""
+def _wrapper_problem(wrapper) -> str | None:
+    width, dtype, device = wrapper.width, wrapper.lape_scale.dtype, wrapper.lape_scale.device
+    generator = torch.Generator().manual_seed(0)
+    gated = isinstance(wrapper, SteeredActAndMul)
+    x = torch.randn(4, 2 * width if gated else width, generator=generator).to(device, dtype)
+    op = wrapper.act_and_mul if gated else wrapper.activation
+    with torch.no_grad():
+        base = op(x).float()
+        up = None
+        if gated:
+            first, second = x[..., :width], x[..., width:]
+            linear = [torch.allclose(op(torch.cat(halves, -1)).float(), 2 * base, rtol=1e-2, atol=1e-2)
+                      for halves in ((2 * first, second), (first, 2 * second))]
+            if linear[0] == linear[1]:
+                return "cannot tell which half of its act-and-mul op's input is the up projection"
+            if wrapper.up_first != linear[0]:
+                return (f"it multiplies the shift by the {'first' if wrapper.up_first else 'second'} half of the "
+                        f"op's input, but the op's up projection is the {'first' if linear[0] else 'second'} half")
+            up = (first if linear[0] else second).float()
+        slot = wrapper.lape_scale.shape[0] - 1
+        saved = wrapper.lape_scale[slot].clone(), wrapper.lape_shift[slot].clone(), wrapper.lape_slot[:4].clone()
+        scale = (torch.rand(width, generator=generator) + 0.5).to(device, dtype)
+        shift = torch.randn(width, generator=generator).to(device, dtype)
+        try:
+            wrapper.lape_scale[slot], wrapper.lape_shift[slot] = scale, shift
+            wrapper.lape_slot[:4] = slot
+            got = wrapper(x).float()
+        finally:
+            wrapper.lape_scale[slot], wrapper.lape_shift[slot] = saved[0], saved[1]
+            wrapper.lape_slot[:4] = saved[2]
+        expected = scale.float() * base + shift.float() * (up if gated else 1.0)
+        tolerance = 1e-4 if dtype == torch.float32 else 3e-2
+        if not torch.allclose(got, expected, rtol=tolerance, atol=tolerance * float(expected.abs().max())):
+            return (f"it computes {float((got - expected).abs().max()):.3g} away from scale·op(x) + shift"
+                    f"{'·up' if gated else ''} on a test batch")
+    return None
 
-    def __init__(self, tokens: int) -> None:
-        self.buffers = [torch.empty(tokens, dtype=torch.long, pin_memory=True) for _ in range(2)]
-        self.events: list = [None, None]
-        self.turn = 0
 
-    def upload(self, per_token: np.ndarray, target: torch.Tensor) -> None:
-        buffer, event = self.buffers[self.turn], self.events[self.turn]
-        if event is not None:
-            event.synchronize()
-        tokens = len(per_token)
-        buffer[:tokens].copy_(torch.from_numpy(per_token))
-        target[:tokens].copy_(buffer[:tokens], non_blocking=True)
-        self.events[self.turn] = torch.cuda.Event()
-        self.events[self.turn].record()
-        self.turn = 1 - self.turn
-
-
-def route_slots(runner, model: nn.Module) -> int:
-    """Make ``runner`` (vLLM's model runner) fill the slot index before every forward pass;
-    returns the number of plan slots (idempotent).
-
-    Model runner V1 (``vllm/v1/worker/gpu_model_runner.py``, also the CPU runner's base) lays the
-    batch's tokens out request by request in ``input_batch.req_ids`` order with the counts it
-    passes to ``_prepare_inputs``; model runner V2 (``vllm/v1/worker/gpu/model_runner.py``) in
-    ``batch_req_state.req_ids`` order with ``batch_req_state.num_scheduled_tokens``.
-    """
-    modules = steered_modules(model)
-    if not modules:
-        return 0
-    if isinstance(getattr(runner, "lape_slot_router", None), SlotRouter):
-        return runner.lape_slot_router.slots
-    router = SlotRouter(modules[0].lape_slot, modules[0].lape_scale.shape[0])
-    if hasattr(runner, "_prepare_inputs"):  # model runner V1
-        prepare = runner._prepare_inputs
-
-        def prepare_v1(scheduler_output, num_scheduled_tokens, *args, **kwargs):
-            router.learn(scheduler_output)
-            router.fill(runner.input_batch.req_ids[: len(num_scheduled_tokens)], num_scheduled_tokens)
-            return prepare(scheduler_output, num_scheduled_tokens, *args, **kwargs)
-
-        runner._prepare_inputs = prepare_v1
-    elif hasattr(runner, "prepare_inputs") and hasattr(runner, "gather_batch_req_state"):  # model runner V2
-        prepare = runner.prepare_inputs
-
-        def prepare_v2(scheduler_output, batch_req_state, *args, **kwargs):
-            router.learn(scheduler_output)
-            router.fill(batch_req_state.req_ids, batch_req_state.num_scheduled_tokens)
-            return prepare(scheduler_output, batch_req_state, *args, **kwargs)
-
-        runner.prepare_inputs = prepare_v2
-    else:
-        raise RuntimeError(f"lape-harness cannot route plan slots in vLLM's {type(runner).__name__}: "
-                           "it has neither _prepare_inputs (model runner V1) nor prepare_inputs (V2)")
-    runner.lape_slot_router = router
-    return router.slots
+def table_digest(model: nn.Module, rank: int, slot: int) -> dict[str, Any]:
+    """Per layer, this rank's rows of ``slot`` summarised by global neuron index: ``Σ (i+1)·(scale_i − 1)``
+    and ``Σ (i+1)·shift_i`` over its shard (part 2 of the start-up check)."""
+    digests = []
+    for module in steered_modules(model):
+        weight = torch.arange(module.width, dtype=torch.float64) + module.width * rank + 1
+        scale = module.lape_scale[slot].detach().to("cpu", torch.float64)
+        shift = module.lape_shift[slot].detach().to("cpu", torch.float64)
+        digests.append((float((weight * (scale - 1)).sum()), float((weight * shift).sum())))
+    return {"rank": rank, "digests": digests}
 
 
 def _rank() -> int:
@@ -354,19 +304,15 @@ class SteeringWorkerExtension:
         return layout(self.model_runner.model)
 
     def lape_route_slots(self) -> int:
-        return route_slots(self.model_runner, self.model_runner.model)
+        return route_slots(self.model_runner, steered_modules(self.model_runner.model))
 
     def lape_write_plan(self, edits: dict, slot: int = 0) -> int:
         return write_plan(self.model_runner.model, {int(layer): edit for layer, edit in edits.items()}, slot)
 
     def lape_self_test(self) -> dict:
-        from lape_harness.plugin.vllm_startup_check import wrapper_self_test
-
         return wrapper_self_test(self.model_runner.model, _rank())
 
     def lape_table_digest(self, slot: int) -> dict:
-        from lape_harness.plugin.vllm_startup_check import table_digest
-
         return table_digest(self.model_runner.model, _rank(), slot)
 
 
