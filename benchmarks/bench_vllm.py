@@ -11,8 +11,11 @@
    tasks, plan (``auto:-src+2*tgt``), limit and token budget on ``hf-steered`` (float32, batch
    16: the faster dtype for CPU matmuls, one plan group after another) and on ``vllm-steered``
    (bfloat16, every cell's plan on a plan slot of its own, all cells in one continuous batch),
-   models loaded beforehand; the ratio of the evaluation times. Target ≥ 2.5 on CPU.
-3. ``lape-harness sweep --engine vllm`` (one engine, plan after plan) against one
+   models loaded beforehand; the ratio of the evaluation times. Target ≥ 2.5 on CPU. The details
+   say how many engine calls vllm-steered made (one, where the plan slots hold every cell).
+3. The start-up check's time (lape_harness.plugin.vllm_startup_check) against the engine start's,
+   from the same vllm-steered engine.
+4. ``lape-harness sweep --engine vllm`` (one engine, plan after plan) against one
    ``lm_eval --model vllm-steered`` run per plan (``bench_sweep``'s comparison on vLLM).
 
 The model is the embedded Gemma-3-270m (``lape:gemma-3-270m``) with its committed 2 % neuron set
@@ -117,16 +120,19 @@ def _in_own_process(function: str, *args: str, env: dict[str, str] | None = None
     return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
-def _forcing_grid(pretrained: str, neurons: str, limit: int) -> tuple[float, str]:
-    """Each engine in a process of its own: model loaded first, then the evaluation timed."""
-    seconds, rates = {}, {}
+def _forcing_grid(pretrained: str, neurons: str, limit: int) -> tuple[float, str, dict]:
+    """Each engine in a process of its own: model loaded first, then the evaluation timed. Returns
+    the ratio, its details and vllm-steered's start-up check (its seconds, the engine start's)."""
+    seconds, rates, found = {}, {}, {}
     for name in ("hf-steered", "vllm-steered"):
         result = _in_own_process("forcing_once", name, pretrained, neurons, str(limit))
-        seconds[name], rates[name] = result["seconds"], result["target_rate"]
-    details = (f"{len(FORCING_TASKS)} forcing tasks × {limit} prompts, 32 tokens: hf-steered fp32 "
-               f"{seconds['hf-steered']:.1f} s (target_rate {rates['hf-steered']:.2f}), vllm-steered bf16 "
-               f"{seconds['vllm-steered']:.1f} s (target_rate {rates['vllm-steered']:.2f})")
-    return seconds["hf-steered"] / seconds["vllm-steered"], details
+        seconds[name], rates[name], found[name] = result["seconds"], result["target_rate"], result
+    vllm = found["vllm-steered"]
+    details = (f"{len(FORCING_TASKS)} forcing tasks × {limit} prompts, 32 tokens, `auto:-src+2*tgt`: hf-steered fp32 "
+               f"batch 16 {seconds['hf-steered']:.1f} s (target_rate {rates['hf-steered']:.2f}), vllm-steered bf16 "
+               f"{seconds['vllm-steered']:.1f} s (target_rate {rates['vllm-steered']:.2f}; {vllm['engine_calls']} "
+               f"engine call(s), {vllm['plan_slots']} plan slots)")
+    return seconds["hf-steered"] / seconds["vllm-steered"], details, vllm["startup_check"]
 
 
 FORCING_TASKS = [f"lape_forcing_{s}_to_{t}" for s in LANGUAGES for t in LANGUAGES if s != t]
@@ -146,39 +152,56 @@ def forcing_once(name: str, pretrained: str, neurons: str, limit: str) -> dict:
         from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
         lm = VLLMSteeredLM(**common, dtype="bfloat16", max_model_len=1024)
+    calls = []
+    engine = getattr(getattr(lm, "model", None), "llm", None)
+    if engine is not None:  # count the engine calls lm-eval's evaluation makes (plan slots merge them)
+        generate = engine.generate
+        engine.generate = lambda *args, **kwargs: (calls.append(1), generate(*args, **kwargs))[1]
     manager = TaskManager()
     started = time.perf_counter()
     results = simple_evaluate(model=lm, tasks=FORCING_TASKS, task_manager=manager, limit=int(limit),
                               gen_kwargs="max_gen_toks=32", bootstrap_iters=0)
     seconds = time.perf_counter() - started
     rate = statistics.mean(results["results"][task]["target_rate,none"] for task in FORCING_TASKS)
-    return {"seconds": seconds, "target_rate": rate}
+    return {"seconds": seconds, "target_rate": rate, "engine_calls": len(calls),
+            "plan_slots": getattr(lm, "plan_slots", None), "startup_check": getattr(lm, "startup_check", None)}
 
 
 def run(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         pretrained, neurons, label = _model(Path(tmp))
         overhead, overhead_details = _overhead(pretrained, neurons, rounds=2 if quick else 7, prompts=12 if quick else 48)
-        speedup, grid_details = _forcing_grid(pretrained, neurons, limit=1 if quick else 6)
+        speedup, grid_details, check = _forcing_grid(pretrained, neurons, limit=1 if quick else 6)
     return [
         {"benchmark": "vllm-steered / plain vllm, generation", "model": label, "value": round(overhead, 3),
          "unit": "ratio", "target": "≤ 1.03", "passed": overhead <= 1.03, "details": overhead_details},
         {"benchmark": "forcing grid: hf-steered time / vllm-steered time", "model": label, "value": round(speedup, 2),
          "unit": "ratio", "target": "≥ 2.5", "passed": speedup >= 2.5, "details": grid_details},
+        _startup_row(check, label),
         sweep_vs_separate("vllm", QUICK_PLANS),  # 3 plans either way: each separate run starts an engine (minutes)
     ]
 
 
-def grid_only(quick: bool) -> dict:
-    """Only the forcing-grid row (``python -m benchmarks.bench_vllm grid``)."""
+def grid_only(quick: bool) -> list[dict]:
+    """Only the forcing-grid row and the start-up check's (``python -m benchmarks.bench_vllm grid``)."""
     with tempfile.TemporaryDirectory() as tmp:
         pretrained, neurons, label = _model(Path(tmp))
-        speedup, details = _forcing_grid(pretrained, neurons, limit=1 if quick else 6)
-    return {"benchmark": "forcing grid: hf-steered time / vllm-steered time", "model": label,
-            "value": round(speedup, 2), "target": "≥ 2.5", "passed": speedup >= 2.5, "details": details}
+        speedup, details, check = _forcing_grid(pretrained, neurons, limit=1 if quick else 6)
+    return [{"benchmark": "forcing grid: hf-steered time / vllm-steered time", "model": label,
+             "value": round(speedup, 2), "target": "≥ 2.5", "passed": speedup >= 2.5, "details": details},
+            _startup_row(check, label)]
+
+
+def _startup_row(check: dict, label: str) -> dict:
+    """vllm-steered's start-up check (lape_harness.plugin.vllm_startup_check) against its engine start."""
+    share = check["seconds"] / check["engine_start_seconds"]
+    return {"benchmark": "vllm-steered start-up check / engine start", "model": label, "value": round(share, 3),
+            "unit": "ratio", "target": "reported", "passed": True,
+            "details": f"{check['probes']} probes on {check['layers']} layers × {check['ranks']} rank(s), prefill and "
+                       f"decode: {check['seconds']:.2f} s; engine start {check['engine_start_seconds']:.1f} s"}
 
 
 if __name__ == "__main__":
     quick = "--quick" in sys.argv
-    for row in [grid_only(quick)] if "grid" in sys.argv else run(quick=quick):
+    for row in grid_only(quick) if "grid" in sys.argv else run(quick=quick):
         print(row)
