@@ -69,7 +69,8 @@ def train_tokenizer(vocab_size: int = 400, bos: bool = True):
 
 def build_tiny_model(path: Path, arch: str = "llama", seed: int = 0, layers: int = 2, width: int = 128,
                      hidden: int = 64, heads: int = 4) -> Path:
-    """Save a tiny random ``arch`` ("llama" or "gpt2") model and its tokenizer to ``path``
+    """Save a tiny random ``arch`` ("llama", "gpt2" or "cohere": a Llama-like MLP with a logit scale) model
+    and its tokenizer to ``path``
     (vLLM's CPU attention needs ``hidden / heads`` of 32 or more, e.g. ``hidden=128, heads=2``)."""
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
@@ -89,6 +90,13 @@ def build_tiny_model(path: Path, arch: str = "llama", seed: int = 0, layers: int
             pad_token_id=tokenizer.pad_token_id,
             **common,
         )
+    elif arch == "cohere":
+        from transformers import CohereConfig
+
+        config = CohereConfig(hidden_size=hidden, intermediate_size=width, num_hidden_layers=layers,
+                              num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                              max_position_embeddings=512, logit_scale=0.25, pad_token_id=tokenizer.pad_token_id,
+                              **common)
     elif arch == "gpt2":
         config = GPT2Config(n_embd=hidden, n_inner=width, n_layer=layers, n_head=heads, n_positions=512, **common)
     else:

@@ -136,3 +136,18 @@ def test_lens_cli_input_errors_come_before_the_model_loads(tiny_llama, tmp_path,
     assert main(["lens", "--model", str(tiny_llama), *flags, "--out", str(tmp_path / "lens")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and re.search(message, error), error
+
+
+def test_a_head_with_a_logit_scale_is_lensed_like_the_model(tmp_path):
+    """Cohere / Aya multiply the head's logits by ``config.logit_scale``: the lens applies it too, so its
+    last layer reproduces the model's own logits (else LogitLens refuses the model)."""
+    from builders import build_tiny_model
+
+    model, tokenizer = load_pretrained(build_tiny_model(tmp_path / "cohere", arch="cohere"))
+    assert model.config.logit_scale == 0.25
+    lens = LogitLens(model, tokenizer, ["de", "en"])
+    probabilities, logits = lens.prompt_layers("Die Katze sitzt auf der")
+    assert torch.allclose(probabilities[-1], torch.softmax(logits.float(), -1), atol=1e-5)
+    lens.scale = None  # without the scale the last layer no longer matches: refused, not drawn
+    with pytest.raises(LapeError, match="do not reproduce this model's logits"):
+        lens.prompt_layers("Die Katze sitzt auf der")
