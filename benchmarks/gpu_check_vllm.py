@@ -1,6 +1,7 @@
 """The vLLM GPU check: ``vllm-steered`` against ``hf-steered`` and plain vLLM on one model, in one run.
 
-Anyone with one CUDA GPU runs it on an 8B-class model and its neuron file (about ten minutes):
+Anyone with one CUDA GPU runs it on an 8B-class model and its neuron file (meant to take at most ten
+minutes; not yet timed on a GPU, so the summary records each process's seconds):
 
     python -m benchmarks.gpu_check_vllm --model meta-llama/Llama-3.1-8B --neurons lape-top1.safetensors
     python -m benchmarks.gpu_check_vllm --model ... --neurons ... --out gpu_check_vllm.json
@@ -74,6 +75,15 @@ SIZES = {
 # ------------------------------------------------------------------------------------ in the child processes
 
 
+def _clean(text: str, special: list[str]) -> str:
+    """Generated text without U+FFFD and special tokens: HF decodes a lone byte of a multi-byte
+    character as U+FFFD where vLLM's incremental detokenizer holds it back (tests/test_vllm.py), and
+    lm-eval's HF decoding drops special tokens that vLLM's keeps (a random model emits ``<s>``)."""
+    for token in ["\ufffd", *special]:
+        text = text.replace(token, "")
+    return text
+
+
 def _requests(kind: str, task: str = "gpu_check") -> list:
     from lm_eval.api.instance import Instance
 
@@ -86,7 +96,7 @@ def _answers(lm, kind: str, requests: list) -> dict[str, list]:
     results = getattr(lm, kind)(requests, disable_tqdm=True)
     if kind == "loglikelihood":
         return {"loglikelihood": [value for value, _ in results], "greedy": [bool(greedy) for _, greedy in results]}
-    return {"text": list(results)}
+    return {"text": [_clean(text, lm.tokenizer.all_special_tokens) for text in results]}
 
 
 def run_plans(lm, plans: list[str]) -> dict[str, dict]:
@@ -265,6 +275,7 @@ def run_child(role: str, spec: dict, folder: Path, env: dict[str, str], timeout:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             code = f"killed after {timeout:.0f} s"
+        _wait_for_group(process.pid)
     seconds = round(time.perf_counter() - started, 1)
     print(f"gpu_check_vllm: {name} done in {seconds} s (exit {code})", file=sys.stderr, flush=True)
     if code == 0 and out_path.exists():
@@ -273,20 +284,26 @@ def run_child(role: str, spec: dict, folder: Path, env: dict[str, str], timeout:
             "seconds": seconds}
 
 
+def _wait_for_group(group: int, grace: float = 30.0) -> None:
+    """Wait until the child's own processes (vLLM's engine core and workers) are gone, so that the
+    next engine finds the GPU memory free; kill those still there after ``grace`` seconds."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline + 10:  # zombies of a container without a reaping init stay listed
+        try:
+            os.killpg(group, signal.SIGKILL if time.monotonic() > deadline else 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.5)
+
+
 def check(value, target: str, passed: bool | None, **details) -> dict[str, Any]:
     return {"value": value, "target": target, "passed": passed, **details}
-
-
-def _clean(text: str) -> str:
-    """Generated text without U+FFFD: HF decodes a lone byte of a multi-byte character as U+FFFD,
-    vLLM's incremental detokenizer holds it back (tests/test_vllm.py)."""
-    return text.replace("\ufffd", "")
 
 
 def _compare(first: dict, second: dict) -> dict:
     """Largest |Δ log-likelihood|, is-greedy flags and greedy texts equal, between two answer sets."""
     differences = [abs(a - b) for a, b in zip(first["loglikelihood"], second["loglikelihood"], strict=True)]
-    texts = [_clean(a) == _clean(b) for a, b in zip(first["text"], second["text"], strict=True)]
+    texts = [a == b for a, b in zip(first["text"], second["text"], strict=True)]
     return {"max_abs_loglikelihood_difference": max(differences),
             "greedy_flags_equal": sum(a == b for a, b in zip(first["greedy"], second["greedy"], strict=True)),
             "text_agreement": sum(texts) / len(texts), "prompts": len(texts)}
@@ -452,7 +469,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue
             config = {"name": name, "graphs": graphs, "tp": 1, "auto": True, "extras": not results}
             results[name] = run("vllm", config, {"VLLM_USE_V2_MODEL_RUNNER": "1" if v2 else "0"})
-            configurations[name]["seconds"] = results[name]["seconds"]
+            configurations[name].update({key: results[name][key] for key in ("seconds", "engine", "error")
+                                         if key in results[name]})
         if gpus >= 2:
             config = {"name": "v2_graphs_tp2", "graphs": True, "tp": 2, "auto": False, "extras": False}
             tp2 = run("vllm", config, {"VLLM_USE_V2_MODEL_RUNNER": "1"})
