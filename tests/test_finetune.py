@@ -166,3 +166,16 @@ def test_finetune_refuses_bad_settings_before_the_model_loads(tiny_llama, tmp_pa
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_language_missing_from_the_corpus_names_no_flag_finetune_lacks(tiny_llama, tmp_path, capsys, no_model_load):
+    """finetune has --language, not --languages: the corpus message names neither flag."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "fr.txt").write_text(SAMPLE_TEXT["fr"], encoding="utf-8")
+    random_neuron_set(2, 128, per_layer=6).save(tmp_path / "n.safetensors")
+    argv = ["finetune", "--model", str(tiny_llama), "--neurons", str(tmp_path / "n.safetensors"), "--language", "de",
+            "--corpus", str(corpus), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "no corpus file for 'de'" in error and "--languages" not in error
