@@ -82,18 +82,19 @@ class _PinnedStaging:
 
     def __init__(self, tokens: int) -> None:
         self.buffers = [torch.empty(tokens, dtype=torch.long, pin_memory=True) for _ in range(2)]
-        self.events: list = [None, None]
+        self.events = [torch.cuda.Event(), torch.cuda.Event()]  # recorded again at every upload
+        self.recorded = [False, False]
         self.turn = 0
 
     def upload(self, per_token: np.ndarray, target: torch.Tensor) -> None:
         buffer, event = self.buffers[self.turn], self.events[self.turn]
-        if event is not None:
-            event.synchronize()
+        if self.recorded[self.turn]:
+            event.synchronize()  # the copy that last read this buffer has run
         tokens = len(per_token)
         buffer[:tokens].copy_(torch.from_numpy(per_token))
         target[:tokens].copy_(buffer[:tokens], non_blocking=True)
-        self.events[self.turn] = torch.cuda.Event()
-        self.events[self.turn].record()
+        event.record()
+        self.recorded[self.turn] = True
         self.turn = 1 - self.turn
 
 
