@@ -11,7 +11,7 @@ is run again.
 
 Example:
     $ lape-harness finetune --model lape:gemma-3-270m --neurons neuron_cache/gemma-3-270m/lape-top3.safetensors \\
-          --language mt --steps 100 --seq-len 32 --batch-size 2 --lr 1e-4 --out finetuned/gemma-mt
+          --language mt --steps 100 --seq-len 32 --batch-size 2 --lr 1e-4 --max-grad-norm 0 --out finetuned/gemma-mt
     wrote finetuned/gemma-mt: 100 steps on 226 mt neurons (433,920 weights); held-out perplexity 289.76 -> 86.63
 """
 
