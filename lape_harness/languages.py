@@ -194,3 +194,25 @@ def language_list(values: list[str]) -> list[str]:
             except UnknownLanguageError:
                 codes.append(code)
     return codes
+
+
+def known_codes(values: list[str], flag: str = "--languages") -> list[str]:
+    """Table codes of ``values`` (``de fr`` or ``de,fr``); an unknown code is an error naming ``flag``.
+
+    >>> known_codes(["de,nb"])
+    ['de', 'no']
+    >>> known_codes(["xx"], "--forcing")
+    Traceback (most recent call last):
+    lape_harness.languages.UnknownLanguageError: --forcing xx: unknown language code; use ISO codes such as de fr ja ...
+    """
+    codes, unknown = [], []
+    for code in language_list(values):
+        try:
+            codes.append(normalize_code(code))
+        except UnknownLanguageError:
+            unknown.append(code)
+    if unknown:
+        raise UnknownLanguageError(f"{flag} {' '.join(unknown)}: unknown language code; use ISO codes such as "
+                                   "de fr ja (or FLORES codes such as deu_Latn)")
+    return codes
+

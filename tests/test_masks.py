@@ -141,7 +141,7 @@ def test_cli_checks_the_output_and_the_language_codes_before_the_work(tiny_llama
     masks = _tiny_masks(tmp_path, layout_identity(str(tiny_llama))["num_layers"])
     base = ["masks", "import", masks, "--model", str(tiny_llama)]
     assert main([*base, "--languages", "de", "xx", "--out", str(tmp_path / "x.safetensors")]) == 2
-    assert "unknown language code(s) xx" in capsys.readouterr().err
+    assert "--languages xx: unknown language code" in capsys.readouterr().err
     for out in (tmp_path, tmp_path / "masks.pth" / "under.safetensors"):  # a folder; a path under a file
         assert main([*base, "--languages", "de", "fr", "--out", str(out)]) == 2
         assert "--out" in capsys.readouterr().err

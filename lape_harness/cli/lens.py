@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def read_prompts(path: str | None, forcing: list[str], limit: int | None) -> list[str]:
     """The prompts of a file and of the forcing questions of ``forcing`` languages."""
     from lape_harness.errors import InputError
+    from lape_harness.languages import known_codes
     from lape_harness.plugin.registration import task_folder
     from lape_harness.task_support.task_data import read_questions
 
@@ -75,7 +76,7 @@ def read_prompts(path: str | None, forcing: list[str], limit: int | None) -> lis
         groups.append(prompts)
     questions = read_questions(task_folder() / "lape_forcing" / "questions.json") if forcing else None
     for language in forcing:
-        code = _known_code(language, "--forcing")
+        (code,) = known_codes([language], "--forcing")
         if code not in questions.questions:
             raise InputError(f"--forcing {language}: lape-harness's forcing questions cover "
                              f"{' '.join(sorted(questions.questions))}, not {code}; write {code} prompts to a file "
@@ -112,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
         neurons.check_model(pretrained_identity(args.model), args.allow_other_model, args.neurons)
     elif any(parsed):
         raise InputError("steering plans need a neuron set: add --neurons path/to/lape-top1.safetensors")
-    from lape_harness.languages import PAPER_CODES
+    from lape_harness.languages import PAPER_CODES, known_codes
 
-    languages = ([_known_code(code, "--languages") for code in args.languages] if args.languages else
+    languages = (known_codes(args.languages, "--languages") if args.languages else
                  neurons.languages if neurons is not None else list(PAPER_CODES))
 
     import torch
@@ -136,15 +137,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'lens.json'} and {out / 'lens.png'}: {len(plans)} plan(s) x {len(prompts)} prompt(s), "
           f"{result['num_layers']} layers, {len(result['categories'])} categories")
     return 0
-
-
-def _known_code(language: str, flag: str) -> str:
-    """The table code of ``language``; an unknown code is an error naming ``flag``."""
-    from lape_harness.errors import InputError
-    from lape_harness.languages import UnknownLanguageError, normalize_code
-
-    try:
-        return normalize_code(language)
-    except UnknownLanguageError:
-        raise InputError(f"{flag} {language}: unknown language code; use ISO codes such as de fr ja "
-                         "(or FLORES codes such as deu_Latn)") from None

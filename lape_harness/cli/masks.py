@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lape_harness.languages import known_codes
     from lape_harness.masks import read_masks, write_masks
     from lape_harness.neurons import ActivationStats, NeuronSet
     from lape_harness.path_checks import check_output_file
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "export":
         check_output_file(args.out, "--out", example="masks.neuron.pth")
         neuron_set = NeuronSet.load(args.neurons)
-        order = write_masks(neuron_set, args.out, args.languages and _known_languages(args.languages))
+        order = write_masks(neuron_set, args.out, args.languages and known_codes(args.languages))
         print(f"wrote {args.out}: {len(order)} languages in the order {' '.join(order)} (recorded in "
               f"{args.out}.languages.json) × {neuron_set.num_layers} layers")  # fmt: skip
         return 0
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from lape_harness.masks import import_masks
 
     masks_path, language_values = _mask_file_and_languages(args.masks, args.languages)
-    languages = _known_languages(language_values)
+    languages = known_codes(language_values)
     check_output_file(args.out, "--out", example="masks.safetensors")
     masks = read_masks(masks_path)
     stats = ActivationStats.load(args.stats) if args.stats else None
@@ -96,21 +97,3 @@ def _mask_file_and_languages(masks: str | None, languages: list[str]) -> tuple[s
     if len(files) != 1:
         raise InputError("name the mask file: lape-harness masks import MASKS --languages en zh ... --model MODEL")
     return files[0], [value for value in languages if value != files[0]]
-
-
-def _known_languages(values: list[str]) -> list[str]:
-    """Table codes of ``values`` (``de fr`` or ``de,fr``); an unknown code is an error, not kept as written."""
-    from lape_harness.errors import InputError
-    from lape_harness.languages import UnknownLanguageError, language_list, normalize_code
-
-    codes = language_list(values)
-    unknown = []
-    for code in codes:
-        try:
-            normalize_code(code)
-        except UnknownLanguageError:
-            unknown.append(code)
-    if unknown:
-        raise InputError(f"--languages: unknown language code(s) {', '.join(unknown)}; use ISO codes such as "
-                         "en zh fr es vi id ja (or FLORES codes such as deu_Latn)")
-    return codes
