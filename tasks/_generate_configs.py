@@ -19,6 +19,8 @@ import yaml
 from lape_harness.langid import RULE as LANGID_RULE
 from lape_harness.languages import PAPER_CODES
 from lape_harness.task_support.confusion import WORD_LIST, WPR_LANGUAGES
+from lape_harness.task_support.lcb_prompt_forms import PREFIXES as LCB_PREFIXES
+from lape_harness.task_support.lcb_prompt_forms import task_name as lcb_task_name
 from lape_harness.task_support.task_data import LCB_TEST_SETS
 
 HERE = Path(__file__).resolve().parent
@@ -63,18 +65,20 @@ def _task(folder: Path, family: str, name: str, source: str | None, target: str,
     return name
 
 
-def _lcb_tasks(folder: Path) -> dict[str, list[str]]:
-    """One task per test set of the Language Confusion Benchmark, by setting; the cross-lingual
-    prompts are English instructions to answer in the target language."""
+def _lcb_tasks(folder: Path, form: str) -> dict[str, list[str]]:
+    """One task per test set of the Language Confusion Benchmark, by setting, in one prompt form
+    (``chat``: the message, ``base``: the benchmark's ``Q: {message}\\nA:``; see
+    lape_harness.task_support.lcb_prompt_forms); the cross-lingual prompts are English
+    instructions to answer in the target language."""
     settings: dict[str, list[str]] = {}
     for setting, sources in LCB_TEST_SETS.items():
         for source, languages in sources.items():
             for code in languages:
                 settings.setdefault(setting, []).append(_task(
-                    folder, "lape_lcb", f"lape_lcb_{setting}_{source}_{code}",
+                    folder, "lape_lcb", lcb_task_name(setting, source, code, form),
                     "en" if setting == "crosslingual" else None, code,
                     kind="crosslingual" if setting == "crosslingual" else None,
-                    template="lape_lcb" if code in WPR_LANGUAGES else "lape_lcb_no_wpr",
+                    template=LCB_PREFIXES[form] + ("" if code in WPR_LANGUAGES else "_no_wpr"),
                     dataset_kwargs={"setting": setting, "source": source},
                     metadata={"wpr_word_list": WORD_LIST, "langid": LANGID_RULE} if code in WPR_LANGUAGES
                     else {"langid": LANGID_RULE},
@@ -139,14 +143,17 @@ def generate() -> int:
 
     folder = HERE / "lape_lcb"
     _clean(folder)
-    settings = _lcb_tasks(folder)
-    for setting, tasks in settings.items():
-        _group(folder, f"lape_lcb_{setting}", tasks, GROUP_METRICS["lape_lcb"])
-    _group(folder, "lape_lcb", [f"lape_lcb_{setting}" for setting in settings], GROUP_METRICS["lape_lcb"])
+    lcb_tasks = []
+    for form, prefix in LCB_PREFIXES.items():  # lape_lcb (chat models) and lape_lcb_base (base models)
+        settings = _lcb_tasks(folder, form)
+        for setting, tasks in settings.items():
+            _group(folder, f"{prefix}_{setting}", tasks, GROUP_METRICS["lape_lcb"])
+            lcb_tasks.extend(tasks)
+        _group(folder, prefix, [f"{prefix}_{setting}" for setting in settings], GROUP_METRICS["lape_lcb"])
 
     # The paper's five downstream families (held-out perplexity needs local text, so it stays apart).
     _write(HERE / "_lape.yaml", {"group": "lape", "task": list(GROUP_METRICS)[:5], "metadata": {"version": VERSION}})
-    return sum(len(tasks) for tasks in [*families.values(), *settings.values()])
+    return sum(len(tasks) for tasks in families.values()) + len(lcb_tasks)
 
 
 if __name__ == "__main__":

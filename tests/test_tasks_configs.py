@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "tasks"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
 SIZES = {"lape_forcing": 441, "lape_flores": 40, "lape_xquad": 12, "lape_belebele": 21, "lape_xnli": 15, "lape_ppl": 21,
-         "lape_lcb": 66}
+         "lape_lcb": 132, "lape_lcb_base": 66}  # lape_lcb_*: both prompt forms
 
 
 def _task_yamls() -> dict[str, dict]:
@@ -69,7 +69,7 @@ def test_declared_languages_agree_with_the_names():
         expected_kind = (
             "forcing" if name.startswith("lape_forcing_")
             else "translation" if name.startswith("lape_flores_")
-            else "crosslingual" if name.startswith("lape_lcb_crosslingual_")
+            else "crosslingual" if name.startswith(("lape_lcb_crosslingual_", "lape_lcb_base_crosslingual_"))
             else "monolingual"
         )
         assert declared.kind == expected_kind, name
@@ -78,7 +78,7 @@ def test_declared_languages_agree_with_the_names():
 def test_lm_eval_finds_every_task_and_group(task_manager):
     names = list(_task_yamls())
     groups = ["lape", *SIZES, *(f"lape_forcing_{code}" for code in PAPER_CODES), "lape_lcb_monolingual",
-              "lape_lcb_crosslingual"]
+              "lape_lcb_crosslingual", "lape_lcb_base_monolingual", "lape_lcb_base_crosslingual"]
     # What `lm_eval validate --tasks ... --include_path tasks` checks.
     assert sorted(task_manager.match_tasks(names + groups)) == sorted(names + groups)
 

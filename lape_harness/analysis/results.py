@@ -46,8 +46,8 @@ PRIMARY_METRICS: dict[str, tuple[str, ...]] = {
     "lape_xnli": ("acc",),
     # bytes, not words: comparable across scripts (a Chinese paragraph is one "word")
     "lape_ppl": ("byte_perplexity", "word_perplexity", "bits_per_byte"),
-    # Language Confusion Benchmark: one family per setting and source dataset
-    **{f"lape_lcb_{setting}_{source}": ("lcpr", "lpr")
+    # Language Confusion Benchmark: one family per prompt form, setting and source dataset
+    **{f"{prefix}_{setting}_{source}": ("lcpr", "lpr") for prefix in ("lape_lcb", "lape_lcb_base")
        for setting, sources in LCB_TEST_SETS.items() for source in sources},
     "xquad": ("f1", "exact_match"),
     "mlqa": ("f1", "exact_match"),

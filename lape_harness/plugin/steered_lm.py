@@ -307,8 +307,18 @@ class SteeredLM:
 
     @plain_errors
     def generate_until(self, requests, disable_tqdm: bool = False):
+        self._warn_lcb_prompt_forms(requests)
         return self.run_by_plan(lambda batch: super(SteeredLM, self).generate_until(batch, disable_tqdm=disable_tqdm),
                                 requests)
+
+    def _warn_lcb_prompt_forms(self, requests) -> None:
+        """Warn once per LCB task whose prompt form does not fit the run (:mod:`lape_harness.plugin.lcb_prompt_check`)."""
+        from lape_harness.plugin.lcb_prompt_check import prompt_form_warnings
+
+        tokenizer = getattr(self, "tokenizer", None)
+        has_template = None if tokenizer is None else bool(getattr(tokenizer, "chat_template", None))
+        for task, message in prompt_form_warnings(requests, has_template).items():
+            self._warn_once(f"{task} (prompt form)", message)
 
     # ---------------------------------------------------------------- provenance and cache
 

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from lape_harness.errors import InputError
 from lape_harness.langid import identify_language
+from lape_harness.task_support.lcb_prompt_forms import form_prefix
 
 #: Languages whose word-level check is run (the benchmark's: non-Latin scripts).
 WPR_LANGUAGES = frozenset({"ar", "hi", "ja", "ko", "ru", "zh"})
@@ -218,16 +219,18 @@ def benchmark_averages(scores: Mapping[tuple[str, str], Mapping]) -> dict[tuple[
     return report
 
 
-def scores_from_results(results: Mapping[str, Mapping], setting: str) -> dict[tuple[str, str], dict]:
+def scores_from_results(results: Mapping[str, Mapping], setting: str,
+                        form: str = "chat") -> dict[tuple[str, str], dict]:
     """Per-dataset scores ``{(source, language): {"lpr", "wpr"}}`` of one setting (``"monolingual"``
-    or ``"crosslingual"``) from the ``results`` of an lm-eval results file, for
-    :func:`benchmark_averages`.
+    or ``"crosslingual"``) and prompt form (``"chat"``: ``lape_lcb_*``, ``"base"``: ``lape_lcb_base_*``;
+    :mod:`~lape_harness.task_support.lcb_prompt_forms`) from the ``results`` of an lm-eval results
+    file, for :func:`benchmark_averages`.
 
     >>> scores_from_results({"lape_lcb_crosslingual_complex_prompts_ja": {"lpr,none": 0.5, "wpr,none": 1.0},
     ...                      "lape_lcb_crosslingual": {"lpr,none": 0.5}}, "crosslingual")
     {('complex_prompts', 'ja'): {'lpr': 0.5, 'wpr': 1.0}}
     """
-    prefix = f"lape_lcb_{setting}_"
+    prefix = f"{form_prefix(form)}_{setting}_"
     scores = {}
     for task, values in results.items():
         if task.startswith(prefix) and "lpr,none" in values:

@@ -89,15 +89,17 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("forcing", re.compile(r"^(?P<family>lape_forcing)_(?P<source>[a-z]{2,3})_to_(?P<target>[a-z]{2,3})$")),
     ("translation", re.compile(r"^(?P<family>lape_flores)_(?P<source>[a-z]{2,3})-(?P<target>[a-z]{2,3})$")),
     ("monolingual", re.compile(r"^(?P<family>lape_(?:xquad|belebele|xnli|ppl))_(?P<target>[a-z]{2,3})$")),
-    # Language Confusion Benchmark: lape_lcb_<setting>_<source dataset>_<lang>; the cross-lingual
-    # prompts are English instructions to answer in <lang>.
+    # Language Confusion Benchmark: lape_lcb[_base]_<setting>_<source dataset>_<lang> (base: the
+    # base-model prompt form); the cross-lingual prompts are English instructions to answer in <lang>.
     (
         "monolingual",
-        re.compile(r"^(?P<family>lape_lcb_monolingual_(?:aya|dolly|okapi|native))_(?P<target>[a-z]{2,3})$"),
+        re.compile(r"^(?P<family>lape_lcb_(?:base_)?monolingual_(?:aya|dolly|okapi|native))_(?P<target>[a-z]{2,3})$"),
     ),
     (
         "crosslingual",
-        re.compile(r"^(?P<family>lape_lcb_crosslingual_(?:okapi|sharegpt|complex_prompts))_(?P<target>[a-z]{2,3})$"),
+        re.compile(
+            r"^(?P<family>lape_lcb_(?:base_)?crosslingual_(?:okapi|sharegpt|complex_prompts))_(?P<target>[a-z]{2,3})$"
+        ),
     ),
     # lm-eval's own FLORES / WMT pairs: flores_deu_Latn-eng_Latn_prompt_1, wmt16-de-en.
     ("translation", re.compile(rf"^(?P<family>flores)_(?P<source>{_FLORES})-(?P<target>{_FLORES})(?:_.*)?$")),

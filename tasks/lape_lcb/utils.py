@@ -1,5 +1,6 @@
 """Language Confusion Benchmark: the benchmark's prompts of one setting, source dataset and
-language; each completion gets a verdict that the LPR/WPR/LCPR aggregations read."""
+language (as they are for chat models, ``Q: {message}\nA:`` for base models); each completion
+gets a verdict that the LPR/WPR/LCPR aggregations read."""
 
 import datasets
 
@@ -7,6 +8,7 @@ from lape_harness.task_support.confusion import WPR_LANGUAGES, completion_verdic
 from lape_harness.task_support.confusion import lcpr_aggregation as lcpr  # noqa: F401 (used by the YAML)
 from lape_harness.task_support.confusion import lpr_aggregation as lpr  # noqa: F401 (used by the YAML)
 from lape_harness.task_support.confusion import wpr_aggregation as wpr  # noqa: F401 (used by the YAML)
+from lape_harness.task_support.lcb_prompt_forms import base_prompt as _base_prompt
 from lape_harness.task_support.task_data import lcb_prompts
 
 
@@ -15,6 +17,11 @@ def load_test_set(languages, setting, source, **_metadata):
     target = languages["target"]
     rows = [{**row, "expected_language": target} for row in lcb_prompts(setting, source, target)]
     return {"test": datasets.Dataset.from_list(rows)}
+
+
+def base_prompt(doc):
+    """The benchmark's base-model prompt of the row (the lape_lcb_base_* tasks' doc_to_text)."""
+    return _base_prompt(doc["prompt"])
 
 
 def process_results(doc, results):
