@@ -383,7 +383,7 @@ def test_registered_and_bad_arguments_fail_before_loading(model_dir, neuron_file
     neurons = neuron_file(model_dir, languages=LANGUAGES)
     for arguments, match in [
         ({"steer_scope": "generated"}, "not supported by this engine"),
-        ({"data_parallel_size": 2}, "tensor_parallel_size"),
+        ({"data_parallel_size": "two"}, "data_parallel_size='two' is not a whole number"),
         ({"worker_extension_cls": "my.Extension"}, "worker_extension_cls"),
         ({"steer": "-xx"}, "xx"),
         ({"plan_slots": 0}, "plan_slots"),
@@ -614,3 +614,58 @@ def test_tensor_parallel_ranks_agree_with_one_rank(engine, model_dir, neuron_fil
         engine.set_plan("none")
         del parallel
         gc.collect()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or find_spec("ray") is None,
+                    reason="data_parallel_size=2 on CPU needs two cores and Ray")
+def test_data_parallel_engines_agree_with_one_engine(engine, model_dir, neuron_file, monkeypatch):
+    """Two steered CPU engines as Ray actors (one core each), every plan and ``steer=auto``'s mixed
+    plans: the same scores and text as the single engine; the start-up check ran on each engine,
+    and a fault on the second engine alone is caught and named."""
+    import ray
+
+    from lape_harness.plugin.vllm_data_parallel import DataParallelLLM
+    from lape_harness.plugin.vllm_steered import VLLMSteeredLM
+
+    neurons = neuron_file(model_dir, languages=LANGUAGES)
+    parallel = VLLMSteeredLM(pretrained=str(model_dir), neurons=str(neurons), steer="none", data_parallel_size=2,
+                             **ENGINE)
+    try:
+        assert isinstance(parallel.model.llm, DataParallelLLM) and parallel.model.llm.engines == 2
+        assert (parallel.startup_check["engines"], parallel.startup_check["probes"]) == (2, 4)
+        for plan in ("none", "-de", "*0.5*de", "-de+fr"):
+            results = {}
+            for name, lm in (("one", engine), ("two", parallel)):
+                lm.set_plan(plan)
+                results[name] = (scores(lm, "loglikelihood"), _text(scores(lm, "generate_until")))
+            for (one, _), (two, _) in zip(results["one"][0], results["two"][0], strict=True):
+                assert math.isclose(one, two, abs_tol=1e-5), (plan, one, two)
+            assert results["one"][1] == results["two"][1], plan
+        mixed = {}
+        for name, lm in (("one", engine), ("two", parallel)):  # three plans side by side on both engines
+            lm.task_languages = lambda task: _languages(TASK_CODES[task])
+            lm.set_plan("auto:+2*tgt")
+            mixed[name] = (lm.loglikelihood(mixed_requests("loglikelihood")),
+                           _text(lm.generate_until(mixed_requests("generate_until"))))
+        for (one, _), (two, _) in zip(mixed["one"][0], mixed["two"][0], strict=True):
+            assert math.isclose(one, two, abs_tol=1e-5), (one, two)
+        assert mixed["one"][1] == mixed["two"][1]
+
+        real = DataParallelLLM.collective_rpc
+
+        def second_engine_misplaces(self, method, args=()):  # engine 1 writes every neuron one place over
+            if method == "lape_write_plan" and self.focused == 1:
+                edits, slot = args
+                args = ({layer: ([(i + 1) % parallel.width for i in index], scale, shift)
+                         for layer, (index, scale, shift) in edits.items()}, slot)
+            return real(self, method, args)
+
+        monkeypatch.setattr(DataParallelLLM, "collective_rpc", second_engine_misplaces)
+        with pytest.raises(HookNeverFiredError, match=r"layer 0 on rank 0: plan slot .* wrong neurons of its shard "
+                                                      r"\(on data-parallel engine 1\)"):
+            parallel._check_steering_takes_effect()
+    finally:
+        for lm in (engine, parallel):
+            lm.__dict__.pop("task_languages", None)
+        engine.set_plan("none")
+        ray.shutdown()

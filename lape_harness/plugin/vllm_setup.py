@@ -141,7 +141,7 @@ def check_vision_packages() -> None:
 def cpu_defaults(model_args: dict) -> dict:
     """On a CPU platform, the engine settings vLLM needs there unless the user chose them:
     ``VLLM_CPU_KVCACHE_SPACE`` in the environment, ``gpu_memory_utilization`` in ``model_args``,
-    no reserved core on a small machine and, for several ranks, a core group per rank."""
+    no reserved core on a small machine and, for several ranks of one engine, a core group per rank."""
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
@@ -150,13 +150,14 @@ def cpu_defaults(model_args: dict) -> dict:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = CPU_KVCACHE_GIB
         logger.info("vllm-steered on CPU: VLLM_CPU_KVCACHE_SPACE=%s (GiB of KV cache; set it to change)", CPU_KVCACHE_GIB)
     model_args.setdefault("gpu_memory_utilization", CPU_MEMORY_UTILIZATION)
-    ranks = int(model_args.get("tensor_parallel_size", 1))
+    ranks, engines = int(model_args.get("tensor_parallel_size", 1)), int(model_args.get("data_parallel_size", 1))
     cores = sorted(os.sched_getaffinity(0))
-    if "VLLM_CPU_NUM_OF_RESERVED_CPU" not in os.environ and len(cores) < SMALL_MACHINE_CORES * ranks:
+    if "VLLM_CPU_NUM_OF_RESERVED_CPU" not in os.environ and len(cores) < SMALL_MACHINE_CORES * ranks * engines:
         os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
         logger.info("vllm-steered on CPU: VLLM_CPU_NUM_OF_RESERVED_CPU=0 (%d cores for %d rank(s): every core computes; "
                     "set it to keep cores for vLLM's scheduler)", len(cores), ranks)
-    if ranks > 1 and os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto") == "auto" and _numa_nodes() < ranks:
+    if engines == 1 and ranks > 1 and os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto") == "auto" \
+            and _numa_nodes() < ranks:  # data-parallel engines get theirs in vllm_data_parallel
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_groups(cores, ranks)
         logger.info("vllm-steered on CPU: VLLM_CPU_OMP_THREADS_BIND=%s (one core group per tensor-parallel rank; "
                     "vLLM's automatic binding wants a NUMA node per rank)", os.environ["VLLM_CPU_OMP_THREADS_BIND"])
@@ -171,8 +172,8 @@ def cpu_groups(cores: list[int], ranks: int) -> str:
     """
     per_rank = len(cores) // ranks
     if per_rank == 0:
-        raise InputError(f"tensor_parallel_size={ranks} needs at least {ranks} CPU cores; this process may use "
-                         f"{len(cores)}: lower tensor_parallel_size")
+        raise InputError(f"{ranks} vLLM ranks (tensor_parallel_size × data_parallel_size) need at least {ranks} CPU "
+                         f"cores; this process may use {len(cores)}: lower tensor_parallel_size or data_parallel_size")
     return "|".join(",".join(map(str, cores[i * per_rank:(i + 1) * per_rank])) for i in range(ranks))
 
 

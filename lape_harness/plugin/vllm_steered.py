@@ -23,13 +23,17 @@ plans while its prefix cache never serves KV computed under one plan to another.
 than free slots run in chunks. With ``--use_cache`` lm-eval's cache splits the requests by plan
 first, so the plans then run one after another.
 
+``data_parallel_size=N`` runs N such engines as Ray actors behind one ``LLM`` interface
+(:mod:`lape_harness.plugin.vllm_data_parallel`): every plan write reaches all of them, requests are
+dealt out in turn, and the start-up check runs on each engine.
+
 Checks: the model's MLPs must be of a form the workers could wrap and match the neuron file
 (layers, width across ranks); at start-up :mod:`lape_harness.plugin.vllm_startup_check` proves that
 every layer on every rank applies its scale and shift at its shard's neurons, on prefill and decode
 steps, without leaking into a neighbour's slot (else :class:`~lape_harness.errors.HookNeverFiredError`
 naming the layer and rank); each plan write must reach exactly the plan's neurons. Only
 ``steer_scope=all`` and ``steer_bos=true`` are supported; refused before the engine starts, with the
-reason: ``data_parallel_size > 1`` (independent Ray engines), pipeline parallel, speculative
+reason: pipeline parallel, speculative
 decoding (its draft model would be wrapped too, and verification re-lays tokens), and, with more
 than one plan slot, the features that re-lay a batch's tokens (dual-batch overlap, KV-sharing fast
 prefill, prefill context parallel).
@@ -50,6 +54,7 @@ from lape_harness.errors import HookNeverFiredError, InputError
 from lape_harness.plugin.error_display import plain_errors
 from lape_harness.plugin.side_by_side import current_job, engine_call, run_side_by_side
 from lape_harness.plugin.steered_lm import SteeredLM
+from lape_harness.plugin.vllm_data_parallel import DataParallelLLM, require_ray
 from lape_harness.plugin.vllm_setup import check_engine_keys, cpu_defaults, lm_eval_vllm_class
 from lape_harness.plugin.vllm_slots import SLOT_KEY
 from lape_harness.plugin.vllm_worker import SLOTS_CONFIG
@@ -83,8 +88,7 @@ class VLLMSteeredLM(SteeredLM, VLLM):
         the CPU build's defaults."""
         check_engine_keys(kwargs)
         if _whole_number("data_parallel_size", kwargs.get("data_parallel_size", 1)) > 1:
-            raise InputError("vllm-steered steers one engine; data_parallel_size>1 starts independent engines "
-                             "through Ray that it cannot reach: use tensor_parallel_size=N (or one lm_eval per GPU group)")
+            require_ray()
         if _whole_number("pipeline_parallel_size", kwargs.get("pipeline_parallel_size", 1)) > 1:
             raise InputError("vllm-steered cannot steer pipeline_parallel_size>1 (each stage's workers hold only "
                              "their layers); use tensor_parallel_size=N instead")
@@ -101,6 +105,10 @@ class VLLMSteeredLM(SteeredLM, VLLM):
 
     def _engine_started(self, pretrained) -> None:
         """Route engine calls through :class:`MergingLLM`; read the steerable layout and the slot count."""
+        if self.data_parallel_size > 1:
+            # the engines are ours; lm-eval's data_parallel_size stays 1 so that its own path, which
+            # would start fresh unsteered engines on every call, is never taken
+            self.model, self.data_parallel_size = DataParallelLLM.start(self.model_args, self.data_parallel_size), 1
         self._engine_start_seconds = time.perf_counter() - self._engine_start
         self.model = MergingLLM(self.model)
         self.num_layers, self.width = self._steerable_layout(pretrained)
@@ -219,9 +227,22 @@ class VLLMSteeredLM(SteeredLM, VLLM):
         engine start and kept in the results (``startup_check`` in the model info)."""
         from lape_harness.plugin.vllm_startup_check import run_startup_check
 
-        self.startup_check = {**run_startup_check(self), "engine_start_seconds": round(self._engine_start_seconds, 1)}
+        if isinstance(self.model.llm, DataParallelLLM):
+            reports = [self._check_engine(number, run_startup_check) for number in range(self.model.llm.engines)]
+            report = {**reports[0], "engines": len(reports), "seconds": round(sum(r["seconds"] for r in reports), 3)}
+        else:
+            report = run_startup_check(self)
+        self.startup_check = {**report, "engine_start_seconds": round(self._engine_start_seconds, 1)}
         logger.info("vllm-steered: start-up check %.1f s, engine start %.1f s", self.startup_check["seconds"],
                     self._engine_start_seconds)
+
+    def _check_engine(self, number: int, check) -> dict:
+        """``check(self)`` on data-parallel engine ``number`` alone; its errors name the engine."""
+        with self.model.llm.focus(number):
+            try:
+                return check(self)
+            except HookNeverFiredError as error:
+                raise HookNeverFiredError(f"{error} (on data-parallel engine {number})") from None
 
     def get_model_info(self) -> dict:
         return {**super().get_model_info(), "startup_check": getattr(self, "startup_check", None)}
