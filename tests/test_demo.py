@@ -83,7 +83,7 @@ def test_demo_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
     out = tmp_path / "run"
     lines = []
-    summary = run_demo(TINY, model=str(tiny_llama), corpus=corpus, out=out, batch_size=4,
+    summary = run_demo(TINY, model=str(tiny_llama), corpus=corpus, out=out, batch_size=4, benchmarks="ppl,forcing",
                        save_neurons=tmp_path / "saved", log=lines.append)  # fmt: skip
 
     for name in ("report.md", "summary.json", "stats.safetensors", "neurons_per_layer.png", "overlap.png",
@@ -142,7 +142,8 @@ def test_demo_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
 
     # A second run reuses every stage's output: same numbers, no new results files.
     before = sorted(p.name for p in out.rglob("results_*.json"))
-    again = run_demo(TINY, model=str(tiny_llama), corpus=corpus, out=out, batch_size=4, log=lines.append)
+    again = run_demo(TINY, model=str(tiny_llama), corpus=corpus, out=out, batch_size=4, benchmarks="ppl,forcing",
+                     log=lines.append)
     assert sorted(p.name for p in out.rglob("results_*.json")) == before
     assert again["perplexity"]["change"] == summary["perplexity"]["change"]
     assert any("reusing" in line for line in lines)
@@ -165,9 +166,14 @@ def test_demo_on_gemma(tmp_path):
         ppl_rate=0.03, forcing_languages=("en", "de"), forcing_prompts=2, forcing_rates=(0.03,),
         strengths=(Strength(2.0),), max_gen_toks=16, top_rates=(0.01, 0.03),
     )  # fmt: skip
-    summary = run_demo(mode, corpus=write_corpus(tmp_path / "corpus"), out=tmp_path / "run", log=lambda _: None)
-    assert summary["neurons"]["top3"]["de"] > 0
-    assert (tmp_path / "run" / "report.md").is_file()
+    from importlib.util import find_spec
+
+    for engine in ("hf", "vllm") if find_spec("vllm") else ("hf",):
+        summary = run_demo(mode, corpus=write_corpus(tmp_path / "corpus"), out=tmp_path / engine, engine=engine,
+                           benchmarks="ppl,forcing", log=lambda _: None)
+        assert summary["neurons"]["top3"]["de"] > 0 and summary["engine"] == f"{engine}-steered"
+        assert summary["perplexity"]["row_dominance_rate"] > 0
+        assert (tmp_path / engine / "report.md").is_file()
 
 
 def test_demo_reuses_statistics_only_for_the_same_model_and_text(tiny_llama, tmp_path):

@@ -19,8 +19,8 @@ from lape_harness import __version__
 from lape_harness.errors import LapeError
 
 # The order a user walks them in; a module not listed here comes after these.
-_ORDER = ("demo", "corpus", "profile", "identify", "control", "inspect", "plot", "lens", "sweep", "leaderboard", "fallback",
-          "bake", "finetune", "masks")
+_ORDER = ("demo", "study", "corpus", "profile", "identify", "control", "inspect", "plot", "lens", "sweep", "leaderboard",
+          "serve", "fallback", "bake", "finetune", "masks")
 
 
 def _subcommand_modules():

@@ -1,5 +1,7 @@
 """Run the whole study on the embedded Gemma-3-270m (or --model): starter corpus → profile →
-identify (1%…5%) → lm-eval with hf-steered (perplexity matrix, language forcing) → report.
+identify (1%…5%) → lm-eval with hf-steered or --engine vllm (perplexity matrix, language forcing,
+and the hub benchmarks whose data can load here, each other one skipped with a line) → report.
+The same as `lape-harness study` with the embedded model; `study` takes every option.
 
 Modes: --quick (6 languages, small budgets; about 5 minutes on 2 CPU cores), the default
 (14 languages; about 20 minutes), --full (all 21 languages, 2,000 held-out tokens each, a
@@ -35,8 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--languages", nargs="+", default=None, metavar="LANG",
                         help="languages to study (default: the mode's; --full: every language with text)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None,
-                        help="run folder (default: <cache>/demo/<model>/<mode>)")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size (default: 8)")
+                        help="run folder (default: <cache>/demo/<model>/<mode>[-vllm])")  # fmt: skip
+    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf",
+                        help="hf: hf-steered (default); vllm: vllm-steered (plans side by side in plan slots)")
+    parser.add_argument("--engine-args", default=None, metavar="K=V,...",
+                        help="extra model arguments of the engine, e.g. dtype=float32 (default on a CPU: the faster "
+                             "dtype of this machine, measured once)")
+    parser.add_argument("--benchmarks", default=None, metavar="LIST",
+                        help="comma-separated from ppl,forcing,flores,xquad,belebele,xnli,lcb (default: all whose "
+                             "data can load here)")
+    parser.add_argument("--batch-size", type=int, default=None, help="lm-eval batch size (default: 8; vllm: auto)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available, else cpu)")
     parser.add_argument("--save-neurons", type=Path, default=None, metavar="DIR",
                         help="also copy the statistics and neuron sets there, e.g. neuron_cache/gemma-3-270m")  # fmt: skip
@@ -54,5 +64,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         save_neurons=args.save_neurons,
+        engine=args.engine,
+        engine_args=args.engine_args,
+        benchmarks=args.benchmarks,
     )
     return 0

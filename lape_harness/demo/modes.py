@@ -53,6 +53,7 @@ class Mode:
     strengths: tuple[Strength, ...]  # the first is the centre of the sweep
     max_gen_toks: int
     top_rates: tuple[float, ...] = (0.01, 0.02, 0.03, 0.04, 0.05)
+    bench_limit: int = 20  # examples per task of the hub benchmarks (flores, xquad, belebele, xnli, lcb)
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,7 +75,7 @@ MODES: dict[str, Mode] = {
     "quick": Mode(
         name="quick", languages=("en", "de", "fr", "es", "ru", "zh"), profile_tokens=2048, seq_len=256,
         heldout_tokens=256, ppl_rate=0.03, forcing_languages=("en", "de", "fr", "es"), forcing_prompts=2,
-        forcing_rates=(0.02,), strengths=(Strength(2.0),), max_gen_toks=24,
+        forcing_rates=(0.02,), strengths=(Strength(2.0),), max_gen_toks=24, bench_limit=5,
     ),
     "default": Mode(
         name="default", languages=FORCING_LANGUAGES + ("zh", "ar", "hi", "ja"), profile_tokens=6144, seq_len=512,
@@ -85,9 +86,30 @@ MODES: dict[str, Mode] = {
         name="full", languages=None, profile_tokens=None, seq_len=512, heldout_tokens=2000, ppl_rate=0.03,
         forcing_languages=FORCING_LANGUAGES, forcing_prompts=6, forcing_rates=(0.01, 0.02, 0.03, 0.04, 0.05),
         strengths=(Strength(2.0), Strength(1.0), Strength(4.0), Strength(2.0, -1.0), Strength(4.0, -1.0)),
-        max_gen_toks=32,
+        max_gen_toks=32, bench_limit=100,
     ),
 }  # fmt: skip
+
+
+def with_top_rates(mode: Mode, rates: tuple[float, ...] | None) -> Mode:
+    """``mode`` with other neuron-set rates: the perplexity set stays where it is among them (else the
+    middle one), forcing keeps its rates that are among them (else the perplexity set's).
+
+    >>> with_top_rates(MODES["quick"], (0.01, 0.05)).ppl_rate, with_top_rates(MODES["quick"], (0.01, 0.05)).forcing_rates
+    (0.05, (0.05,))
+    """
+    from dataclasses import replace
+
+    from lape_harness.errors import InputError
+
+    if not rates:
+        return mode
+    rates = tuple(sorted(set(float(rate) for rate in rates)))
+    if not all(0 < rate < 1 for rate in rates):
+        raise InputError(f"--top-rates {' '.join(map(str, rates))}: give fractions between 0 and 1, e.g. --top-rates 0.01 0.03")
+    ppl = mode.ppl_rate if mode.ppl_rate in rates else rates[len(rates) // 2]
+    forcing = tuple(rate for rate in mode.forcing_rates if rate in rates) or (ppl,)
+    return replace(mode, top_rates=rates, ppl_rate=ppl, forcing_rates=forcing)
 
 
 def rate_tag(rate: float) -> str:

@@ -1,19 +1,20 @@
-"""The demo's pipeline: each stage keeps its output in the run folder, so a second run reuses
+"""The study's pipeline: each stage keeps its output in the run folder, so a second run reuses
 what the first computed and an interrupted one resumes.
 
 corpus → profile → identify (with a random control of each set, :mod:`lape_harness.controls`)
-→ load ``hf-steered`` once → held-out text → perplexity sweep → forcing sweep → report (:mod:`lape_harness.demo.report`), the numbers from
-:mod:`lape_harness.demo.analysis`.
+→ the benchmark families (:mod:`lape_harness.demo.evaluation`; one steered model, ``hf-steered`` or
+``vllm-steered``, built only when a plan is left to run) → report (:mod:`lape_harness.demo.report`).
+:func:`run_study` takes any model, engine, corpus, languages, neuron rates, benchmarks and plans;
+:func:`run_demo` is the study with the demo's defaults (the embedded model, perplexity and forcing).
 
 Example:
-    >>> summary = run_demo(mode="quick")                     # doctest: +SKIP
-    >>> summary["perplexity"]["row_dominance_rate"]          # doctest: +SKIP
+    >>> summary = run_study("lape:gemma-3-270m", mode="quick", engine="vllm")   # doctest: +SKIP
+    >>> summary["perplexity"]["row_dominance_rate"]                            # doctest: +SKIP
     0.83
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -22,30 +23,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lape_harness.analysis.results import Run, read_run
-from lape_harness.atomic import write_json_atomic, write_text_atomic
-from lape_harness.demo.analysis import forcing_summary, perplexity_summary
-from lape_harness.demo.modes import DEFAULT_MODEL, MODES, Mode, rate_tag
+from lape_harness.atomic import write_json_atomic
+from lape_harness.demo.benchmarks import parse_benchmarks
+from lape_harness.demo.modes import DEFAULT_MODEL, MODES, Mode, rate_tag, with_top_rates
 from lape_harness.demo.report import headline, write_report
 from lape_harness.errors import InputError
 from lape_harness.paths import cache_dir, model_slug
 
 CONTROL_SEED = 0
+#: the lm-eval model of each --engine
+ENGINE_MODELS = {"hf": "hf-steered", "vllm": "vllm-steered"}
 
 
 @dataclass
-class DemoRun:
-    """The run folder of one demo and its model, corpus and languages."""
+class StudyRun:
+    """The run folder of one study and what it runs: model, corpus, languages, engine, benchmarks."""
 
     folder: Path
     mode: Mode
     model: str  # as the user named it (e.g. lape:gemma-3-270m)
     path: str  # the resolved local folder or hub id
-    corpus: Path
+    corpus: Path  # holds heldout/<lang>.txt
     languages: list[str]
     forcing_languages: list[str]
     log: Any = print
     timings: dict[str, float] = field(default_factory=dict)
+    engine: str = "hf"
+    engine_args: dict[str, Any] = field(default_factory=dict)  # extra model_args of the steered model
+    batch_size: int | str = 8
+    device: str | None = None
+    benchmarks: list[str] = field(default_factory=lambda: ["ppl", "forcing"])
+    plans: list[str] | None = None  # steered plans of forcing and the hub families (None: the defaults)
+    shard: str | None = None
+    command: str = "demo"
+    train: str = ""  # the training text: a folder of <lang>.txt/.jsonl or an hf: spec (default: corpus/train)
+    signatures: dict[str, dict[str, str]] = field(default_factory=dict)  # stage -> {plan label: signature}
+    sources: dict[str, str] = field(default_factory=dict)  # family -> where its data came from
+    skipped: dict[str, str] = field(default_factory=dict)  # family -> why it did not run
+    _lm: Any = None
+    _task_manager: Any = None
 
     @property
     def neurons(self) -> Path:
@@ -62,13 +78,41 @@ class DemoRun:
 
         return self.neurons / control_filename(self.neuron_file(rate).name, CONTROL_SEED)
 
+    def say(self, message: str) -> None:
+        self.log(f"[{self.command}] {message}")
+
     @contextmanager
     def stage(self, name: str):
-        self.log(f"[demo] {name} ...")
+        self.say(f"{name} ...")
         started = time.perf_counter()
         yield
         self.timings[name] = round(time.perf_counter() - started, 1)
-        self.log(f"[demo] {name}: {self.timings[name]:.0f} s")
+        self.say(f"{name}: {self.timings[name]:.0f} s")
+
+    def model_args(self) -> dict[str, Any]:
+        """The steered model's arguments: the model, the perplexity set, the engine arguments."""
+        return {"pretrained": self.path, "neurons": str(self.neuron_file(self.mode.ppl_rate)), **self.engine_args}
+
+    def steered_model(self):
+        """The steered model, built on first use (a study whose plans all finished starts no engine)."""
+        if self._lm is None:
+            from lape_harness.studies.sweep import load_steered_model
+
+            with self.stage(f"load model ({ENGINE_MODELS[self.engine]})"):
+                self._lm = load_steered_model(self.engine, {**self.model_args(), "steer": "none"}, self.batch_size,
+                                              None, self.device)  # fmt: skip
+        return self._lm
+
+    def task_manager(self):
+        """lm-eval's task index, built once (indexing every task folder takes seconds)."""
+        if self._task_manager is None:
+            from lm_eval.tasks import TaskManager
+
+            self._task_manager = TaskManager()
+        return self._task_manager
+
+
+DemoRun = StudyRun  # the name before the study generalised the demo
 
 
 def run_demo(
@@ -77,55 +121,95 @@ def run_demo(
     corpus: str | Path | None = None,
     out: str | Path | None = None,
     languages: Sequence[str] | None = None,
-    batch_size: int = 8,
+    batch_size: int | str | None = None,
     device: str | None = None,
     save_neurons: str | Path | None = None,
     log=print,
+    **study,
+) -> dict[str, Any]:
+    """The study with the demo's defaults: the embedded model and a mode's sizes (every other
+    :func:`run_study` argument, e.g. ``engine="vllm"`` or ``benchmarks="ppl,forcing"``, may be passed)."""
+    return run_study(model, mode=mode, corpus=corpus, out=out, languages=languages, batch_size=batch_size,
+                     device=device, save_neurons=save_neurons, log=log, command="demo", **study)
+
+
+def run_study(
+    model: str = DEFAULT_MODEL,
+    *,
+    mode: str | Mode = "default",
+    engine: str = "hf",
+    engine_args: str | dict[str, Any] | None = None,
+    corpus: str | Path | None = None,
+    out: str | Path | None = None,
+    languages: Sequence[str] | None = None,
+    top_rates: Sequence[float] | None = None,
+    benchmarks: str | Sequence[str] | None = None,
+    plans: Sequence[str] | None = None,
+    shard: str | None = None,
+    batch_size: int | str | None = None,
+    device: str | None = None,
+    save_neurons: str | Path | None = None,
+    log=print,
+    command: str = "study",
 ) -> dict[str, Any]:
     """Run the study (see the module docstring); returns the summary also written to ``summary.json``.
 
-    ``corpus`` is a folder with ``train/`` and ``heldout/`` (default: the starter corpus,
-    built on first use); ``languages`` narrows the mode's languages; ``save_neurons``
-    also copies the neuron sets there (e.g. ``neuron_cache/gemma-3-270m``).
+    ``corpus`` is a folder with ``train/`` and ``heldout/`` (default: the starter corpus, built on
+    first use); ``languages`` narrows the mode's; ``top_rates`` replaces its neuron-set rates;
+    ``benchmarks`` picks families of :data:`~lape_harness.demo.benchmarks.FAMILIES` (default: all,
+    each skipped with one line when its data cannot load); ``plans`` replaces the steered plans of
+    forcing and the hub families (each also runs with its random control); ``engine_args`` are
+    extra model arguments of the engine (``dtype=bfloat16,tensor_parallel_size=2,...``);
+    ``shard="I/N"`` runs only share I of every sweep (then no report: run again without it);
+    ``save_neurons`` also copies the neuron sets there (e.g. ``neuron_cache/gemma-3-270m``).
     """
+    from lape_harness.demo import evaluation
     from lape_harness.embedded import resolve_pretrained
 
     mode = MODES[mode] if isinstance(mode, str) and mode in MODES else mode
     if not isinstance(mode, Mode):
         raise InputError(f"unknown demo mode {mode!r}; choose from {', '.join(MODES)}")
+    if engine not in ENGINE_MODELS:
+        raise InputError(f"--engine {engine!r}: choose hf (hf-steered) or vllm (vllm-steered)")
+    mode = with_top_rates(mode, tuple(top_rates) if top_rates else None)
+    families = parse_benchmarks(benchmarks)
+    extra, batch_size = _engine_args(engine, engine_args, batch_size, device)
     started = time.perf_counter()
     path = resolve_pretrained(model)
-    folder = Path(out) if out else cache_dir() / "demo" / model_slug(model) / mode.name
+    suffix = "" if engine == "hf" else f"-{engine}"
+    folder = Path(out) if out else cache_dir() / "demo" / model_slug(model) / f"{mode.name}{suffix}"
     folder.mkdir(parents=True, exist_ok=True)
-    corpus_folder = _ensure_corpus(corpus, model, log)
-    chosen = _choose_languages(corpus_folder, mode, languages, log)
+    train, corpus_folder = _ensure_corpus(corpus, model, log)
+    chosen = _choose_languages(train, corpus_folder, mode, languages, log)
     forcing = [code for code in mode.forcing_languages if code in chosen]
-    run = DemoRun(folder, mode, model, path, corpus_folder, chosen, forcing, log)
-    log(f"[demo] {mode.name} mode on {model}: {len(chosen)} languages ({' '.join(chosen)}); run folder {folder}")
+    run = StudyRun(folder, mode, model, path, corpus_folder, chosen, forcing, log, engine=engine, engine_args=extra,
+                   batch_size=batch_size, device=device, benchmarks=families, plans=_plans(plans),
+                   shard=shard, command=command, train=train)  # fmt: skip
+    run.say(f"{mode.name} mode on {model} with {ENGINE_MODELS[engine]}"
+            f"{' (' + _args_text(extra) + ')' if extra else ''}: {len(chosen)} languages ({' '.join(chosen)}); "
+            f"benchmarks {','.join(families) or 'none'}; run folder {folder}")  # fmt: skip
 
+    if shard is not None and not all(run.neuron_file(rate).is_file() for rate in mode.top_rates):
+        raise InputError(f"--shard {shard} runs only the evaluation: profile and identify first, once, with the same "
+                         "command without --shard and with --benchmarks none; then start the shards")
     with run.stage("profile"):
         stats = _profile(run, device)
     with run.stage("identify"):
         neuron_sets = _identify(run, stats)
-    lm = _load_model(run, batch_size, device)
-    with run.stage("held-out text"):
-        heldout = _heldout(run, lm.tokenizer)
-    with run.stage("perplexity matrix"):
-        perplexity = _perplexity_matrix(run, lm, heldout, batch_size, device)
-    with run.stage("language forcing"):
-        forcing_result = _forcing(run, lm, batch_size, device) if len(forcing) >= 2 else None
+    summary: dict[str, Any] = {
+        "command": command, "model": model, "engine": ENGINE_MODELS[engine], "engine_args": extra,
+        "mode": mode.describe(), "languages": chosen, "forcing_languages": forcing,
+        "tokens_per_language": dict(zip(stats.languages, stats.tokens.tolist())),
+        "neurons": {rate_tag(rate): neuron_sets[rate].counts() for rate in mode.top_rates},
+        "heldout": None, "perplexity": None, "forcing": None, "benchmarks": {},
+    }  # fmt: skip
+    evaluation.run_benchmarks(run, summary)
+    summary.update(signatures=run.signatures, sources=run.sources, skipped=run.skipped)
+    if shard is not None:
+        run.say(f"shard {shard}: its share of every sweep is done; once every shard has finished, run the same "
+                "command without --shard to read them all and write the report")
+        return summary
     with run.stage("report"):
-        summary = {
-            "model": model,
-            "mode": mode.describe(),
-            "languages": chosen,
-            "forcing_languages": forcing,
-            "tokens_per_language": dict(zip(stats.languages, stats.tokens.tolist())),
-            "heldout": heldout,
-            "neurons": {rate_tag(rate): neuron_sets[rate].counts() for rate in mode.top_rates},
-            "perplexity": perplexity,
-            "forcing": forcing_result,
-        }
         write_report(run, summary, neuron_sets)
     if save_neurons:
         target = Path(save_neurons)
@@ -133,65 +217,110 @@ def run_demo(
         for rate in mode.top_rates:
             shutil.copyfile(run.neuron_file(rate), target / run.neuron_file(rate).name)
         shutil.copyfile(folder / "stats.safetensors", target / "stats.safetensors")
-        log(f"[demo] neuron sets copied to {target}")
+        run.say(f"neuron sets copied to {target}")
     summary["timings"] = {**run.timings, "total": round(time.perf_counter() - started, 1)}
     write_json_atomic(folder / "summary.json", summary)
     log(headline(summary))
-    log(f"[demo] report: {folder / 'report.md'} ({summary['timings']['total']:.0f} s in all)")
+    run.say(f"report: {folder / 'report.md'} ({summary['timings']['total']:.0f} s in all)")
     return summary
 
 
-def _ensure_corpus(corpus: str | Path | None, model: str, log) -> Path:
+def _args_text(args: dict[str, Any]) -> str:
+    return ",".join(f"{key}={value}" for key, value in args.items())
+
+
+def _engine_args(engine: str, engine_args, batch_size, device) -> tuple[dict[str, Any], int | str]:
+    """The engine's extra model arguments (``batch_size`` taken out; on a CPU the measured faster
+    dtype unless one is given, :mod:`lape_harness.demo.cpu_dtype`) and the batch size."""
+    from lape_harness.studies.sweep import model_args_dict
+
+    args = model_args_dict(engine_args or {})
+    for key in ("pretrained", "neurons", "steer"):
+        if key in args:
+            raise InputError(f"--engine-args {key}=... is set by the study itself; use --model (pretrained) or "
+                             "--top-rates (neurons), and --plans (steer)")
+    batch = args.pop("batch_size", batch_size)
+    batch = batch if batch is not None else ("auto" if engine == "vllm" else 8)
+    on_cpu = not _has_gpu() if engine == "vllm" else (device == "cpu" or (device is None and not _has_gpu()))
+    if "dtype" not in args and on_cpu:
+        from lape_harness.demo.cpu_dtype import cpu_dtype
+
+        args["dtype"] = cpu_dtype()["dtype"]
+    return args, batch
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _plans(plans: Sequence[str] | None) -> list[str] | None:
+    """The steered plans given (``none`` dropped: every family runs it as the baseline), checked."""
+    if plans is None:
+        return None
+    from lape_harness.steering import parse_steer
+
+    chosen = [plan.strip() for item in plans for plan in str(item).split(",") if plan.strip() and plan.strip() != "none"]
+    for plan in chosen:
+        if "@" in plan:
+            raise InputError(f"--plans {plan}: the study picks the neuron set (--top-rates) and its control itself; "
+                             "drop the '@FILE'")
+        parse_steer(plan)
+    if not chosen:
+        raise InputError("--plans lists no steered plan; e.g. --plans auto,auto:-src+2*tgt")
+    return chosen
+
+
+def _ensure_corpus(corpus: str | Path | None, model: str, log) -> tuple[str, Path]:
+    """``(training text, held-out root)``: a folder with ``train/`` and ``heldout/`` gives both; a folder
+    of ``<lang>.txt``/``.jsonl`` files or an ``hf:`` spec (as ``lape-harness profile`` takes) gives the
+    training text, and the held-out text comes from the starter corpus (built on first use)."""
+    from lape_harness.corpora import is_hf_spec
     from lape_harness.paths import corpus_dir
 
-    if corpus is not None:
-        folder = Path(corpus)
-        if not (folder / "train").is_dir() or not (folder / "heldout").is_dir():
+    if corpus is not None and not is_hf_spec(str(corpus)):
+        folder = Path(corpus).expanduser()
+        if (folder / "train").is_dir() and (folder / "heldout").is_dir():
+            return str(folder / "train"), folder
+        if not folder.is_dir() or not any(folder.glob("*.txt")) and not any(folder.glob("*.jsonl")):
             raise InputError(
-                f"corpus folder {folder} needs train/<lang>.txt and heldout/<lang>.txt; "
-                "build one with `lape-harness corpus --out DIR` or leave --corpus out"
+                f"corpus {folder} needs train/<lang>.txt and heldout/<lang>.txt, or <lang>.txt/.jsonl files of "
+                "training text; build one with `lape-harness corpus --out DIR`, pass an hf:NAME:CONFIG:SPLIT:COLUMN "
+                "spec, or leave --corpus out"
             )
-        return folder
     folder = corpus_dir()
     if not (folder / "manifest.json").is_file():
         from lape_harness.starter_corpus.build import build_corpus
 
-        log(f"[demo] building the starter corpus in {folder} (once) ...")
+        log(f"building the starter corpus in {folder} (once) ...")
         build_corpus(out=folder, tokenizer=model)
-    return folder
+    return (str(corpus) if corpus is not None else str(folder / "train")), folder
 
 
-def _choose_languages(corpus: Path, mode: Mode, languages: Sequence[str] | None, log) -> list[str]:
+def _choose_languages(train: str, heldout: Path, mode: Mode, languages: Sequence[str] | None, log) -> list[str]:
+    """The mode's (or the given) languages that have training and held-out text."""
+    from lape_harness.corpora import is_hf_spec
     from lape_harness.languages import PAPER_CODES, all_languages, get_language
 
-    available = {
-        p.stem for p in (corpus / "train").glob("*.txt") if (corpus / "heldout" / p.name).is_file()
-    }
+    available = {p.stem for p in (heldout / "heldout").glob("*.txt")}
+    if not is_hf_spec(train):
+        available &= {p.stem for p in Path(train).glob("*.txt")} | {p.stem for p in Path(train).glob("*.jsonl")}
     wanted = [get_language(code).code for code in languages] if languages else list(mode.languages or ())
     if not wanted:
         order = list(PAPER_CODES) + [lang.code for lang in all_languages() if lang.code not in PAPER_CODES]
         wanted = [code for code in order if code in available]
     missing = [code for code in wanted if code not in available]
     if missing:
-        log(f"warning: no train and held-out text for {', '.join(missing)} in {corpus}; they are left out")
+        log(f"warning: no training and held-out text for {', '.join(missing)} ({train}, {heldout}/heldout); "
+            "they are left out")
     chosen = [code for code in wanted if code in available]
     if len(chosen) < 2:
         raise InputError(
-            f"the demo needs text in at least two languages; {corpus} has {', '.join(sorted(available)) or 'none'}; "
-            "build the starter corpus with `lape-harness corpus` or pass --languages"
+            f"the study needs text in at least two languages; {train} with {heldout}/heldout has "
+            f"{', '.join(sorted(available)) or 'none'}; build the starter corpus with `lape-harness corpus` or pass --languages"
         )
     return chosen
-
-
-def _load_model(run: DemoRun, batch_size: int, device: str | None):
-    """The ``hf-steered`` model, loaded once for every evaluation (holding the perplexity neuron set)."""
-    from lape_harness.model_loading import pick_device
-    from lape_harness.plugin.hf_steered import HFSteeredLM
-
-    with run.stage("load model"):
-        options = {"batch_size": batch_size, "device": pick_device(device)}
-        arguments = {"pretrained": run.path, "neurons": str(run.neuron_file(run.mode.ppl_rate)), "steer": "none"}
-        return HFSteeredLM.create_from_arg_obj(arguments, options)
 
 
 def _profile(run: DemoRun, device: str | None):
@@ -206,14 +335,14 @@ def _profile(run: DemoRun, device: str | None):
     from lape_harness.profile import profile_model
 
     path = run.folder / "stats.safetensors"
-    sources = open_corpus(run.corpus / "train", run.languages)
+    sources = open_corpus(run.train or str(run.corpus / "train"), run.languages)
     if path.is_file():
         stats = ActivationStats.load(path)
         stale = _why_stale(stats, run, sources)
         if stale is None:
-            run.log(f"[demo] reusing {path}")
+            run.say(f"reusing {path}")
             return stats
-        run.log(f"[demo] not reusing {path}: {stale}; profiling again")
+        run.say(f"not reusing {path}: {stale}; profiling again")
         shutil.rmtree(run.folder / "results", ignore_errors=True)  # computed from the old statistics
     partial = run.folder / "stats.partial"
     model = load_pretrained(AutoModelForCausalLM, run.path, dtype="auto").eval()
@@ -277,100 +406,3 @@ def _identify(run: DemoRun, stats) -> dict:
     return sets
 
 
-def _heldout(run: DemoRun, tokenizer) -> dict[str, dict[str, int]]:
-    """The first paragraphs of each held-out file, up to the mode's token budget, in ``<run>/data``.
-
-    Returns per language the paragraphs, tokens (as lm-eval scores them: the tokenizer's
-    own special tokens included) and UTF-8 bytes.
-    """
-    from lape_harness.task_support.task_data import heldout_documents
-
-    counts = {}
-    with _data_root(run.corpus):
-        documents = {lang: heldout_documents(lang) for lang in run.languages}
-    for lang, docs in documents.items():
-        kept, tokens = [], 0
-        for doc in docs:
-            if tokens >= run.mode.heldout_tokens:
-                break
-            kept.append(doc)
-            tokens += len(tokenizer(doc)["input_ids"])
-        write_text_atomic(run.folder / "data" / "heldout" / f"{lang}.txt", "\n\n".join(kept) + "\n")
-        counts[lang] = {"paragraphs": len(kept), "tokens": tokens, "bytes": sum(len(d.encode()) for d in kept)}
-        if tokens < run.mode.heldout_tokens:
-            run.log(f"warning: {lang} has only {tokens} held-out tokens (the {run.mode.name} mode wants "
-                    f"{run.mode.heldout_tokens}); its perplexities are noisier")  # fmt: skip
-    return counts
-
-
-@contextmanager
-def _data_root(folder: Path):
-    """Point the lape tasks' held-out text at ``folder/heldout`` while inside."""
-    from lape_harness.task_support.task_data import DATA_ENV
-
-    before = os.environ.get(DATA_ENV)
-    os.environ[DATA_ENV] = str(folder)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(DATA_ENV, None)
-        else:
-            os.environ[DATA_ENV] = before
-
-
-def _sweep(run: DemoRun, lm, name: str, plans: list[str], tasks: list[str], batch_size, device,
-           **options) -> dict[str, Run]:
-    """Run lape-harness's sweep on the loaded model; returns {plan label: its results}.
-
-    Plans without ``@file`` use the perplexity set (the model is given it back when a plan of an
-    earlier sweep left another set, e.g. a control, in place)."""
-    from lape_harness.studies.sweep import run_sweep
-
-    default = str(run.neuron_file(run.mode.ppl_rate))
-    if lm.neurons_path != default:
-        lm.set_neurons(default)
-    model_args = f"pretrained={run.path},neurons={default}"
-    outcomes = run_sweep(
-        model_args, plans, tasks, run.folder / "results" / name, lm=lm, batch_size=batch_size, device=device,
-        log=lambda message: run.log(f"[demo] {name}: {message}"), **options,
-    )  # fmt: skip
-    return {o.entry.label: read_run(o.path) for o in outcomes}
-
-
-def _perplexity_matrix(run: DemoRun, lm, heldout: dict, batch_size, device) -> dict[str, Any]:
-    """``none`` and ``-L`` for every language, with the set and with its random control."""
-    control = run.control_file(run.mode.ppl_rate)
-    plans = ["none"] + [f"-{lang}" for lang in run.languages]
-    tasks = [f"lape_ppl_{lang}" for lang in run.languages]
-    with _data_root(run.folder / "data"):
-        name = f"perplexity_{rate_tag(run.mode.ppl_rate)}_{run.mode.heldout_tokens}tok"  # the sweep's inputs
-        runs = _sweep(run, lm, name, plans + [f"{plan}@{control}" for plan in plans[1:]], tasks, batch_size, device)
-    control_runs = {plan: runs.pop(f"{plan}@{control}") for plan in plans[1:]}
-    return perplexity_summary(runs, run.languages, heldout, rate_tag(run.mode.ppl_rate), control_runs)
-
-
-def _forcing(run: DemoRun, lm, batch_size, device) -> dict[str, Any]:
-    mode = run.mode
-    pairs = [(s, t) for s in run.forcing_languages for t in run.forcing_languages if s != t]
-    tasks = [f"lape_forcing_{s}_to_{t}" for s, t in pairs]
-    conditions: dict[str, dict[str, Any]] = {"none": {"condition": "none"}}
-    labels = {"none": "none"}
-    grid = mode.forcing_grid()
-    for rate, strength in grid:
-        for condition, spec in strength.plans().items():
-            label = f"{spec}@{run.neuron_file(rate)}"
-            labels[label] = f"{spec}@{rate_tag(rate)}"
-            info = {"condition": condition, "rate": rate, "alpha": strength.alpha,
-                    "fill": strength.fill if condition != "activate" else None, "steer": spec}  # fmt: skip
-            conditions.setdefault(label, info)
-            if (rate, strength) == grid[0]:  # the main setting is also run with the set's random control
-                control = f"{spec}@{run.control_file(rate)}"
-                labels[control] = f"{labels[label]}-control"
-                conditions.setdefault(control, {**info, "control_of": labels[label]})
-    runs = _sweep(
-        run, lm, "forcing", list(conditions), tasks, batch_size, device,
-        limit=mode.forcing_prompts, gen_kwargs=f"max_gen_toks={mode.max_gen_toks}", log_samples=True,
-    )  # fmt: skip
-    summary = forcing_summary(runs, conditions, pairs, labels)
-    return {**summary, "prompts_per_pair": mode.forcing_prompts, "max_gen_toks": mode.max_gen_toks}

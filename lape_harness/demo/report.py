@@ -1,4 +1,6 @@
-"""The demo's report: the headline lines and ``report.md`` with its tables and pictures.
+"""The study's report: the headline lines and ``report.md`` with its tables and pictures (neurons per
+layer and overlap, the perplexity-change and forcing matrices, per hub benchmark none vs plan vs random
+control per language), headed by the model, engine, data sources and every steering signature.
 
 Example:
     >>> print(headline(summary))                             # doctest: +SKIP
@@ -12,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from lape_harness.analysis.comparison import comparison_markdown, plot_comparison
 from lape_harness.analysis.neuron_figures import plot_neurons_per_layer, plot_overlap
 from lape_harness.analysis.result_figures import plot_forcing, plot_ppl_change
 from lape_harness.analysis.result_matrices import Matrix
@@ -22,15 +25,17 @@ from lape_harness.steering.plan import format_number
 
 def headline(summary: dict[str, Any]) -> str:
     """The numbers a reader wants first, in a few lines."""
-    lines = [f"[demo] {summary['model']} ({summary['mode']['name']} mode), {len(summary['languages'])} languages"]
-    ppl = summary["perplexity"]
+    command = summary.get("command", "demo")
+    lines = [f"[{command}] {summary['model']} ({summary['mode']['name']} mode, {summary.get('engine', 'hf-steered')}), "
+             f"{len(summary['languages'])} languages"]
+    ppl = summary["perplexity"] or {"languages": []}
     n = len(ppl["languages"])
-    lines.append(
+    lines += [] if not n else [
         f"  perplexity ({ppl['neuron_set']} set): deactivating L hurts L most for "
         f"{sum(ppl['row_dominance'].values())}/{n} languages (row dominance), "
         f"column dominance {sum(ppl['column_dominance'].values())}/{n}, "
         f"median own/other change ratio {ppl['median_own_other_ratio']:.2f}"
-    )
+    ]
     control = ppl.get("control")
     if control:
         lines.append(
@@ -50,7 +55,19 @@ def headline(summary: dict[str, Any]) -> str:
             if "specificity" in row:
                 lines.append(f"  forcing {row['label']}: clean {row['clean_target_rate']:.2f}, with its random control "
                              f"{row['control_clean_target_rate']:.2f} (specificity {row['specificity']:.2f})")  # fmt: skip
+    for family, result in (summary.get("benchmarks") or {}).items():
+        for plan in result["plans"]:
+            rows = [row for row in result["comparison"] if row["plan"].split(" @")[0] == plan]
+            if rows:
+                lines.append(f"  {family} {plan} ({rows[0]['metric']}, {len(rows)} languages): mean plan − none "
+                             f"{_mean(rows, 'plan_delta'):+.3f}, control − none {_mean(rows, 'control_delta'):+.3f}")
+    for family, reason in (summary.get("skipped") or {}).items():
+        lines.append(f"  {family}: skipped ({reason})")
     return "\n".join(lines)
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    return float(np.mean([row[key] for row in rows]))
 
 
 def _median_percent(values: dict[str, float]) -> str:
@@ -66,12 +83,18 @@ def write_report(run, summary: dict[str, Any], neuron_sets: dict) -> None:
     plot_overlap(main_set, folder / "overlap.png")
     figures["neurons per layer"], figures["language overlap"] = "neurons_per_layer.png", "overlap.png"
     ppl = summary["perplexity"]
-    plot_ppl_change(
-        Matrix([f"-{lang}" for lang in ppl["languages"]], list(ppl["languages"]), np.array(ppl["change"]),
-                     run.model, f"relative token-perplexity change ({ppl['neuron_set']} set)"),
-        folder / "perplexity_change.png",
-    )  # fmt: skip
-    figures["perplexity change"] = "perplexity_change.png"
+    if ppl:
+        plot_ppl_change(
+            Matrix([f"-{lang}" for lang in ppl["languages"]], list(ppl["languages"]), np.array(ppl["change"]),
+                   run.model, f"relative token-perplexity change ({ppl['neuron_set']} set)"),
+            folder / "perplexity_change.png",
+        )  # fmt: skip
+        figures["perplexity change"] = "perplexity_change.png"
+    for family, result in (summary.get("benchmarks") or {}).items():
+        if result["comparison"]:
+            metric = result["comparison"][0]["metric"]
+            plot_comparison(result["comparison"], folder / f"{family}.png", f"{family} ({metric})")
+            figures[family] = f"{family}.png"
     forcing = summary.get("forcing")
     if forcing:
         best = next(row for row in forcing["conditions"] if row["label"] == forcing["best"]["label"])
@@ -88,11 +111,13 @@ def write_report(run, summary: dict[str, Any], neuron_sets: dict) -> None:
 
 def _markdown(run, summary: dict[str, Any], figures: dict[str, str]) -> str:
     mode, ppl, forcing = run.mode, summary["perplexity"], summary.get("forcing")
-    langs = ppl["languages"]
+    langs = summary["languages"]
+    heldout = summary.get("heldout") or {}
     out = [
-        f"# lape-harness demo: {summary['model']} ({mode.name} mode)",
+        f"# lape-harness {summary.get('command', 'demo')}: {summary['model']} ({mode.name} mode)",
         "",
-        f"Languages ({len(langs)}): {' '.join(langs)}. Corpus: `{run.corpus}`. "
+        *_provenance(run, summary),
+        f"Languages ({len(langs)}): {' '.join(langs)}. "
         f"Profiled up to {mode.profile_tokens or 'all'} tokens per language (sequence length {mode.seq_len}); "
         f"held-out perplexity on up to {mode.heldout_tokens} tokens per language.",
         "",
@@ -101,8 +126,57 @@ def _markdown(run, summary: dict[str, Any], figures: dict[str, str]) -> str:
     ]
     for lang in langs:
         counts = " | ".join(str(summary["neurons"][tag].get(lang, 0)) for tag in summary["neurons"])
-        out.append(f"| {lang} | {summary['tokens_per_language'][lang]} | {summary['heldout'][lang]['tokens']} | {counts} |")
+        held = heldout[lang]["tokens"] if lang in heldout else "-"
+        out.append(f"| {lang} | {summary['tokens_per_language'][lang]} | {held} | {counts} |")
     out += ["", f"![neurons per layer]({figures['neurons per layer']})", f"![language overlap]({figures['language overlap']})", ""]
+    if ppl:
+        out += _perplexity_section(ppl, figures)
+    if forcing:
+        out += [
+            "## Language forcing",
+            "",
+            f"{forcing['pairs']} source→target pairs of {' '.join(run.forcing_languages)}, {forcing['prompts_per_pair']} "
+            f"questions each, greedy, up to {forcing['max_gen_toks']} new tokens. Means over the off-diagonal pairs. "
+            "`src`/`tgt` are the prompt and target languages; α scales the target's mean activation, c is the "
+            "fill of the deactivated source neurons.",
+            "",
+            "| plan | ratio | α | c | target_rate | clean_target_rate | degenerate_rate | source_rate | specificity |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for row in forcing["conditions"]:
+            rate = rate_tag(row["rate"]) if "rate" in row else "-"
+            if row.get("control_of"):
+                rate += " control"
+            fill = "-" if row.get("fill") is None else format_number(row["fill"])
+            alpha = format_number(row["alpha"]) if "alpha" in row else "-"
+            specificity = f"{row['specificity']:.2f}" if "specificity" in row else ""
+            out.append(f"| `{row.get('steer', 'none')}` | {rate} | {alpha} | {fill} | {row['target_rate']:.2f} | "
+                       f"{row['clean_target_rate']:.2f} | {row['degenerate_rate']:.2f} | {row['source_rate']:.2f} | "
+                       f"{specificity} |")  # fmt: skip
+        out += ["", "Control rows: the same plan with the set's random control. Specificity: the plan's gain in "
+                "clean_target_rate over no steering divided by its control's.", ""]  # fmt: skip
+        out += ["", f"Best by clean_target_rate: `{forcing['best']['label']}`.", "", f"![forcing]({figures['forcing']})", ""]
+    for family, result in (summary.get("benchmarks") or {}).items():
+        out += _benchmark_section(family, result, figures)
+    out += [
+        "## Time",
+        "",
+        " · ".join(f"{name} {seconds:.0f} s" for name, seconds in run.timings.items()),
+        "",
+        "## Files",
+        "",
+        "- `stats.safetensors`: activation statistics; `neurons/lape-top*.safetensors`: neuron sets "
+        "(`*-control-s0`: their random controls)",
+        "- `results/<stage>/steer=*/`: lm-eval results JSONs (and forcing samples), one folder per plan",
+        "- `summary.json`: every number above",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _perplexity_section(ppl: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    langs = ppl["languages"]
+    out: list[str] = []
     out += [
         f"## Perplexity matrix ({ppl['neuron_set']} set)",
         "",
@@ -152,42 +226,41 @@ def _markdown(run, summary: dict[str, Any], figures: dict[str, str]) -> str:
             f"{control['row_dominance_rate']:.2f}, median own/other ratio {control['median_own_other_ratio']:.2f}",
             "",
         ]  # fmt: skip
-    if forcing:
-        out += [
-            "## Language forcing",
-            "",
-            f"{forcing['pairs']} source→target pairs of {' '.join(run.forcing_languages)}, {forcing['prompts_per_pair']} "
-            f"questions each, greedy, up to {forcing['max_gen_toks']} new tokens. Means over the off-diagonal pairs. "
-            "`src`/`tgt` are the prompt and target languages; α scales the target's mean activation, c is the "
-            "fill of the deactivated source neurons.",
-            "",
-            "| plan | ratio | α | c | target_rate | clean_target_rate | degenerate_rate | source_rate | specificity |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]  # fmt: skip
-        for row in forcing["conditions"]:
-            rate = rate_tag(row["rate"]) if "rate" in row else "-"
-            if row.get("control_of"):
-                rate += " control"
-            fill = "-" if row.get("fill") is None else format_number(row["fill"])
-            alpha = format_number(row["alpha"]) if "alpha" in row else "-"
-            specificity = f"{row['specificity']:.2f}" if "specificity" in row else ""
-            out.append(f"| `{row.get('steer', 'none')}` | {rate} | {alpha} | {fill} | {row['target_rate']:.2f} | "
-                       f"{row['clean_target_rate']:.2f} | {row['degenerate_rate']:.2f} | {row['source_rate']:.2f} | "
-                       f"{specificity} |")  # fmt: skip
-        out += ["", "Control rows: the same plan with the set's random control. Specificity: the plan's gain in "
-                "clean_target_rate over no steering divided by its control's.", ""]  # fmt: skip
-        out += ["", f"Best by clean_target_rate: `{forcing['best']['label']}`.", "", f"![forcing]({figures['forcing']})", ""]
-    out += [
-        "## Time",
+    return out
+
+
+def _benchmark_section(family: str, result: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    """None, each plan and its random control per language, with the differences ± SE."""
+    rows = result["comparison"]
+    out = [
+        f"## {family} ({result['family']}, {result['neuron_set']} set)",
         "",
-        " · ".join(f"{name} {seconds:.0f} s" for name, seconds in run.timings.items()),
-        "",
-        "## Files",
-        "",
-        "- `stats.safetensors`: activation statistics; `neurons/lape-top*.safetensors`: neuron sets "
-        "(`*-control-s0`: their random controls)",
-        "- `results/perplexity_*/steer=*/`, `results/forcing/steer=*/`: lm-eval results JSONs (and forcing samples)",
-        "- `summary.json`: every number above",
+        f"{len(result['tasks'])} tasks ({', '.join(result['tasks'])}), at most {result['examples_per_task']} examples "
+        f"each; plans {', '.join(f'`{plan}`' for plan in result['plans'])}, each also with the set's random control. "
+        "Differences ± one standard error (lm-eval's per-run standard errors, as independent runs).",
         "",
     ]
-    return "\n".join(out)
+    if not rows:
+        return out + ["No language has scores under no steering, the plan and its control (see `summary.json` notes).", ""]
+    out += comparison_markdown(rows)
+    return out + ["", f"![{family}]({figures[family]})", ""]
+
+
+def _provenance(run, summary: dict[str, Any]) -> list[str]:
+    """Model, engine, data sources, skipped families and every steering signature."""
+    args = summary.get("engine_args") or {}
+    out = [
+        f"- model: `{summary['model']}` (`{run.path}`)",
+        f"- engine: `{summary.get('engine', 'hf-steered')}`" + (f" with `{','.join(f'{k}={v}' for k, v in args.items())}`"
+                                                              if args else "") + f", batch size {run.batch_size}",
+        f"- training text: `{run.train or run.corpus / 'train'}`",
+    ]  # fmt: skip
+    out += [f"- {family} data: {source}" for family, source in (summary.get("sources") or {}).items()]
+    out += [f"- {family}: skipped ({reason})" for family, reason in (summary.get("skipped") or {}).items()]
+    signatures = summary.get("signatures") or {}
+    if signatures:
+        out += ["", "<details><summary>steering signatures (one per plan run)</summary>", ""]
+        for stage, by_plan in signatures.items():
+            out += [f"- {stage}:"] + [f"  - `{signature}`" for signature in sorted(set(by_plan.values()))]
+        out += ["", "</details>"]
+    return out + [""]

@@ -156,6 +156,7 @@ def run_sweep(
     engine: str = "hf",
     shard: str | Shard | None = None,
     lm=None,
+    load_lm: Callable[[], Any] | None = None,
     task_manager=None,
     log: Callable[[str], None] = print,
 ) -> list[PlanOutcome]:
@@ -165,7 +166,8 @@ def run_sweep(
     plan written into its workers). ``model_args`` are that model's (any ``hf`` or ``vllm``
     argument, ``neurons=``; a ``steer=`` in them is replaced by each plan). ``lm`` may pass an
     already built steered model (then
-    ``model_args`` only labels the results), ``task_manager`` an lm-eval ``TaskManager`` to
+    ``model_args`` only labels the results), ``load_lm`` a function that builds it, called only
+    when a plan is left to run (a finished sweep starts no engine), ``task_manager`` an lm-eval ``TaskManager`` to
     reuse (indexing every task folder takes seconds). ``shard="I/N"`` runs only this share's plan ×
     task cells (:mod:`lape_harness.studies.shards`). Returns one :class:`PlanOutcome` per distinct
     plan (see :func:`unique_plans`), or per cell where cells ran (a share, or a plan shares began).
@@ -218,9 +220,11 @@ def run_sweep(
     if unknown:
         raise InputError(f"unknown task(s) {', '.join(unknown)}: list them with `lm_eval ls tasks`"
                          + ("" if include_path else ", or pass --include-path for a folder of your own task YAMLs"))
+    if lm is None and load_lm is not None:
+        lm = load_lm()
     if lm is None:
         started = time.perf_counter()
-        lm = _load_model(engine, {**args, "steer": "none"}, batch_size, max_batch_size, device)
+        lm = load_steered_model(engine, {**args, "steer": "none"}, batch_size, max_batch_size, device)
         log(f"model loaded once in {time.perf_counter() - started:.1f} s; {len(pending)} plan(s) to run")
 
     def record_settings() -> None:  # just before a plan's results appear: a failed start leaves no settings
@@ -312,8 +316,9 @@ def check_neuron_files(entries: list[PlanEntry], default_neurons: str | None, ar
             plan.check_languages(loaded[path])
 
 
-def _load_model(engine: str, args: dict[str, Any], batch_size, max_batch_size, device):
-    """The steered lm-eval model of ``engine``, built once for the whole sweep."""
+def load_steered_model(engine: str, args: dict[str, Any], batch_size, max_batch_size=None, device=None):
+    """The steered lm-eval model of ``engine`` (``hf`` or ``vllm``) from model arguments, built once
+    for a whole sweep (or a whole study)."""
     if engine == "vllm":
         from lape_harness.plugin.vllm_steered import VLLMSteeredLM
 
