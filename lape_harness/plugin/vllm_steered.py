@@ -93,12 +93,12 @@ class VLLMSteeredLM(SteeredLM, VLLM):
             raise InputError("vllm-steered cannot steer pipeline_parallel_size>1 (each stage's workers hold only "
                              "their layers); use tensor_parallel_size=N instead")
         _whole_number("tensor_parallel_size", kwargs.get("tensor_parallel_size", 1))
-        _refuse_unsteerable_features(kwargs, self._plan_slots)
+        refuse_unsteerable_features(kwargs, self._plan_slots)
         extension = kwargs.setdefault("worker_extension_cls", WORKER_EXTENSION)
         if extension != WORKER_EXTENSION:
             raise InputError(f"vllm-steered needs worker_extension_cls={WORKER_EXTENSION}; remove "
                              f"worker_extension_cls={extension} from --model_args")
-        kwargs["additional_config"] = {**_config_dict(kwargs.get("additional_config")), SLOTS_CONFIG: self._plan_slots}
+        kwargs["additional_config"] = {**config_dict(kwargs.get("additional_config")), SLOTS_CONFIG: self._plan_slots}
         cpu_defaults(kwargs)
         self._engine_start = time.perf_counter()
         return kwargs
@@ -132,9 +132,7 @@ class VLLMSteeredLM(SteeredLM, VLLM):
 
     def _write_slot(self, plan: SteeringPlan, slot: int) -> None:
         """Write ``plan`` into every worker's tables at ``slot``; every neuron must reach a worker."""
-        edits = compile_plan(plan, self.neuron_set, self.num_layers, self.width) if plan else {}
-        self.write_slot_edits({layer: (e.index.tolist(), e.scale.tolist(), e.shift.tolist())
-                               for layer, e in edits.items()}, slot, str(plan))
+        self.write_slot_edits(plan_edits(plan, self.neuron_set, self.num_layers, self.width), slot, str(plan))
         self._slots[slot] = plan
 
     def write_slot_edits(self, edits: dict[int, tuple[list[int], list[float], list[float]]], slot: int,
@@ -264,7 +262,15 @@ class MergingLLM:
         return engine_call((prompts, sampling_params, options))
 
 
-def _config_dict(value) -> dict:
+def plan_edits(plan: SteeringPlan, neuron_set, layers: int, width: int) -> dict[int, tuple[list, list, list]]:
+    """Per layer ``(neuron indices, scale, shift)`` of ``plan``: what the workers' ``lape_write_plan`` takes."""
+    if not plan:
+        return {}
+    return {layer: (edit.index.tolist(), edit.scale.tolist(), edit.shift.tolist())
+            for layer, edit in compile_plan(plan, neuron_set, layers, width).items()}
+
+
+def config_dict(value) -> dict:
     if value is None:
         return {}
     if isinstance(value, dict):
@@ -286,7 +292,7 @@ RELAYING = {"enable_dbo": "dual-batch overlap", "kv_sharing_fast_prefill": "KV-s
 SPECULATIVE = ("speculative_config", "spec_method", "spec_model", "spec_tokens")
 
 
-def _refuse_unsteerable_features(kwargs: dict, plan_slots: int | str) -> None:
+def refuse_unsteerable_features(kwargs: dict, plan_slots: int | str) -> None:
     """Speculative decoding always; token re-laying features when plans share a batch (plan_slots > 1)."""
     speculative = [key for key in SPECULATIVE if kwargs.get(key) not in (None, False, "", 0, {}, "None")]
     if speculative:
