@@ -97,12 +97,10 @@ def loadable(family: str, tasks: list[str], task_manager) -> tuple[list[str], di
         host = _HOSTS.get(family, "huggingface.co")
         if not reachable(host):
             return [], {family: f"{host} cannot be reached and {DATA_ENV} is not set"}
-    from lm_eval.tasks import get_task_dict
-
     ok, problems = [], {}
     for task in tasks:
         try:
-            get_task_dict([task], task_manager)
+            task_manager.load([task])
             ok.append(task)
         except Exception as error:  # noqa: BLE001 - any failure to load is reported, never raised
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
