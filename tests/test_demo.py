@@ -122,6 +122,8 @@ def test_demo_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
         assert control["own_change"][lang] == ppl["change"][TINY.languages.index(lang)][TINY.languages.index(lang)]
         if own > 0:
             assert math.isclose(control["specificity"][lang], control["own_change"][lang] / own, rel_tol=1e-9)
+        else:
+            assert lang not in control["specificity"] and lang in control["undefined"]
     controlled = NeuronSet.load(out / "neurons" / "lape-top10-control-s0.safetensors")
     assert controlled.counts() == NeuronSet.load(out / "neurons" / "lape-top10.safetensors").counts()
 
@@ -133,7 +135,8 @@ def test_demo_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
     real, shadow, base = rows["auto:+2*tgt@top10"], rows["auto:+2*tgt@top10-control"], rows["none"]
     assert real["control_clean_target_rate"] == shadow["clean_target_rate"]
     gain, control_gain = real["clean_target_rate"] - base["clean_target_rate"], shadow["clean_target_rate"] - base["clean_target_rate"]
-    assert real["specificity"] == (gain / control_gain if control_gain > 0 else (math.inf if gain > 0 else 0.0))
+    assert (real["gain"], real["control_gain"], real["gain_over_control"]) == (gain, control_gain, gain - control_gain)
+    assert real["specificity"] == (gain / control_gain if control_gain > 0 else None)
     assert not forcing["best"]["label"].endswith("-control")
     report = (out / "report.md").read_text()
     assert "## Perplexity matrix" in report and "## Language forcing" in report and "row dominance" in report

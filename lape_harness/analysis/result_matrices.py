@@ -147,7 +147,9 @@ def effect_ratio(effect: float, reference: float) -> float:
 def control_specificity(real: Matrix, control: Matrix, languages: Sequence[str] | None = None) -> dict[str, Any]:
     """Own-language change of each deactivation ``-L`` with the neuron set (``real``) and with its
     random control (``control``, :mod:`lape_harness.controls`), both :func:`ppl_change` matrices;
-    the specificity of L is their ratio (:func:`effect_ratio`), summarized by its median.
+    the specificity of L is their ratio, defined only where the control raised L's perplexity
+    (the languages where it did not are listed in ``undefined``), summarized by its median (None
+    when no language has one).
 
     >>> real = ppl_change({"de": 10.0, "fr": 10.0}, {"-de": {"de": 30.0, "fr": 11.0}, "-fr": {"de": 10.0, "fr": 15.0}})
     >>> control = ppl_change({"de": 10.0, "fr": 10.0}, {"-de": {"de": 12.5, "fr": 10.0}, "-fr": {"de": 10.0, "fr": 12.0}})
@@ -160,12 +162,13 @@ def control_specificity(real: Matrix, control: Matrix, languages: Sequence[str] 
 
     languages = list(languages or [code for code in real.columns if f"-{code}" in real.rows])
     real_own, control_own = own(real), own(control)
-    ratios = {code: effect_ratio(real_own[code], control_own[code]) for code in languages}
+    ratios = {code: real_own[code] / control_own[code] for code in languages if control_own[code] > 0}
     return {
         "own_change": real_own,
         "control_own_change": control_own,
         "specificity": ratios,
-        "median_specificity": statistics.median(ratios.values()) if ratios else 0.0,
+        "undefined": [code for code in languages if code not in ratios],
+        "median_specificity": statistics.median(ratios.values()) if ratios else None,
     }
 
 

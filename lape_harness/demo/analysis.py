@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from lape_harness.analysis.result_matrices import control_specificity, dominance, effect_ratio, ppl_change
+from lape_harness.analysis.result_matrices import control_specificity, dominance, ppl_change
 from lape_harness.analysis.results import BASELINE, Run, family_scores
 
 FORCING_METRICS = ("target_rate", "clean_target_rate", "degenerate_rate", "source_rate")
@@ -92,8 +92,9 @@ def forcing_summary(runs: dict[str, Run], conditions: dict[str, dict[str, Any]],
     condition comes first, and the best steered one is chosen by clean_target_rate, then by
     the lowest degenerate_rate. A condition whose ``control_of`` names another's label is that
     plan run with the set's random control: the plan's row gets ``control_clean_target_rate``
-    and ``specificity``, its gain in clean_target_rate over no steering divided by the
-    control's (:func:`~lape_harness.analysis.result_matrices.effect_ratio`)."""
+    its gain in clean_target_rate over no steering (``gain``), the control's (``control_gain``),
+    their difference (``gain_over_control``) and ``specificity``, their ratio, defined (not None)
+    only where the control gains something."""
     rows = []
     for label, info in conditions.items():
         scores = {name: family_scores(runs[label], "lape_forcing", name) for name in FORCING_METRICS}
@@ -106,8 +107,10 @@ def forcing_summary(runs: dict[str, Run], conditions: dict[str, dict[str, Any]],
         real = by_label.get(row.get("control_of"))
         if real is not None:  # the plan's row gets its control's rate and the ratio of their effects
             real["control_clean_target_rate"] = row["clean_target_rate"]
-            real["specificity"] = effect_ratio(real["clean_target_rate"] - baseline["clean_target_rate"],
-                                               row["clean_target_rate"] - baseline["clean_target_rate"])  # fmt: skip
+            gain = real["clean_target_rate"] - baseline["clean_target_rate"]
+            control_gain = row["clean_target_rate"] - baseline["clean_target_rate"]
+            real.update(gain=gain, control_gain=control_gain, gain_over_control=gain - control_gain,
+                        specificity=gain / control_gain if control_gain > 0 else None)
     steered = [row for row in rows[1:] if not row.get("control_of")]
     best = max(steered, key=lambda row: (row["clean_target_rate"], -row["degenerate_rate"])) if steered else None
     return {

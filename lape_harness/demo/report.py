@@ -41,7 +41,7 @@ def headline(summary: dict[str, Any]) -> str:
         lines.append(
             f"  random control (same neurons per language and layer): own-language change median "
             f"{_median_percent(control['own_change'])} with the set, {_median_percent(control['control_own_change'])} "
-            f"with the control; median specificity {control['median_specificity']:.2f}"
+            f"with the control; {_median_specificity(control)}"
         )
     forcing = summary.get("forcing")
     if forcing:
@@ -52,9 +52,11 @@ def headline(summary: dict[str, Any]) -> str:
             f"clean {best['clean_target_rate']:.2f}, degenerate {best['degenerate_rate']:.2f}"
         )
         for row in forcing["conditions"]:
-            if "specificity" in row:
-                lines.append(f"  forcing {row['label']}: clean {row['clean_target_rate']:.2f}, with its random control "
-                             f"{row['control_clean_target_rate']:.2f} (specificity {row['specificity']:.2f})")  # fmt: skip
+            if "gain_over_control" in row:
+                lines.append(f"  forcing {row['label']}: clean {row['clean_target_rate']:.2f} ({row['gain']:+.2f} over "
+                             f"none), with its random control {row['control_clean_target_rate']:.2f} "
+                             f"({row['control_gain']:+.2f}): difference {row['gain_over_control']:+.2f}, "
+                             f"{_ratio(row['specificity'], 'the control gains nothing over none')}")  # fmt: skip
     for family, result in (summary.get("benchmarks") or {}).items():
         for plan in result["plans"]:
             rows = [row for row in result["comparison"] if row["plan"].split(" @")[0] == plan]
@@ -149,12 +151,13 @@ def _markdown(run, summary: dict[str, Any], figures: dict[str, str]) -> str:
                 rate += " control"
             fill = "-" if row.get("fill") is None else format_number(row["fill"])
             alpha = format_number(row["alpha"]) if "alpha" in row else "-"
-            specificity = f"{row['specificity']:.2f}" if "specificity" in row else ""
+            specificity = ("—" if row["specificity"] is None else f"{row['specificity']:.2f}") if "specificity" in row else ""
             out.append(f"| `{row.get('steer', 'none')}` | {rate} | {alpha} | {fill} | {row['target_rate']:.2f} | "
                        f"{row['clean_target_rate']:.2f} | {row['degenerate_rate']:.2f} | {row['source_rate']:.2f} | "
                        f"{specificity} |")  # fmt: skip
         out += ["", "Control rows: the same plan with the set's random control. Specificity: the plan's gain in "
-                "clean_target_rate over no steering divided by its control's.", ""]  # fmt: skip
+                "clean_target_rate over no steering divided by its control's (— where the control gains nothing: the "
+                "ratio is then undefined, and the gain itself is the plan's effect beyond its control).", ""]  # fmt: skip
         out += ["", f"Best by clean_target_rate: `{forcing['best']['label']}`.", "", f"![forcing]({figures['forcing']})", ""]
     for family, result in (summary.get("benchmarks") or {}).items():
         out += _benchmark_section(family, result, figures)
@@ -212,21 +215,39 @@ def _perplexity_section(ppl: dict[str, Any], figures: dict[str, str]) -> list[st
             "",
             "The same deactivations with the set's random control (for every language and layer as many neurons "
             "as the set has, drawn from the neurons not selected for the language; `neurons/*-control-s0`). "
-            "Specificity = own-language change with the set / with the control (docs/controls.md).",
+            "Specificity = own-language change with the set / with the control (docs/controls.md); — where the "
+            "control did not raise the language's perplexity (no ratio is defined there).",
             "",
             "| deactivated L | change of L (set) | change of L (control) | specificity |",
             "|---|---|---|---|",
         ]  # fmt: skip
         for lang in langs:
+            ratio = _ratio_cell(control["specificity"].get(lang))
             out.append(f"| {lang} | {control['own_change'][lang] * 100:+.1f}% | "
-                       f"{control['control_own_change'][lang] * 100:+.1f}% | {control['specificity'][lang]:.2f} |")  # fmt: skip
+                       f"{control['control_own_change'][lang] * 100:+.1f}% | {ratio} |")  # fmt: skip
         out += [
             "",
-            f"- median specificity {control['median_specificity']:.2f}; the control's own matrix: row dominance "
+            f"- {_median_specificity(control)}; the control's own matrix: row dominance "
             f"{control['row_dominance_rate']:.2f}, median own/other ratio {control['median_own_other_ratio']:.2f}",
             "",
         ]  # fmt: skip
     return out
+
+
+def _ratio(value: float | None, why_undefined: str) -> str:
+    return f"ratio {value:.2f}" if value is not None else f"ratio undefined ({why_undefined})"
+
+
+def _ratio_cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _median_specificity(control: dict) -> str:
+    """The median set/control ratio, and the languages where the control changed nothing (no ratio)."""
+    undefined = control.get("undefined") or []
+    median = _ratio(control["median_specificity"], "the control raised no language's own perplexity")
+    return f"median specificity {median.removeprefix('ratio ')}" + (
+        f" ({len(undefined)} language(s) without one: the control did not raise their perplexity)" if undefined else "")
 
 
 def _benchmark_section(family: str, result: dict[str, Any], figures: dict[str, str]) -> list[str]:
