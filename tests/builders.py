@@ -335,6 +335,18 @@ def write_profile_corpus(folder: Path) -> dict[str, list[str]]:
     return documents
 
 
+def write_study_corpus(folder: Path, languages=("en", "de", "fr")) -> Path:
+    """``train/`` and ``heldout/`` text per language in ``folder`` (as ``lape-harness corpus`` writes
+    it), from the sample sentences: 16 paragraphs to train on, 8 held out; returns ``folder``."""
+    for lang in languages:
+        sentences = SAMPLE_TEXT[lang].split(". ")
+        paragraphs = [f"{sentences[i % len(sentences)]}. {sentences[(i + 1) % len(sentences)]} {i}." for i in range(24)]
+        for part, chunk in (("train", paragraphs[:16]), ("heldout", paragraphs[16:])):
+            (folder / part).mkdir(parents=True, exist_ok=True)
+            (folder / part / f"{lang}.txt").write_text("\n\n".join(chunk) + "\n", encoding="utf-8")
+    return folder
+
+
 # ---------------------------------------------------------------------------------------------
 # Shared checks
 

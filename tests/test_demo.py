@@ -13,7 +13,7 @@ import math
 import os
 
 import pytest
-from builders import SAMPLE_TEXT
+from builders import write_study_corpus
 
 from lape_harness.demo import MODES, Mode, Strength, forcing_means, run_demo
 from lape_harness.errors import InputError
@@ -62,16 +62,6 @@ def test_modes_are_consistent():
             assert set(mode.forcing_languages) <= set(mode.languages)
 
 
-def write_corpus(folder, languages=("en", "de", "fr")):
-    for lang in languages:
-        sentences = SAMPLE_TEXT[lang].split(". ")
-        paragraphs = [f"{sentences[i % len(sentences)]}. {sentences[(i + 1) % len(sentences)]} {i}." for i in range(24)]
-        for part, chunk in (("train", paragraphs[:16]), ("heldout", paragraphs[16:])):
-            (folder / part).mkdir(parents=True, exist_ok=True)
-            (folder / part / f"{lang}.txt").write_text("\n\n".join(chunk) + "\n", encoding="utf-8")
-    return folder
-
-
 TINY = Mode(
     name="tiny", languages=("en", "de", "fr"), profile_tokens=200, seq_len=32, heldout_tokens=40, ppl_rate=0.1,
     forcing_languages=("en", "de"), forcing_prompts=1, forcing_rates=(0.1,), strengths=(Strength(2.0),),
@@ -80,7 +70,7 @@ TINY = Mode(
 
 
 def test_demo_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
-    corpus = write_corpus(tmp_path / "corpus")
+    corpus = write_study_corpus(tmp_path / "corpus")
     out = tmp_path / "run"
     lines = []
     summary = run_demo(TINY, model=str(tiny_llama), corpus=corpus, out=out, batch_size=4, benchmarks="ppl,forcing",
@@ -156,7 +146,7 @@ def test_demo_refuses_a_corpus_without_heldout(tmp_path, tiny_llama):
     (tmp_path / "c" / "train").mkdir(parents=True)
     with pytest.raises(InputError, match="heldout"):
         run_demo(TINY, model=str(tiny_llama), corpus=tmp_path / "c", out=tmp_path / "run", log=lambda _: None)
-    write_corpus(tmp_path / "one", languages=("en",))
+    write_study_corpus(tmp_path / "one", languages=("en",))
     with pytest.raises(InputError, match="at least two languages"):
         run_demo(TINY, model=str(tiny_llama), corpus=tmp_path / "one", out=tmp_path / "run", log=lambda _: None)
 
@@ -172,7 +162,7 @@ def test_demo_on_gemma(tmp_path):
     from importlib.util import find_spec
 
     for engine in ("hf", "vllm") if find_spec("vllm") else ("hf",):
-        summary = run_demo(mode, corpus=write_corpus(tmp_path / "corpus"), out=tmp_path / engine, engine=engine,
+        summary = run_demo(mode, corpus=write_study_corpus(tmp_path / "corpus"), out=tmp_path / engine, engine=engine,
                            benchmarks="ppl,forcing", log=lambda _: None)
         assert summary["neurons"]["top3"]["de"] > 0 and summary["engine"] == f"{engine}-steered"
         assert summary["perplexity"]["row_dominance_rate"] > 0
@@ -188,7 +178,7 @@ def test_demo_reuses_statistics_only_for_the_same_model_and_text(tiny_llama, tmp
 
     from lape_harness.demo.pipeline import DemoRun, _profile
 
-    corpus = write_corpus(tmp_path / "corpus")
+    corpus = write_study_corpus(tmp_path / "corpus")
     mode = replace(TINY, profile_tokens=64, seq_len=32)
     lines = []
 

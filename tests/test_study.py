@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
-from builders import SAMPLE_TEXT
+from builders import write_study_corpus
 
 from lape_harness.demo import Mode, Strength, run_study
 from lape_harness.demo.benchmarks import family_tasks, parse_benchmarks
@@ -25,17 +25,6 @@ TINY = Mode(
     forcing_languages=("en", "de"), forcing_prompts=1, forcing_rates=(0.1,), strengths=(Strength(2.0),),
     max_gen_toks=3, top_rates=(0.05, 0.1), bench_limit=4,
 )  # fmt: skip
-
-
-def write_corpus(folder: Path, languages=("en", "de")) -> Path:
-    """train/ and heldout/ text per language, from the builders' sample sentences."""
-    for lang in languages:
-        sentences = SAMPLE_TEXT[lang].split(". ")
-        paragraphs = [f"{sentences[i % len(sentences)]}. {sentences[(i + 1) % len(sentences)]} {i}." for i in range(24)]
-        for part, chunk in (("train", paragraphs[:16]), ("heldout", paragraphs[16:])):
-            (folder / part).mkdir(parents=True, exist_ok=True)
-            (folder / part / f"{lang}.txt").write_text("\n\n".join(chunk) + "\n", encoding="utf-8")
-    return folder
 
 
 def test_benchmark_lists_and_tasks():
@@ -70,7 +59,7 @@ def _results(folder: Path, plan_folder_prefix: str) -> dict:
 
 def test_study_end_to_end_with_hub_fixtures(tiny_llama, tmp_path, monkeypatch):
     monkeypatch.setenv("LAPE_HARNESS_DATA", str(FIXTURES))
-    corpus = write_corpus(tmp_path / "corpus", languages=("en", "de"))
+    corpus = write_study_corpus(tmp_path / "corpus", languages=("en", "de"))
     out, lines = tmp_path / "run", []
     summary = run_study(str(tiny_llama), mode=TINY, corpus=corpus, out=out, languages=["en", "de"], device="cpu",
                         benchmarks=",".join(("ppl", *HUB)), engine_args="dtype=float32,batch_size=4",
@@ -112,7 +101,7 @@ def test_study_end_to_end_with_hub_fixtures(tiny_llama, tmp_path, monkeypatch):
 
 def test_unloadable_families_are_skipped_with_one_line_each(tiny_llama, tmp_path, monkeypatch):
     monkeypatch.setenv("LAPE_HARNESS_DATA", str(tmp_path / "empty"))
-    corpus = write_corpus(tmp_path / "corpus", languages=("en", "de"))
+    corpus = write_study_corpus(tmp_path / "corpus", languages=("en", "de"))
     lines = []
     summary = run_study(str(tiny_llama), mode=TINY, corpus=corpus, out=tmp_path / "run", languages=["en", "de"],
                         device="cpu", benchmarks=",".join(HUB), engine_args="dtype=float32", log=lines.append)
@@ -126,7 +115,7 @@ def test_unloadable_families_are_skipped_with_one_line_each(tiny_llama, tmp_path
 
 
 def test_bad_study_arguments_fail_before_any_work(tiny_llama, tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", languages=("en", "de"))
+    corpus = write_study_corpus(tmp_path / "corpus", languages=("en", "de"))
     common = dict(mode=TINY, corpus=corpus, out=tmp_path / "run")
     with pytest.raises(InputError, match="--engine"):
         run_study(str(tiny_llama), engine="tgi", **common)
@@ -149,7 +138,7 @@ def test_study_with_vllm_end_to_end(tmp_path, monkeypatch):
 
     monkeypatch.setenv("LAPE_HARNESS_DATA", str(FIXTURES))
     model = build_tiny_model(tmp_path / "llama", arch="llama", hidden=128, heads=2)  # vLLM CPU: head size ≥ 32
-    corpus = write_corpus(tmp_path / "corpus", languages=("en", "de"))
+    corpus = write_study_corpus(tmp_path / "corpus", languages=("en", "de"))
     lines = []
     summary = run_study(str(model), mode=TINY, corpus=corpus, out=tmp_path / "run", languages=["en", "de"],
                         engine="vllm", benchmarks="ppl,forcing,xnli", log=lines.append,

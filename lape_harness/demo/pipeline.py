@@ -163,7 +163,7 @@ def run_study(
     ``shard="I/N"`` runs only share I of every sweep (then no report: run again without it);
     ``save_neurons`` also copies the neuron sets there (e.g. ``neuron_cache/gemma-3-270m``).
     """
-    from lape_harness.demo import evaluation
+    import lape_harness.demo.evaluation as evaluation
     from lape_harness.embedded import resolve_pretrained
 
     mode = MODES[mode] if isinstance(mode, str) and mode in MODES else mode
